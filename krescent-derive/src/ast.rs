@@ -1,0 +1,197 @@
+//! The parsed model of a derive input: what the attributes say, before any check.
+
+use proc_macro2::Span;
+use syn::{DeriveInput, Ident, Member};
+
+use crate::attr::{self, ContainerAttrs, FieldAttrs, VariantAttrs, VariantTag};
+use crate::ctxt::Ctxt;
+
+/// An enum deriving `Event`.
+pub(crate) struct EventEnum<'a> {
+    pub input: &'a DeriveInput,
+    pub ident: &'a Ident,
+    pub attrs: ContainerAttrs,
+    pub serde_keys: Vec<(String, Span)>,
+    pub variants: Vec<Variant<'a>>,
+}
+
+/// How a variant holds its data.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    Unit,
+    /// One unnamed field: `Added(StockAdded)`.
+    Newtype,
+    /// Named fields: `Added { product, quantity }`.
+    Struct,
+    /// Several unnamed fields: not supported.
+    Tuple,
+}
+
+pub(crate) struct Variant<'a> {
+    pub original: &'a syn::Variant,
+    pub ident: &'a Ident,
+    pub attrs: VariantAttrs,
+    pub serde_keys: Vec<(String, Span)>,
+    pub shape: Shape,
+    pub fields: Vec<Field>,
+}
+
+pub(crate) struct Field {
+    pub member: Member,
+    pub attrs: FieldAttrs,
+}
+
+/// A tag the generated code computes: where its value comes from, and its key.
+pub(crate) struct TagSpec {
+    pub key: String,
+    pub key_span: Span,
+    /// The value: a field of the variant, or a field of a newtype variant's content.
+    pub source: TagSource,
+}
+
+pub(crate) enum TagSource {
+    Field(Member),
+    InnerField(Ident),
+}
+
+/// Where the shape is wrong before any variant is looked at.
+pub(crate) enum NotAnEnum {
+    Struct(Span),
+    Union(Span),
+}
+
+impl<'a> EventEnum<'a> {
+    pub(crate) fn from_syn(cx: &mut Ctxt, input: &'a DeriveInput) -> Result<Self, NotAnEnum> {
+        let data = match &input.data {
+            syn::Data::Enum(data) => data,
+            syn::Data::Struct(s) => return Err(NotAnEnum::Struct(s.struct_token.span)),
+            syn::Data::Union(u) => return Err(NotAnEnum::Union(u.union_token.span)),
+        };
+        let attrs = ContainerAttrs::from_attrs(cx, &input.attrs);
+        let variants = data
+            .variants
+            .iter()
+            .map(|v| Variant::from_syn(cx, v))
+            .collect();
+        Ok(EventEnum {
+            input,
+            ident: &input.ident,
+            attrs,
+            serde_keys: attr::serde_keys(&input.attrs),
+            variants,
+        })
+    }
+
+    /// The catalog name: the attribute, or the enum's name.
+    pub(crate) fn catalog(&self) -> String {
+        self.attrs
+            .catalog
+            .as_ref()
+            .map_or_else(|| self.ident.to_string(), |(lit, _)| lit.value())
+    }
+}
+
+impl<'a> Variant<'a> {
+    fn from_syn(cx: &mut Ctxt, v: &'a syn::Variant) -> Self {
+        let shape = match &v.fields {
+            syn::Fields::Unit => Shape::Unit,
+            syn::Fields::Named(_) => Shape::Struct,
+            syn::Fields::Unnamed(f) if f.unnamed.len() == 1 => Shape::Newtype,
+            syn::Fields::Unnamed(_) => Shape::Tuple,
+        };
+        let fields = v
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Field {
+                member: match &f.ident {
+                    Some(ident) => Member::Named(ident.clone()),
+                    None => Member::Unnamed(i.into()),
+                },
+                attrs: FieldAttrs::from_attrs(cx, &f.attrs),
+            })
+            .collect();
+        Variant {
+            original: v,
+            ident: &v.ident,
+            attrs: VariantAttrs::from_attrs(cx, &v.attrs),
+            serde_keys: attr::serde_keys(&v.attrs),
+            shape,
+            fields,
+        }
+    }
+
+    /// The stored type name: the attribute, or the variant's name as written.
+    pub(crate) fn type_name(&self) -> (String, Span) {
+        match &self.attrs.name {
+            Some((lit, _)) => (lit.value(), lit.span()),
+            None => (self.ident.to_string(), self.ident.span()),
+        }
+    }
+
+    /// The tags of this variant, from field attributes and the variant's `tags(...)`.
+    pub(crate) fn tags(&self) -> Vec<TagSpec> {
+        let mut tags = Vec::new();
+        for field in &self.fields {
+            let Some((key, span)) = &field.attrs.tag else {
+                continue;
+            };
+            let (key, key_span) = match (key, &field.member) {
+                (Some(lit), _) => (lit.value(), lit.span()),
+                (None, Member::Named(ident)) => (ident.to_string(), *span),
+                // An unnamed field needs a key; `valid` reports it.
+                (None, Member::Unnamed(_)) => continue,
+            };
+            tags.push(TagSpec {
+                key,
+                key_span,
+                source: TagSource::Field(field.member.clone()),
+            });
+        }
+        for VariantTag { field, key } in &self.attrs.tags {
+            let (key, key_span) = match key {
+                Some(lit) => (lit.value(), lit.span()),
+                None => (field.to_string(), field.span()),
+            };
+            tags.push(TagSpec {
+                key,
+                key_span,
+                source: TagSource::InnerField(field.clone()),
+            });
+        }
+        tags
+    }
+}
+
+/// `StockAdded` → `STOCK_ADDED`, the name of the generated type-name constant.
+pub(crate) fn screaming_snake(ident: &Ident) -> String {
+    let name = ident.to_string();
+    let name = name.strip_prefix("r#").unwrap_or(&name);
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            let prev = chars[i - 1];
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+            if prev.is_lowercase() || prev.is_ascii_digit() || (prev.is_uppercase() && next_lower) {
+                out.push('_');
+            }
+        }
+        out.extend(c.to_uppercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn screaming_snake_splits_words() {
+        let s = |n: &str| screaming_snake(&Ident::new(n, Span::call_site()));
+        assert_eq!(s("Added"), "ADDED");
+        assert_eq!(s("StockAdded"), "STOCK_ADDED");
+        assert_eq!(s("HTTPRequest"), "HTTP_REQUEST");
+        assert_eq!(s("Item2Sold"), "ITEM2_SOLD");
+    }
+}

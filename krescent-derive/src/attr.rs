@@ -1,0 +1,247 @@
+//! Parsing of `#[krescent(...)]` attributes (and the few `#[serde(...)]` keys that matter).
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use syn::meta::ParseNestedMeta;
+use syn::spanned::Spanned;
+use syn::{Attribute, LitInt, LitStr, Path};
+
+use crate::ctxt::Ctxt;
+
+/// Attribute names, so that messages and parsing agree.
+pub(crate) mod sym {
+    pub const KRESCENT: &str = "krescent";
+    pub const CATALOG: &str = "catalog";
+    pub const REVISION: &str = "revision";
+    pub const CRATE: &str = "crate";
+    pub const NAME: &str = "name";
+    pub const TAG: &str = "tag";
+    pub const TAGS: &str = "tags";
+}
+
+/// A value given once, remembering where, so a second one is reported as a duplicate.
+pub(crate) struct Once<T> {
+    name: &'static str,
+    value: Option<(T, Span)>,
+}
+
+impl<T> Once<T> {
+    pub(crate) fn new(name: &'static str) -> Self {
+        Once { name, value: None }
+    }
+
+    pub(crate) fn set(&mut self, cx: &mut Ctxt, span: Span, value: T) {
+        if self.value.is_some() {
+            cx.push(syn::Error::new(
+                span,
+                format!("duplicate krescent attribute `{}`", self.name),
+            ));
+        } else {
+            self.value = Some((value, span));
+        }
+    }
+
+    pub(crate) fn get(self) -> Option<(T, Span)> {
+        self.value
+    }
+}
+
+/// Runs `f` on every key of every `#[krescent(...)]` attribute in `attrs`.
+fn each_krescent_key(
+    cx: &mut Ctxt,
+    attrs: &[Attribute],
+    mut f: impl FnMut(&mut Ctxt, &ParseNestedMeta<'_>, &str) -> syn::Result<()>,
+) {
+    for attr in attrs {
+        if !attr.path().is_ident(sym::KRESCENT) {
+            continue;
+        }
+        let mut errors = Vec::new();
+        let result = attr.parse_nested_meta(|meta| {
+            let key = meta
+                .path
+                .get_ident()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| path_text(&meta.path));
+            if let Err(e) = f(cx, &meta, &key) {
+                errors.push(e);
+                // Skip the rest of this key's tokens so the next key still parses.
+                skip_value(&meta);
+            }
+            Ok(())
+        });
+        for e in errors {
+            cx.push(e);
+        }
+        if let Err(e) = result {
+            cx.push(e);
+        }
+    }
+}
+
+fn path_text(path: &Path) -> String {
+    path.segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect::<Vec<_>>()
+        .join("::")
+}
+
+/// Consumes what is left of a key that failed, up to the next top-level `,`.
+fn skip_value(meta: &ParseNestedMeta<'_>) {
+    let _ = meta.input.step(|cursor| {
+        let mut rest = *cursor;
+        while let Some((tt, next)) = rest.token_tree() {
+            if matches!(&tt, TokenTree::Punct(p) if p.as_char() == ',') {
+                break;
+            }
+            rest = next;
+        }
+        Ok(((), rest))
+    });
+}
+
+fn unknown(meta: &ParseNestedMeta<'_>, key: &str) -> syn::Error {
+    meta.error(format!("unknown krescent attribute `{key}`"))
+}
+
+/// `#[krescent(...)]` on the enum.
+pub(crate) struct ContainerAttrs {
+    pub catalog: Option<(LitStr, Span)>,
+    pub revision: Option<(LitInt, Span)>,
+    pub krate: Option<(Path, Span)>,
+}
+
+impl ContainerAttrs {
+    pub(crate) fn from_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> Self {
+        let mut catalog = Once::new(sym::CATALOG);
+        let mut revision = Once::new(sym::REVISION);
+        let mut krate = Once::new(sym::CRATE);
+        each_krescent_key(cx, attrs, |cx, meta, key| {
+            let span = meta.path.span();
+            match key {
+                sym::CATALOG => catalog.set(cx, span, meta.value()?.parse::<LitStr>()?),
+                sym::REVISION => revision.set(cx, span, meta.value()?.parse::<LitInt>()?),
+                sym::CRATE => {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    krate.set(cx, span, lit.parse::<Path>()?);
+                }
+                _ => return Err(unknown(meta, key)),
+            }
+            Ok(())
+        });
+        ContainerAttrs {
+            catalog: catalog.get(),
+            revision: revision.get(),
+            krate: krate.get(),
+        }
+    }
+}
+
+/// One entry of a variant's `tags(field, field = "key")`.
+pub(crate) struct VariantTag {
+    pub field: syn::Ident,
+    pub key: Option<LitStr>,
+}
+
+/// `#[krescent(...)]` on a variant.
+pub(crate) struct VariantAttrs {
+    pub name: Option<(LitStr, Span)>,
+    pub tags: Vec<VariantTag>,
+    pub tags_span: Option<Span>,
+}
+
+impl VariantAttrs {
+    pub(crate) fn from_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> Self {
+        let mut name = Once::new(sym::NAME);
+        let mut tags_attr = Once::new(sym::TAGS);
+        each_krescent_key(cx, attrs, |cx, meta, key| {
+            let span = meta.path.span();
+            match key {
+                sym::NAME => name.set(cx, span, meta.value()?.parse::<LitStr>()?),
+                sym::TAGS => {
+                    let mut tags = Vec::new();
+                    meta.parse_nested_meta(|entry| {
+                        let field = entry.path.require_ident()?.clone();
+                        let key = if entry.input.peek(syn::Token![=]) {
+                            Some(entry.value()?.parse::<LitStr>()?)
+                        } else {
+                            None
+                        };
+                        tags.push(VariantTag { field, key });
+                        Ok(())
+                    })?;
+                    tags_attr.set(cx, span, tags);
+                }
+                _ => return Err(unknown(meta, key)),
+            }
+            Ok(())
+        });
+        let (tags, tags_span) = match tags_attr.get() {
+            Some((tags, span)) => (tags, Some(span)),
+            None => (Vec::new(), None),
+        };
+        VariantAttrs {
+            name: name.get(),
+            tags,
+            tags_span,
+        }
+    }
+}
+
+/// `#[krescent(tag)]` / `#[krescent(tag = "key")]` on a field.
+pub(crate) struct FieldAttrs {
+    /// The tag, with its explicit key if one was given.
+    pub tag: Option<(Option<LitStr>, Span)>,
+}
+
+impl FieldAttrs {
+    pub(crate) fn from_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> Self {
+        let mut tag = Once::new(sym::TAG);
+        each_krescent_key(cx, attrs, |cx, meta, key| {
+            let span = meta.path.span();
+            match key {
+                sym::TAG => {
+                    let key = if meta.input.peek(syn::Token![=]) {
+                        Some(meta.value()?.parse::<LitStr>()?)
+                    } else {
+                        None
+                    };
+                    tag.set(cx, span, key);
+                }
+                _ => return Err(unknown(meta, key)),
+            }
+            Ok(())
+        });
+        FieldAttrs { tag: tag.get() }
+    }
+}
+
+/// The top-level keys of every `#[serde(...)]` attribute, with their spans. Only their names
+/// matter to us (the representation and skipped variants), so values are not parsed.
+pub(crate) fn serde_keys(attrs: &[Attribute]) -> Vec<(String, Span)> {
+    let mut keys = Vec::new();
+    for attr in attrs {
+        if !attr.path().is_ident("serde") {
+            continue;
+        }
+        let syn::Meta::List(list) = &attr.meta else {
+            continue;
+        };
+        collect_top_level_idents(list.tokens.clone(), &mut keys);
+    }
+    keys
+}
+
+fn collect_top_level_idents(tokens: TokenStream, out: &mut Vec<(String, Span)>) {
+    let mut at_item_start = true;
+    for tt in tokens {
+        match &tt {
+            TokenTree::Ident(ident) if at_item_start => {
+                out.push((ident.to_string(), ident.span()));
+                at_item_start = false;
+            }
+            TokenTree::Punct(p) if p.as_char() == ',' => at_item_start = true,
+            _ => at_item_start = false,
+        }
+    }
+}

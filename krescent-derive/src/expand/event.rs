@@ -1,0 +1,213 @@
+//! `#[derive(Event)]`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::{DeriveInput, Member};
+
+use crate::ast::{EventEnum, NotAnEnum, Shape, TagSource, Variant, screaming_snake};
+use crate::ctxt::Ctxt;
+use crate::valid;
+
+pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
+    let mut cx = Ctxt::default();
+    let parsed = match EventEnum::from_syn(&mut cx, input) {
+        Ok(parsed) => parsed,
+        Err(not_an_enum) => {
+            let (span, what) = match not_an_enum {
+                NotAnEnum::Struct(span) => (span, "a struct"),
+                NotAnEnum::Union(span) => (span, "a union"),
+            };
+            cx.push(syn::Error::new(
+                span,
+                format!(
+                    "`#[derive(Event)]` needs an enum whose variants are the event types, not {what}"
+                ),
+            ));
+            return cx.check().err().map(|e| e.to_compile_error()).unwrap_or_default();
+        }
+    };
+    valid::check_event(&mut cx, &parsed);
+    let krate = super::krate(parsed.attrs.krate.as_ref().map(|(p, _)| p));
+    match cx.check() {
+        Ok(()) => expand(&parsed, &krate),
+        Err(errors) => {
+            let mut out = errors.to_compile_error();
+            out.extend(fallback(&parsed, &krate));
+            out
+        }
+    }
+}
+
+/// A stub implementation emitted next to errors so that uses of the enum as an `Event` do not
+/// add follow-on errors. Never runs: the crate does not compile.
+fn fallback(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream {
+    if !input.input.generics.params.is_empty() {
+        return TokenStream::new();
+    }
+    let ident = input.ident;
+    let p = quote!(#krate::__private);
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #p::Event for #ident {
+                const CATALOG: &'static str = "";
+                const REVISION: u32 = 0;
+                const TYPES: &'static [#p::EventType] = &[];
+                fn event_type(&self) -> #p::EventType { ::core::unreachable!() }
+                fn tags(&self) -> #p::Tags { ::core::unreachable!() }
+                fn encode(&self) -> ::core::result::Result<#p::Payload, #p::EncodeError> {
+                    ::core::unreachable!()
+                }
+                fn decode(
+                    _: &str,
+                    _: &[u8],
+                ) -> ::core::result::Result<Self, #p::DecodeError> {
+                    ::core::unreachable!()
+                }
+            }
+        };
+    }
+}
+
+fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream {
+    let ident = input.ident;
+    let p = quote!(#krate::__private);
+    let catalog = input.catalog();
+    let revision: u32 = input
+        .attrs
+        .revision
+        .as_ref()
+        .and_then(|(lit, _)| lit.base10_parse().ok())
+        .unwrap_or(1);
+
+    let names: Vec<String> = input.variants.iter().map(|v| v.type_name().0).collect();
+    let indices = (0..input.variants.len()).map(|i| i as u32);
+    let patterns: Vec<TokenStream> = input.variants.iter().map(pattern_any).collect();
+    let type_indices = 0..input.variants.len();
+
+    let tag_arms = input.variants.iter().map(tag_arm);
+    let tag_capacity = input
+        .variants
+        .iter()
+        .map(|v| v.tags().len())
+        .max()
+        .unwrap_or(0);
+
+    let consts = input.variants.iter().zip(&names).enumerate().map(|(i, (v, name))| {
+        let const_ident = format_ident!("{}", screaming_snake(v.ident), span = v.ident.span());
+        let doc = format!("The stored type name of [`{ident}::{}`]: `{name}`.", v.ident);
+        quote! {
+            #[doc = #doc]
+            #[allow(dead_code)]
+            pub const #const_ident: #p::EventType = <Self as #p::Event>::TYPES[#i];
+        }
+    });
+
+    // Spanned on the enum's name, so a missing serde implementation is reported there.
+    let encode = quote_spanned!(ident.span()=> #p::encode_content::<Self>(self));
+    let decode =
+        quote_spanned!(ident.span()=> #p::decode_content::<Self>(type_name, variant, payload));
+
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #p::Event for #ident {
+                const CATALOG: &'static str = #catalog;
+                const REVISION: u32 = #revision;
+                const TYPES: &'static [#p::EventType] = &[#(#p::EventType::new(#names)),*];
+
+                #[inline]
+                fn event_type(&self) -> #p::EventType {
+                    match self {
+                        #(#patterns => <Self as #p::Event>::TYPES[#type_indices],)*
+                    }
+                }
+
+                fn tags(&self) -> #p::Tags {
+                    let mut tags = #p::TagsBuilder::with_capacity(#tag_capacity);
+                    match self {
+                        #(#tag_arms)*
+                    }
+                    tags.build()
+                }
+
+                fn encode(&self) -> ::core::result::Result<#p::Payload, #p::EncodeError> {
+                    #encode
+                }
+
+                fn decode(
+                    type_name: &str,
+                    payload: &[u8],
+                ) -> ::core::result::Result<Self, #p::DecodeError> {
+                    let variant: u32 = match type_name {
+                        #(#names => #indices,)*
+                        _ => return ::core::result::Result::Err(#p::DecodeError::unknown(type_name)),
+                    };
+                    #decode
+                }
+            }
+
+            #[automatically_derived]
+            impl #ident {
+                #(#consts)*
+            }
+
+            #p::inventory::submit! {
+                #p::EventRegistration {
+                    catalog: #catalog,
+                    revision: #revision,
+                    rust_type: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+                    types: <#ident as #p::Event>::TYPES,
+                }
+            }
+        };
+    }
+}
+
+/// `Self::Variant { .. }`, which matches every shape.
+fn pattern_any(v: &Variant<'_>) -> TokenStream {
+    let ident = v.ident;
+    quote!(Self::#ident { .. })
+}
+
+/// The match arm that pushes a variant's tags.
+fn tag_arm(v: &Variant<'_>) -> TokenStream {
+    let ident = v.ident;
+    let tags = v.tags();
+    if tags.is_empty() {
+        return quote!(Self::#ident { .. } => {});
+    }
+    let inner = format_ident!("__inner");
+    let mut bindings = Vec::new();
+    let mut pushes = Vec::new();
+    for (i, tag) in tags.iter().enumerate() {
+        let key = &tag.key;
+        match &tag.source {
+            TagSource::Field(member) if v.shape == Shape::Newtype => {
+                let span = member_span(member);
+                pushes.push(quote_spanned!(span=> tags.push(#key, #inner);));
+            }
+            TagSource::Field(member) => {
+                let binding = format_ident!("__tag{}", i);
+                let span = member_span(member);
+                bindings.push(quote!(#member: #binding));
+                pushes.push(quote_spanned!(span=> tags.push(#key, #binding);));
+            }
+            TagSource::InnerField(field) => {
+                pushes.push(quote_spanned!(field.span()=> tags.push(#key, &#inner.#field);));
+            }
+        }
+    }
+    if v.shape == Shape::Newtype {
+        quote!(Self::#ident(#inner) => { #(#pushes)* })
+    } else {
+        quote!(Self::#ident { #(#bindings,)* .. } => { #(#pushes)* })
+    }
+}
+
+fn member_span(member: &Member) -> Span {
+    match member {
+        Member::Named(ident) => ident.span(),
+        Member::Unnamed(index) => index.span,
+    }
+}

@@ -1,0 +1,169 @@
+//! Checks of the parsed model. Every problem is reported, each on its own token.
+
+use std::collections::BTreeMap;
+
+use syn::Member;
+
+use crate::ast::{EventEnum, Shape};
+use crate::ctxt::Ctxt;
+
+/// The longest type name accepted, as in `krescent_core::event::MAX_TYPE_NAME_LEN`.
+const MAX_TYPE_NAME_LEN: usize = 255;
+
+/// Serde container keys that change the enum's representation.
+const SERDE_REPRESENTATIONS: &[&str] = &["tag", "content", "untagged"];
+/// Serde variant keys that make a variant unusable as a stored event.
+const SERDE_VARIANT_SKIPS: &[&str] = &[
+    "skip",
+    "skip_serializing",
+    "skip_deserializing",
+    "other",
+    "untagged",
+];
+
+pub(crate) fn check_event(cx: &mut Ctxt, input: &EventEnum<'_>) {
+    if !input.input.generics.params.is_empty() {
+        cx.error_spanned_by(
+            &input.input.generics,
+            "`#[derive(Event)]` does not support generic enums: every event type needs one \
+             stored name",
+        );
+    }
+    if input.variants.is_empty() {
+        cx.error_spanned_by(
+            input.ident,
+            "`#[derive(Event)]` needs at least one variant: each variant is an event type",
+        );
+    }
+    if let Some((lit, _)) = &input.attrs.catalog {
+        let catalog = lit.value();
+        if catalog.is_empty() || catalog.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            cx.error_spanned_by(
+                lit,
+                format!(
+                    "invalid catalog name `{catalog}`: it must be non-empty, without whitespace \
+                     or control characters"
+                ),
+            );
+        }
+    }
+    if let Some((lit, _)) = &input.attrs.revision {
+        if let Err(e) = lit.base10_parse::<u32>() {
+            cx.push(syn::Error::new(
+                lit.span(),
+                format!("krescent `revision` must be an integer from 0 to 4294967295: {e}"),
+            ));
+        }
+    }
+    for (key, span) in &input.serde_keys {
+        if SERDE_REPRESENTATIONS.contains(&key.as_str()) {
+            cx.push(syn::Error::new(
+                *span,
+                format!(
+                    "`#[serde({key} ...)]` is not supported on an event enum: krescent stores \
+                     the type name beside the payload and needs serde's default externally \
+                     tagged representation"
+                ),
+            ));
+        }
+    }
+
+    let mut names: BTreeMap<String, &syn::Ident> = BTreeMap::new();
+    for variant in &input.variants {
+        for (key, span) in &variant.serde_keys {
+            if SERDE_VARIANT_SKIPS.contains(&key.as_str()) {
+                cx.push(syn::Error::new(
+                    *span,
+                    format!(
+                        "`#[serde({key})]` is not supported on an event variant: every variant \
+                         is an event type that must be written and read"
+                    ),
+                ));
+            }
+        }
+        if variant.shape == Shape::Tuple {
+            cx.error_spanned_by(
+                &variant.original.fields,
+                format!(
+                    "variant `{}` has several unnamed fields; an event variant is a unit, a \
+                     newtype `{}(Data)` or has named fields",
+                    variant.ident, variant.ident
+                ),
+            );
+        }
+
+        let (name, span) = variant.type_name();
+        if let Err(why) = type_name_problem(&name) {
+            cx.push(syn::Error::new(span, format!("invalid event type name `{name}`: {why}")));
+        }
+        if let Some(first) = names.get(&name) {
+            cx.push(syn::Error::new(
+                span,
+                format!(
+                    "duplicate event type name `{name}`: variant `{first}` already uses it"
+                ),
+            ));
+        } else {
+            names.insert(name, variant.ident);
+        }
+
+        if let Some(tags_span) = variant.attrs.tags_span {
+            if variant.shape != Shape::Newtype {
+                cx.push(syn::Error::new(
+                    tags_span,
+                    "`tags(...)` names fields of a newtype variant's content; on a variant with \
+                     named fields put `#[krescent(tag)]` on the field instead",
+                ));
+            }
+        }
+        let mut keys: BTreeMap<String, ()> = BTreeMap::new();
+        for field in &variant.fields {
+            if let (Some((None, span)), Member::Unnamed(_)) = (&field.attrs.tag, &field.member) {
+                cx.push(syn::Error::new(
+                    *span,
+                    "a tag on an unnamed field needs a key: `#[krescent(tag = \"key\")]`",
+                ));
+            }
+        }
+        for tag in variant.tags() {
+            if let Err(why) = tag_key_problem(&tag.key) {
+                cx.push(syn::Error::new(
+                    tag.key_span,
+                    format!("invalid tag key `{}`: {why}", tag.key),
+                ));
+            } else if keys.insert(tag.key.clone(), ()).is_some() {
+                cx.push(syn::Error::new(
+                    tag.key_span,
+                    format!(
+                        "duplicate tag key `{}` in variant `{}`",
+                        tag.key, variant.ident
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// The rule of `krescent_core::event::validate_type_name`, at compile time.
+fn type_name_problem(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("it is empty")
+    } else if name.len() > MAX_TYPE_NAME_LEN {
+        Err("it is longer than 255 bytes")
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err("it contains whitespace or a control character")
+    } else {
+        Ok(())
+    }
+}
+
+/// The rule of `krescent_core::event::tags::validate_tag_key`, at compile time.
+fn tag_key_problem(key: &str) -> Result<(), &'static str> {
+    if key.is_empty() {
+        Err("it is empty")
+    } else if key.chars().any(|c| c == ':' || c.is_whitespace() || c.is_control()) {
+        Err("keys may not contain `:`, whitespace or control characters")
+    } else {
+        Ok(())
+    }
+}
