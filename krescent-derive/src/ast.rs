@@ -99,6 +99,7 @@ impl<'a> Variant<'a> {
             syn::Fields::Unnamed(f) if f.unnamed.len() == 1 => Shape::Newtype,
             syn::Fields::Unnamed(_) => Shape::Tuple,
         };
+        let attrs = VariantAttrs::from_attrs(cx, &v.attrs);
         let fields = v
             .fields
             .iter()
@@ -114,7 +115,7 @@ impl<'a> Variant<'a> {
         Variant {
             original: v,
             ident: &v.ident,
-            attrs: VariantAttrs::from_attrs(cx, &v.attrs),
+            attrs,
             serde_keys: attr::serde_keys(&v.attrs),
             shape,
             fields,

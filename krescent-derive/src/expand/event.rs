@@ -188,8 +188,8 @@ fn tag_arm(v: &Variant<'_>) -> TokenStream {
                 pushes.push(quote_spanned!(span=> tags.push(#key, #inner);));
             }
             TagSource::Field(member) => {
-                let binding = format_ident!("__tag{}", i);
                 let span = member_span(member);
+                let binding = format_ident!("__tag{}", i, span = span);
                 bindings.push(quote!(#member: #binding));
                 pushes.push(quote_spanned!(span=> tags.push(#key, #binding);));
             }

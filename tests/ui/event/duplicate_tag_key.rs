@@ -1,0 +1,12 @@
+use krescent::prelude::*;
+
+#[derive(Event, Serialize, Deserialize)]
+enum E {
+    A {
+        #[krescent(tag = "id")]
+        first: u32,
+        #[krescent(tag = "id")]
+        second: u32,
+    },
+}
+fn main() {}

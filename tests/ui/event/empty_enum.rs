@@ -1,0 +1,5 @@
+use krescent::prelude::*;
+
+#[derive(Event, Serialize, Deserialize)]
+enum E {}
+fn main() {}

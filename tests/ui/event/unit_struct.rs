@@ -1,0 +1,5 @@
+use krescent::prelude::*;
+
+#[derive(Event)]
+struct Unit;
+fn main() {}
