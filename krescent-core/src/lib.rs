@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod event;
+pub mod projection;
 pub mod query;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -16,6 +17,7 @@ pub use event::{
     DecodeError, EncodeError, Event, EventRegistration, EventRegistry, EventType, NewEvent,
     Payload, Recorded, RecordedEvent, RegistryError, Tag, TagError, Tags,
 };
+pub use projection::{HandlerError, HandlerResult, Projection};
 pub use query::{AppendCondition, Direction, EventQuery, Limit, QueryError, QueryItem};
 pub use store::{EventStore, EventStoreExt, InMemoryEventStore, StoreError, Subscription};
 
