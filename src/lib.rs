@@ -9,25 +9,28 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub use krescent_core::{event, query, store};
 #[cfg(feature = "testing")]
 pub use krescent_core::testing;
+pub use krescent_core::{event, projection, query, store};
 
 pub use krescent_core::{
     AppendCondition, DecodeError, Direction, EncodeError, Event, EventQuery, EventRegistration,
-    EventRegistry, EventStore, EventStoreExt, EventType, InMemoryEventStore, Limit, NewEvent,
-    Payload, QueryError, QueryItem, Recorded, RecordedEvent, RegistryError, StoreError,
-    Subscription, Tag, TagError, Tags,
+    EventRegistry, EventStore, EventStoreExt, EventType, HandlerError, HandlerResult,
+    InMemoryEventStore, Limit, NewEvent, Payload, Projection, QueryError, QueryItem, Recorded,
+    RecordedEvent, RegistryError, StoreError, Subscription, Tag, TagError, Tags,
 };
 
 #[doc = include_str!("../docs/derive_event.md")]
 pub use krescent_derive::Event;
 
+#[doc = include_str!("../docs/derive_projection.md")]
+pub use krescent_derive::Projection;
+
 /// The names most programs need: `use krescent::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AppendCondition, Direction, Event, EventQuery, EventStore, EventStoreExt,
-        InMemoryEventStore, QueryItem, Recorded, Tag, Tags,
+        AppendCondition, Direction, Event, EventQuery, EventStore, EventStoreExt, HandlerError,
+        InMemoryEventStore, Projection, QueryItem, Recorded, Tag, Tags,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -43,9 +46,11 @@ pub mod __private {
 
     pub use krescent_core::__private::*;
     pub use krescent_core::event::{
-        DecodeError, EncodeError, Event, EventRegistration, EventType, Payload, TagValue, Tags,
-        TagsBuilder,
+        DecodeError, EncodeError, Event, EventRegistration, EventType, Payload, Recorded,
+        TagValue, Tags, TagsBuilder,
     };
+    pub use krescent_core::projection::{HandlerError, HandlerResult, Projection};
+    pub use krescent_core::query::{Direction, EventQuery, Limit, QueryItem};
 }
 
 #[cfg(doctest)]

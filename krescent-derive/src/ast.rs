@@ -33,11 +33,12 @@ pub(crate) struct Variant<'a> {
     pub attrs: VariantAttrs,
     pub serde_keys: Vec<(String, Span)>,
     pub shape: Shape,
-    pub fields: Vec<Field>,
+    pub fields: Vec<Field<'a>>,
 }
 
-pub(crate) struct Field {
+pub(crate) struct Field<'a> {
     pub member: Member,
+    pub ty: &'a syn::Type,
     pub attrs: FieldAttrs,
 }
 
@@ -54,18 +55,18 @@ pub(crate) enum TagSource {
     InnerField(Ident),
 }
 
-/// Where the shape is wrong before any variant is looked at.
-pub(crate) enum NotAnEnum {
-    Struct(Span),
-    Union(Span),
+/// The input is not the kind of item the derive needs: where, and what it is instead.
+pub(crate) struct WrongShape {
+    pub span: Span,
+    pub what: &'static str,
 }
 
 impl<'a> EventEnum<'a> {
-    pub(crate) fn from_syn(cx: &mut Ctxt, input: &'a DeriveInput) -> Result<Self, NotAnEnum> {
+    pub(crate) fn from_syn(cx: &mut Ctxt, input: &'a DeriveInput) -> Result<Self, WrongShape> {
         let data = match &input.data {
             syn::Data::Enum(data) => data,
-            syn::Data::Struct(s) => return Err(NotAnEnum::Struct(s.struct_token.span)),
-            syn::Data::Union(u) => return Err(NotAnEnum::Union(u.union_token.span)),
+            syn::Data::Struct(s) => return Err(WrongShape { span: s.struct_token.span, what: "a struct" }),
+            syn::Data::Union(u) => return Err(WrongShape { span: u.union_token.span, what: "a union" }),
         };
         let attrs = ContainerAttrs::from_attrs(cx, &input.attrs);
         let variants = data
@@ -109,6 +110,7 @@ impl<'a> Variant<'a> {
                     Some(ident) => Member::Named(ident.clone()),
                     None => Member::Unnamed(i.into()),
                 },
+                ty: &f.ty,
                 attrs: FieldAttrs::from_attrs(cx, &f.attrs),
             })
             .collect();
@@ -164,6 +166,11 @@ impl<'a> Variant<'a> {
     }
 }
 
+/// `StockAdded` → `stock_added`, the default handler name's stem.
+pub(crate) fn snake(ident: &Ident) -> String {
+    screaming_snake(ident).to_lowercase()
+}
+
 /// `StockAdded` → `STOCK_ADDED`, the name of the generated type-name constant.
 pub(crate) fn screaming_snake(ident: &Ident) -> String {
     let name = ident.to_string();
@@ -194,5 +201,43 @@ mod tests {
         assert_eq!(s("StockAdded"), "STOCK_ADDED");
         assert_eq!(s("HTTPRequest"), "HTTP_REQUEST");
         assert_eq!(s("Item2Sold"), "ITEM2_SOLD");
+        assert_eq!(snake(&Ident::new("StockAdded", Span::call_site())), "stock_added");
+    }
+}
+
+/// A struct deriving `Projection`.
+pub(crate) struct ProjectionStruct<'a> {
+    pub input: &'a DeriveInput,
+    pub attrs: crate::attr::ProjectionAttrs,
+    /// Named fields of the struct (for `self.field` tag values).
+    pub field_names: Vec<String>,
+}
+
+impl<'a> ProjectionStruct<'a> {
+    pub(crate) fn from_syn(cx: &mut Ctxt, input: &'a DeriveInput) -> Result<Self, WrongShape> {
+        let fields = match &input.data {
+            syn::Data::Struct(s) => &s.fields,
+            syn::Data::Enum(e) => return Err(WrongShape { span: e.enum_token.span, what: "an enum" }),
+            syn::Data::Union(u) => return Err(WrongShape { span: u.union_token.span, what: "a union" }),
+        };
+        Ok(ProjectionStruct {
+            input,
+            attrs: crate::attr::ProjectionAttrs::from_attrs(cx, &input.attrs),
+            field_names: fields
+                .iter()
+                .filter_map(|f| f.ident.as_ref().map(ToString::to_string))
+                .collect(),
+        })
+    }
+
+    /// Every variant that needs a handler: handled ones, then savepoints not also handled.
+    pub(crate) fn dispatched(&self) -> Vec<&crate::attr::HandledVariant> {
+        let mut out: Vec<&crate::attr::HandledVariant> = self.attrs.handles.iter().collect();
+        for s in &self.attrs.savepoints {
+            if !out.iter().any(|h| h.variant == s.variant) {
+                out.push(s);
+            }
+        }
+        out
     }
 }

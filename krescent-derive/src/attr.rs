@@ -16,6 +16,14 @@ pub(crate) mod sym {
     pub const NAME: &str = "name";
     pub const TAG: &str = "tag";
     pub const TAGS: &str = "tags";
+    pub const EVENTS: &str = "events";
+    pub const HANDLES: &str = "handles";
+    pub const SAVEPOINT: &str = "savepoint";
+    pub const INIT: &str = "init";
+    pub const META: &str = "meta";
+    pub const FORWARD: &str = "forward";
+    pub const BACKWARD: &str = "backward";
+    pub const LIMIT: &str = "limit";
 }
 
 /// A value given once, remembering where, so a second one is reported as a duplicate.
@@ -242,6 +250,134 @@ fn collect_top_level_idents(tokens: TokenStream, out: &mut Vec<(String, Span)>) 
             }
             TokenTree::Punct(p) if p.as_char() == ',' => at_item_start = true,
             _ => at_item_start = false,
+        }
+    }
+}
+
+/// A variant named in `handles(...)` or `savepoint(...)`, with an optional handler name.
+pub(crate) struct HandledVariant {
+    pub variant: syn::Ident,
+    pub handler: Option<syn::Ident>,
+}
+
+/// A tag filter of a projection: `key = self.field` or `key = CONSTANT_EXPR`.
+pub(crate) struct TagFilter {
+    pub key: syn::Ident,
+    pub value: syn::Expr,
+}
+
+/// Overrides of the init query: `init(forward, limit = 3)`.
+#[derive(Default)]
+pub(crate) struct InitOverrides {
+    /// `Some(true)`: forward; `Some(false)`: backward.
+    pub forward: Option<bool>,
+    pub limit: Option<LitInt>,
+}
+
+/// `#[krescent(...)]` on a struct deriving `Projection`.
+pub(crate) struct ProjectionAttrs {
+    pub events: Option<(syn::Path, Span)>,
+    pub handles: Vec<HandledVariant>,
+    pub savepoints: Vec<HandledVariant>,
+    pub tags: Vec<TagFilter>,
+    pub init: InitOverrides,
+    pub meta: Vec<syn::Ident>,
+    pub krate: Option<(Path, Span)>,
+}
+
+fn parse_variant_list(meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<HandledVariant>> {
+    let mut out = Vec::new();
+    meta.parse_nested_meta(|entry| {
+        let variant = entry.path.require_ident()?.clone();
+        let handler = if entry.input.peek(syn::Token![=]) {
+            Some(entry.value()?.parse::<syn::Ident>()?)
+        } else {
+            None
+        };
+        out.push(HandledVariant { variant, handler });
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+impl ProjectionAttrs {
+    pub(crate) fn from_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> Self {
+        let mut events = Once::new(sym::EVENTS);
+        let mut handles = Once::new(sym::HANDLES);
+        let mut savepoints = Once::new(sym::SAVEPOINT);
+        let mut tags = Once::new(sym::TAGS);
+        let mut init = Once::new(sym::INIT);
+        let mut meta_list = Once::new(sym::META);
+        let mut krate = Once::new(sym::CRATE);
+        each_krescent_key(cx, attrs, |cx, meta, key| {
+            let span = meta.path.span();
+            match key {
+                sym::EVENTS => events.set(cx, span, meta.value()?.parse::<syn::Path>()?),
+                sym::HANDLES => handles.set(cx, span, parse_variant_list(meta)?),
+                sym::SAVEPOINT => savepoints.set(cx, span, parse_variant_list(meta)?),
+                sym::TAGS => {
+                    let mut list = Vec::new();
+                    meta.parse_nested_meta(|entry| {
+                        let key = entry.path.require_ident()?.clone();
+                        let value = entry.value()?.parse::<syn::Expr>()?;
+                        list.push(TagFilter { key, value });
+                        Ok(())
+                    })?;
+                    tags.set(cx, span, list);
+                }
+                sym::INIT => {
+                    let mut o = InitOverrides::default();
+                    let mut inner_errors = Vec::new();
+                    meta.parse_nested_meta(|entry| {
+                        let key = entry.path.get_ident().map(ToString::to_string).unwrap_or_default();
+                        match key.as_str() {
+                            sym::FORWARD | sym::BACKWARD if o.forward.is_some() => inner_errors
+                                .push(entry.error("duplicate krescent attribute `init` direction")),
+                            sym::FORWARD => o.forward = Some(true),
+                            sym::BACKWARD => o.forward = Some(false),
+                            sym::LIMIT if o.limit.is_some() => {
+                                inner_errors.push(entry.error("duplicate krescent attribute `limit`"));
+                                skip_value(&entry);
+                            }
+                            sym::LIMIT => o.limit = Some(entry.value()?.parse::<LitInt>()?),
+                            _ => {
+                                inner_errors.push(entry.error(format!(
+                                    "unknown krescent attribute `init({key})`: expected `forward`, `backward` or `limit = N`"
+                                )));
+                                skip_value(&entry);
+                            }
+                        }
+                        Ok(())
+                    })?;
+                    for e in inner_errors {
+                        cx.push(e);
+                    }
+                    init.set(cx, span, o);
+                }
+                sym::META => {
+                    let mut list = Vec::new();
+                    meta.parse_nested_meta(|entry| {
+                        list.push(entry.path.require_ident()?.clone());
+                        Ok(())
+                    })?;
+                    meta_list.set(cx, span, list);
+                }
+                sym::CRATE => {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    krate.set(cx, span, lit.parse::<Path>()?);
+                }
+                _ => return Err(unknown(meta, key)),
+            }
+            Ok(())
+        });
+        ProjectionAttrs {
+            events: events.get(),
+            handles: handles.get().map(|(v, _)| v).unwrap_or_default(),
+            savepoints: savepoints.get().map(|(v, _)| v).unwrap_or_default(),
+            tags: tags.get().map(|(v, _)| v).unwrap_or_default(),
+            init: init.get().map(|(v, _)| v).unwrap_or_default(),
+            meta: meta_list.get().map(|(v, _)| v).unwrap_or_default(),
+            krate: krate.get(),
         }
     }
 }

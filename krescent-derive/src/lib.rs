@@ -17,3 +17,10 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     expand::event::derive(&input).into()
 }
+
+/// Implements `krescent::Projection` for a struct; see the `krescent` crate for the attributes.
+#[proc_macro_derive(Projection, attributes(krescent))]
+pub fn derive_projection(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::projection::derive(&input).into()
+}

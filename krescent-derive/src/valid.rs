@@ -94,14 +94,15 @@ pub(crate) fn check_event(cx: &mut Ctxt, input: &EventEnum<'_>) {
 
         let (name, span) = variant.type_name();
         if let Err(why) = type_name_problem(&name) {
-            cx.push(syn::Error::new(span, format!("invalid event type name `{name}`: {why}")));
+            cx.push(syn::Error::new(
+                span,
+                format!("invalid event type name `{name}`: {why}"),
+            ));
         }
         if let Some(first) = names.get(&name) {
             cx.push(syn::Error::new(
                 span,
-                format!(
-                    "duplicate event type name `{name}`: variant `{first}` already uses it"
-                ),
+                format!("duplicate event type name `{name}`: variant `{first}` already uses it"),
             ));
         } else {
             names.insert(name, variant.ident);
@@ -161,9 +162,108 @@ fn type_name_problem(name: &str) -> Result<(), &'static str> {
 fn tag_key_problem(key: &str) -> Result<(), &'static str> {
     if key.is_empty() {
         Err("it is empty")
-    } else if key.chars().any(|c| c == ':' || c.is_whitespace() || c.is_control()) {
+    } else if key
+        .chars()
+        .any(|c| c == ':' || c.is_whitespace() || c.is_control())
+    {
         Err("keys may not contain `:`, whitespace or control characters")
     } else {
         Ok(())
+    }
+}
+
+pub(crate) fn check_projection(cx: &mut Ctxt, input: &crate::ast::ProjectionStruct<'_>) {
+    let attrs = &input.attrs;
+    if attrs.events.is_none() {
+        cx.error_spanned_by(
+            &input.input.ident,
+            "`#[derive(Projection)]` needs `#[krescent(events = YourEventEnum)]`",
+        );
+    }
+    if attrs.handles.is_empty() && attrs.savepoints.is_empty() {
+        cx.error_spanned_by(
+            &input.input.ident,
+            "`#[derive(Projection)]` needs at least one variant in `handles(...)` or `savepoint(...)`",
+        );
+    }
+    for (list, what) in [(&attrs.handles, "handles"), (&attrs.savepoints, "savepoint")] {
+        let mut seen: BTreeMap<String, ()> = BTreeMap::new();
+        for h in list {
+            if seen.insert(h.variant.to_string(), ()).is_some() {
+                cx.error_spanned_by(
+                    &h.variant,
+                    format!("variant `{}` is listed twice in `{what}(...)`", h.variant),
+                );
+            }
+        }
+    }
+    for s in &attrs.savepoints {
+        if let Some(h) = attrs.handles.iter().find(|h| h.variant == s.variant) {
+            if let (Some(a), Some(b)) = (&h.handler, &s.handler) {
+                if a != b {
+                    cx.error_spanned_by(
+                        b,
+                        format!(
+                            "variant `{}` has two handlers: `{a}` in `handles` and `{b}` in `savepoint`",
+                            s.variant
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let dispatched = input.dispatched();
+    for m in &attrs.meta {
+        if !dispatched.iter().any(|h| &h.variant == m) {
+            cx.error_spanned_by(
+                m,
+                format!(
+                    "`meta({m})` names a variant that is neither in `handles(...)` nor in `savepoint(...)`"
+                ),
+            );
+        }
+    }
+    if let Some(limit) = &attrs.init.limit {
+        match limit.base10_parse::<u64>() {
+            Ok(0) => cx.error_spanned_by(limit, "the init query's limit must be at least 1"),
+            Ok(_) => {}
+            Err(e) => cx.error_spanned_by(limit, format!("invalid init limit: {e}")),
+        }
+    }
+    let mut keys: BTreeMap<String, ()> = BTreeMap::new();
+    for tag in &attrs.tags {
+        let key = tag.key.to_string();
+        if let Err(why) = tag_key_problem(&key) {
+            cx.error_spanned_by(&tag.key, format!("invalid tag key `{key}`: {why}"));
+        }
+        if keys.insert(key.clone(), ()).is_some() {
+            cx.error_spanned_by(&tag.key, format!("duplicate tag key `{key}`"));
+        }
+        if let Some(field) = self_field(&tag.value) {
+            let name = match field {
+                Member::Named(ident) => ident.to_string(),
+                Member::Unnamed(index) => index.index.to_string(),
+            };
+            if !input.field_names.contains(&name) {
+                cx.error_spanned_by(
+                    field,
+                    format!(
+                        "tag `{key}` is bound to `self.{name}`, but `{}` has no field `{name}`",
+                        input.input.ident
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// `self.field` → `field`.
+pub(crate) fn self_field(expr: &syn::Expr) -> Option<&Member> {
+    let syn::Expr::Field(field) = expr else {
+        return None;
+    };
+    match &*field.base {
+        syn::Expr::Path(p) if p.path.is_ident("self") => Some(&field.member),
+        _ => None,
     }
 }

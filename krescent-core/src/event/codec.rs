@@ -63,7 +63,12 @@ impl<S: Serializer> Serializer for ContentSerializer<S> {
     type SerializeStruct = Impossible<S::Ok, S::Error>;
     type SerializeStructVariant = Struct<S::SerializeStruct>;
 
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<S::Ok, S::Error> {
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<S::Ok, S::Error> {
         self.0.serialize_unit()
     }
     fn serialize_newtype_variant<T: ?Sized + Serialize>(
@@ -171,7 +176,11 @@ impl<S: Serializer> Serializer for ContentSerializer<S> {
     fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
         Err(not_an_enum())
     }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, S::Error> {
+    fn serialize_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStruct, S::Error> {
         Err(not_an_enum())
     }
 }
@@ -244,7 +253,10 @@ impl<'de, D: de::Deserializer<'de>> EnumAccess<'de> for VariantDeserializer<D> {
     type Error = D::Error;
     type Variant = Content<D>;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Content<D>), D::Error> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Content<D>), D::Error> {
         let index: de::value::U32Deserializer<D::Error> = self.variant.into_deserializer();
         let value = seed.deserialize(index)?;
         Ok((value, Content(self.content)))

@@ -238,7 +238,8 @@ pub type RecordedEvent = Recorded<Payload>;
 impl RecordedEvent {
     /// Decodes the payload into `E`, naming this event's type and position on failure.
     pub fn decode<E: Event>(&self) -> Result<Recorded<E>, DecodeError> {
-        let data = E::decode(&self.event_type, &self.data).map_err(|e| e.at_position(self.position))?;
+        let data =
+            E::decode(&self.event_type, &self.data).map_err(|e| e.at_position(self.position))?;
         Ok(self.with_data(data))
     }
 }

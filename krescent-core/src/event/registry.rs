@@ -40,7 +40,9 @@ inventory::collect!(EventRegistration);
 #[non_exhaustive]
 pub enum RegistryError {
     /// Two different Rust types claim the same type name in one catalog.
-    #[error("event type `{type_name}` of catalog `{catalog}` is claimed by both `{first}` and `{second}`")]
+    #[error(
+        "event type `{type_name}` of catalog `{catalog}` is claimed by both `{first}` and `{second}`"
+    )]
     DuplicateTypeName {
         /// The catalog.
         catalog: &'static str,
@@ -52,7 +54,9 @@ pub enum RegistryError {
         second: &'static str,
     },
     /// One catalog registered with two different revisions.
-    #[error("catalog `{catalog}` has revision {first} in `{first_type}` and {second} in `{second_type}`")]
+    #[error(
+        "catalog `{catalog}` has revision {first} in `{first_type}` and {second} in `{second_type}`"
+    )]
     ConflictingRevision {
         /// The catalog.
         catalog: &'static str,

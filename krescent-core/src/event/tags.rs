@@ -14,7 +14,9 @@ pub enum TagError {
         tag: String,
     },
     /// The key contained `:`, whitespace or a control character.
-    #[error("tag key `{key}` is invalid: keys may not contain `:`, whitespace or control characters")]
+    #[error(
+        "tag key `{key}` is invalid: keys may not contain `:`, whitespace or control characters"
+    )]
     InvalidKey {
         /// The offending key.
         key: String,
@@ -239,6 +241,49 @@ impl<T: fmt::Display + ?Sized> TagValue for T {
     }
 }
 
+/// `key:value` for a key the derive checked at compile time. Used by generated code.
+#[doc(hidden)]
+pub fn static_key_tag<V: TagValue + ?Sized>(key: &'static str, value: &V) -> Tag {
+    let mut text = String::with_capacity(key.len() + 16);
+    text.push_str(key);
+    text.push(':');
+    value.write_tag_value(&mut text);
+    Tag(Arc::from(text))
+}
+
+/// Whether one of `lists` holds `key`; evaluated at compile time by `#[derive(Projection)]`
+/// to check that a tag filter's key is carried by a handled variant.
+#[doc(hidden)]
+pub const fn has_tag_key(lists: &[&[&str]], key: &str) -> bool {
+    let mut i = 0;
+    while i < lists.len() {
+        let mut j = 0;
+        while j < lists[i].len() {
+            if str_eq(lists[i][j], key) {
+                return true;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    false
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Collects the tags of one event; used by derived [`Event::tags`](crate::Event::tags).
 #[derive(Debug, Default)]
 pub struct TagsBuilder {
@@ -255,11 +300,7 @@ impl TagsBuilder {
 
     /// Adds `key:value`. The key must already be valid: the derive checks it at compile time.
     pub fn push<V: TagValue + ?Sized>(&mut self, key: &'static str, value: &V) {
-        let mut text = String::with_capacity(key.len() + 16);
-        text.push_str(key);
-        text.push(':');
-        value.write_tag_value(&mut text);
-        self.tags.push(Tag(Arc::from(text)));
+        self.tags.push(static_key_tag(key, value));
     }
 
     /// The finished set.

@@ -90,7 +90,10 @@ impl QueryItem {
     }
 
     /// Adds types (OR).
-    pub fn or_types<T: Into<Cow<'static, str>>>(mut self, types: impl IntoIterator<Item = T>) -> Self {
+    pub fn or_types<T: Into<Cow<'static, str>>>(
+        mut self,
+        types: impl IntoIterator<Item = T>,
+    ) -> Self {
         self.types.extend(types.into_iter().map(Into::into));
         self.types.sort_unstable();
         self.types.dedup();

@@ -90,12 +90,16 @@ impl State {
             return Vec::new();
         }
         let lo = query.after_position();
-        let hi = query.until_position().map_or(self.head(), |u| u.min(self.head()));
+        let hi = query
+            .until_position()
+            .map_or(self.head(), |u| u.min(self.head()));
         if hi <= lo {
             return Vec::new();
         }
         let dir = query.direction_value();
-        let limit = query.limit_value().map_or(usize::MAX, |l| usize::try_from(l.get()).unwrap_or(usize::MAX));
+        let limit = query.limit_value().map_or(usize::MAX, |l| {
+            usize::try_from(l.get()).unwrap_or(usize::MAX)
+        });
         let sources: Vec<Positions<'_>> = query
             .items()
             .iter()
@@ -106,7 +110,13 @@ impl State {
 
     /// Positions in `(lo, hi]` that `item` selects, in direction order, from the smallest index
     /// list that covers the item.
-    fn item_positions<'a>(&'a self, item: &'a QueryItem, lo: u64, hi: u64, dir: Direction) -> Positions<'a> {
+    fn item_positions<'a>(
+        &'a self,
+        item: &'a QueryItem,
+        lo: u64,
+        hi: u64,
+        dir: Direction,
+    ) -> Positions<'a> {
         let candidates: Positions<'a> = if !item.required_tags().is_empty() {
             let mut shortest: Option<&[u64]> = None;
             for tag in item.required_tags() {
@@ -161,7 +171,9 @@ fn slice_iter(list: &[u64], dir: Direction) -> Positions<'_> {
 fn merge<'a>(mut sources: Vec<Positions<'a>>, dir: Direction) -> Positions<'a> {
     match sources.len() {
         0 => Box::new(std::iter::empty()),
-        1 => sources.pop().unwrap_or_else(|| Box::new(std::iter::empty())),
+        1 => sources
+            .pop()
+            .unwrap_or_else(|| Box::new(std::iter::empty())),
         _ => Box::new(Merge {
             sources: sources.into_iter().map(Iterator::peekable).collect(),
             dir,
@@ -205,7 +217,8 @@ impl EventStore for InMemoryEventStore {
         condition: Option<AppendCondition>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         for (index, e) in events.iter().enumerate() {
-            validate_type_name(&e.event_type).map_err(|source| StoreError::InvalidEvent { index, source })?;
+            validate_type_name(&e.event_type)
+                .map_err(|source| StoreError::InvalidEvent { index, source })?;
         }
         let recorded = {
             let mut state = self.inner.state.write();
@@ -225,7 +238,11 @@ impl EventStore for InMemoryEventStore {
                     Some((k, _)) => k.clone(),
                     None => e.event_type.clone(),
                 };
-                state.by_type.entry(event_type.clone()).or_default().push(position);
+                state
+                    .by_type
+                    .entry(event_type.clone())
+                    .or_default()
+                    .push(position);
                 for tag in e.tags.iter() {
                     state.by_tag.entry(tag.clone()).or_default().push(position);
                 }
@@ -262,6 +279,12 @@ impl EventStore for InMemoryEventStore {
     }
 
     fn subscribe(&self, query: EventQuery, after: u64, cancel: CancellationToken) -> Subscription {
-        Subscription::polling(self.clone(), query, after, self.inner.head.subscribe(), cancel)
+        Subscription::polling(
+            self.clone(),
+            query,
+            after,
+            self.inner.head.subscribe(),
+            cancel,
+        )
     }
 }

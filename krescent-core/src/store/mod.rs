@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{DecodeError, EncodeError, Event, NewEvent, Recorded, RecordedEvent, TypeNameError};
+use crate::event::{
+    DecodeError, EncodeError, Event, NewEvent, Recorded, RecordedEvent, TypeNameError,
+};
 use crate::query::{AppendCondition, EventQuery};
 
 pub use memory::InMemoryEventStore;
@@ -108,7 +110,10 @@ pub trait EventStoreExt: EventStore {
 
     /// Reads and decodes events (see [`EventStore::read`]). An event whose type the enum does
     /// not know is an [`DecodeError::UnknownEventType`] error naming its position.
-    async fn read_events<E: Event>(&self, query: &EventQuery) -> Result<Vec<Recorded<E>>, StoreError> {
+    async fn read_events<E: Event>(
+        &self,
+        query: &EventQuery,
+    ) -> Result<Vec<Recorded<E>>, StoreError> {
         let raw = self.read(query).await?;
         raw.iter()
             .map(|r| r.decode::<E>().map_err(StoreError::from))

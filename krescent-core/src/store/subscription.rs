@@ -55,9 +55,8 @@ impl Subscription {
         let base = EventQuery::from_items(query.items().iter().cloned())
             .direction(Direction::Forward)
             .with_limit(Some(batch));
-        let stream = futures::stream::unfold(
-            (store, after, false),
-            move |(store, cursor, done)| {
+        let stream =
+            futures::stream::unfold((store, after, false), move |(store, cursor, done)| {
                 let base = base.clone();
                 let cancel = cancel.clone();
                 let mut head = head.clone();
@@ -92,8 +91,7 @@ impl Subscription {
                         }
                     }
                 }
-            },
-        );
+            });
         Subscription::from_stream(stream)
     }
 

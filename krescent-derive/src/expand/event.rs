@@ -4,7 +4,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::{DeriveInput, Member};
 
-use crate::ast::{EventEnum, NotAnEnum, Shape, TagSource, Variant, screaming_snake};
+use crate::ast::{EventEnum, WrongShape, Shape, TagSource, Variant, screaming_snake};
 use crate::ctxt::Ctxt;
 use crate::valid;
 
@@ -12,18 +12,18 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
     let mut cx = Ctxt::default();
     let parsed = match EventEnum::from_syn(&mut cx, input) {
         Ok(parsed) => parsed,
-        Err(not_an_enum) => {
-            let (span, what) = match not_an_enum {
-                NotAnEnum::Struct(span) => (span, "a struct"),
-                NotAnEnum::Union(span) => (span, "a union"),
-            };
+        Err(WrongShape { span, what }) => {
             cx.push(syn::Error::new(
                 span,
                 format!(
                     "`#[derive(Event)]` needs an enum whose variants are the event types, not {what}"
                 ),
             ));
-            return cx.check().err().map(|e| e.to_compile_error()).unwrap_or_default();
+            return cx
+                .check()
+                .err()
+                .map(|e| e.to_compile_error())
+                .unwrap_or_default();
         }
     };
     valid::check_event(&mut cx, &parsed);
@@ -93,15 +93,25 @@ fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream {
         .max()
         .unwrap_or(0);
 
-    let consts = input.variants.iter().zip(&names).enumerate().map(|(i, (v, name))| {
-        let const_ident = format_ident!("{}", screaming_snake(v.ident), span = v.ident.span());
-        let doc = format!("The stored type name of [`{ident}::{}`]: `{name}`.", v.ident);
-        quote! {
-            #[doc = #doc]
-            #[allow(dead_code)]
-            pub const #const_ident: #p::EventType = <Self as #p::Event>::TYPES[#i];
-        }
-    });
+    let consts = input
+        .variants
+        .iter()
+        .zip(&names)
+        .enumerate()
+        .map(|(i, (v, name))| {
+            let const_ident = format_ident!("{}", screaming_snake(v.ident), span = v.ident.span());
+            let doc = format!(
+                "The stored type name of [`{ident}::{}`]: `{name}`.",
+                v.ident
+            );
+            quote! {
+                #[doc = #doc]
+                #[allow(dead_code)]
+                pub const #const_ident: #p::EventType = <Self as #p::Event>::TYPES[#i];
+            }
+        });
+
+    let helpers = input.variants.iter().map(variant_helpers);
 
     // Spanned on the enum's name, so a missing serde implementation is reported there.
     let encode = quote_spanned!(ident.span()=> #p::encode_content::<Self>(self));
@@ -150,6 +160,7 @@ fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream {
             #[automatically_derived]
             impl #ident {
                 #(#consts)*
+                #(#helpers)*
             }
 
             #p::inventory::submit! {
@@ -161,6 +172,63 @@ fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream {
                 }
             }
         };
+    }
+}
+
+/// Hidden items `#[derive(Projection)]` builds on, per variant: the tag keys the variant
+/// carries, and `__krescent_apply_<Variant>` / `__krescent_apply_meta_<Variant>`, which call a
+/// handler with the variant's fields (a newtype's content, or the named fields in order).
+fn variant_helpers(v: &Variant<'_>) -> TokenStream {
+    let ident = v.ident;
+    let keys: Vec<String> = v.tags().into_iter().map(|t| t.key).collect();
+    let keys_ident = format_ident!("__KRESCENT_TAG_KEYS_{}", ident);
+    let apply = format_ident!("__krescent_apply_{}", ident);
+    let apply_meta = format_ident!("__krescent_apply_meta_{}", ident);
+    let tys: Vec<&syn::Type> = v.fields.iter().map(|f| f.ty).collect();
+    let bindings: Vec<syn::Ident> = (0..v.fields.len())
+        .map(|i| format_ident!("__f{}", i))
+        .collect();
+    let pattern = match v.shape {
+        Shape::Unit => quote!(Self::#ident),
+        Shape::Struct => {
+            let members = v.fields.iter().map(|f| &f.member);
+            quote!(Self::#ident { #(#members: #bindings),* })
+        }
+        Shape::Newtype | Shape::Tuple => quote!(Self::#ident(#(#bindings),*)),
+    };
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals, dead_code)]
+        pub const #keys_ident: &'static [&'static str] = &[#(#keys),*];
+
+        #[doc(hidden)]
+        #[allow(non_snake_case, dead_code, unreachable_patterns)]
+        #[inline(always)]
+        pub fn #apply<__P: ?::core::marker::Sized, __R>(
+            &self,
+            projection: &mut __P,
+            handler: impl ::core::ops::FnOnce(&mut __P #(, &#tys)*) -> __R,
+        ) -> ::core::option::Option<__R> {
+            match self {
+                #pattern => ::core::option::Option::Some(handler(projection #(, #bindings)*)),
+                _ => ::core::option::Option::None,
+            }
+        }
+
+        #[doc(hidden)]
+        #[allow(non_snake_case, dead_code, unreachable_patterns)]
+        #[inline(always)]
+        pub fn #apply_meta<__P: ?::core::marker::Sized, __M, __R>(
+            &self,
+            projection: &mut __P,
+            meta: __M,
+            handler: impl ::core::ops::FnOnce(&mut __P #(, &#tys)*, __M) -> __R,
+        ) -> ::core::option::Option<__R> {
+            match self {
+                #pattern => ::core::option::Option::Some(handler(projection #(, #bindings)*, meta)),
+                _ => ::core::option::Option::None,
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! with `#[krescent(crate = "…")]`) and `::core::…`, inside `const _: () = { … };`.
 
 pub(crate) mod event;
+pub(crate) mod projection;
 
 use proc_macro2::TokenStream;
 use quote::quote;
