@@ -40,19 +40,53 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = InMemoryEventStore::new();
     let w = "WIDGET-42";
     let history = [
-        StockAdded { product: product(w), quantity: 100 },
-        StockPicked { product: product(w), quantity: 10 },
-        StockAdded { product: product("GADGET-7"), quantity: 40 },
-        StockPicked { product: product(w), quantity: 5 },
-        StockCounted { product: product(w), counted: 85 },
-        StockAdded { product: product(w), quantity: 50 },
-        StockCounted { product: product("GADGET-7"), counted: 39 },
-        StockPicked { product: product(w), quantity: 20 },
-        StockCounted { product: product(w), counted: 115 },
-        StockAdded { product: product(w), quantity: 30 },
+        StockAdded {
+            product: product(w),
+            quantity: 100,
+        },
+        StockPicked {
+            product: product(w),
+            quantity: 10,
+        },
+        StockAdded {
+            product: product("GADGET-7"),
+            quantity: 40,
+        },
+        StockPicked {
+            product: product(w),
+            quantity: 5,
+        },
+        StockCounted {
+            product: product(w),
+            counted: 85,
+        },
+        StockAdded {
+            product: product(w),
+            quantity: 50,
+        },
+        StockCounted {
+            product: product("GADGET-7"),
+            counted: 39,
+        },
+        StockPicked {
+            product: product(w),
+            quantity: 20,
+        },
+        StockCounted {
+            product: product(w),
+            counted: 115,
+        },
+        StockAdded {
+            product: product(w),
+            quantity: 30,
+        },
     ];
     let recorded = store.append_events(&history, None).await?;
-    println!("appended {} events, head at {}", recorded.len(), store.head().await?);
+    println!(
+        "appended {} events, head at {}",
+        recorded.len(),
+        store.head().await?
+    );
 
     // The init query of a savepoint projection: latest `stock.counted` for this product.
     let latest_count = EventQuery::item(

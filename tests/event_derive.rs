@@ -111,11 +111,17 @@ fn payload_is_the_variant_content_only() {
     let json: serde_json::Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(json["cents"], 250);
     assert!(json.get("account.deposited").is_none());
-    assert_eq!(AccountEvent::decode("account.deposited", &payload).unwrap(), d);
+    assert_eq!(
+        AccountEvent::decode("account.deposited", &payload).unwrap(),
+        d
+    );
 
     let cleared = StockEvent::Cleared.encode().unwrap();
     assert_eq!(&cleared[..], b"null");
-    assert_eq!(StockEvent::decode("Cleared", &cleared).unwrap(), StockEvent::Cleared);
+    assert_eq!(
+        StockEvent::decode("Cleared", &cleared).unwrap(),
+        StockEvent::Cleared
+    );
 }
 
 #[test]
@@ -140,7 +146,10 @@ fn unknown_type_and_malformed_payload_are_typed_errors() {
     assert_eq!(err.type_name(), "stock.vanished");
 
     let err = StockEvent::decode("stock.added", br#"{"product":1}"#).unwrap_err();
-    assert!(matches!(err, DecodeError::MalformedPayload { .. }), "{err:?}");
+    assert!(
+        matches!(err, DecodeError::MalformedPayload { .. }),
+        "{err:?}"
+    );
     assert_eq!(err.type_name(), "stock.added");
 
     // Trailing garbage is malformed too.
@@ -161,13 +170,18 @@ async fn recorded_decode_names_the_position() {
     assert_eq!(all[0].decode::<StockEvent>().unwrap().data, added("W-1", 1));
     let err = all[1].decode::<StockEvent>().unwrap_err();
     assert_eq!(err.position(), Some(2));
-    assert!(err.to_string().contains("stock.added") && err.to_string().contains("position 2"), "{err}");
+    assert!(
+        err.to_string().contains("stock.added") && err.to_string().contains("position 2"),
+        "{err}"
+    );
     let err = all[2].decode::<StockEvent>().unwrap_err();
     assert!(err.is_unknown_event_type());
     assert_eq!(err.position(), Some(3));
 
     // Typed reads by the enum's own types never meet the foreign event.
-    let mine = store.read_events::<StockEvent>(&EventQuery::item(QueryItem::types([StockEvent::ADDED]))).await;
+    let mine = store
+        .read_events::<StockEvent>(&EventQuery::item(QueryItem::types([StockEvent::ADDED])))
+        .await;
     assert!(mine.is_err(), "position 2 is malformed");
 }
 
@@ -186,9 +200,22 @@ fn registry_holds_every_derived_enum() {
 #[test]
 fn registry_rejects_a_type_name_claimed_twice() {
     const A: &[krescent::EventType] = &[krescent::EventType::new("x.happened")];
-    const B: &[krescent::EventType] = &[krescent::EventType::new("x.happened"), krescent::EventType::new("y")];
-    let a = EventRegistration { catalog: "c", revision: 1, rust_type: "crate::A", types: A };
-    let b = EventRegistration { catalog: "c", revision: 1, rust_type: "crate::B", types: B };
+    const B: &[krescent::EventType] = &[
+        krescent::EventType::new("x.happened"),
+        krescent::EventType::new("y"),
+    ];
+    let a = EventRegistration {
+        catalog: "c",
+        revision: 1,
+        rust_type: "crate::A",
+        types: A,
+    };
+    let b = EventRegistration {
+        catalog: "c",
+        revision: 1,
+        rust_type: "crate::B",
+        types: B,
+    };
     let err = EventRegistry::from_registrations([b, a]).unwrap_err();
     assert_eq!(
         err,
@@ -204,12 +231,20 @@ fn registry_rejects_a_type_name_claimed_twice() {
     let reg = EventRegistry::from_registrations([a, a, other]).unwrap();
     assert_eq!(reg.lookup("d", "y").unwrap().rust_type, "crate::B");
     // One catalog, two revisions.
-    let newer = EventRegistration { revision: 2, rust_type: "crate::C", types: &[], ..a };
+    let newer = EventRegistration {
+        revision: 2,
+        rust_type: "crate::C",
+        types: &[],
+        ..a
+    };
     assert!(matches!(
         EventRegistry::from_registrations([a, newer]),
         Err(RegistryError::ConflictingRevision { .. })
     ));
-    assert_eq!(EventRegistration::of::<StockEvent>().types, StockEvent::TYPES);
+    assert_eq!(
+        EventRegistration::of::<StockEvent>().types,
+        StockEvent::TYPES
+    );
 }
 
 #[tokio::test]
@@ -220,16 +255,27 @@ async fn typed_queries_by_type_and_tag() {
             &[
                 added("A", 1),
                 added("B", 2),
-                StockEvent::Picked { product: "A".into(), by: 1, quantity: 1, note: None },
+                StockEvent::Picked {
+                    product: "A".into(),
+                    by: 1,
+                    quantity: 1,
+                    note: None,
+                },
                 StockEvent::Cleared,
             ],
             None,
         )
         .await
         .unwrap();
-    let q = EventQuery::item(QueryItem::types([StockEvent::ADDED, StockEvent::PICKED]).and_tag(Tag::new("product", "A").unwrap()));
+    let q = EventQuery::item(
+        QueryItem::types([StockEvent::ADDED, StockEvent::PICKED])
+            .and_tag(Tag::new("product", "A").unwrap()),
+    );
     let got = store.read_events::<StockEvent>(&q).await.unwrap();
     assert_eq!(got.iter().map(|r| r.position).collect::<Vec<_>>(), [1, 3]);
-    let all = store.read_events::<StockEvent>(&EventQuery::of::<StockEvent>()).await.unwrap();
+    let all = store
+        .read_events::<StockEvent>(&EventQuery::of::<StockEvent>())
+        .await
+        .unwrap();
     assert_eq!(all.len(), 4);
 }
