@@ -1,0 +1,23 @@
+use krescent::prelude::*;
+
+#[derive(Event, Serialize, Deserialize)]
+pub enum StockEvent {
+    Added {
+        #[krescent(tag)]
+        product: String,
+        quantity: i64,
+    },
+    Counted {
+        #[krescent(tag)]
+        product: String,
+        counted: i64,
+    },
+}
+
+#[derive(Projection)]
+#[krescent(events = StockEvent, handles(Added))]
+pub enum Level {
+    Empty,
+}
+
+fn main() {}

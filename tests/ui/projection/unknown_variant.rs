@@ -1,0 +1,27 @@
+use krescent::prelude::*;
+
+#[derive(Event, Serialize, Deserialize)]
+pub enum StockEvent {
+    Added {
+        #[krescent(tag)]
+        product: String,
+        quantity: i64,
+    },
+    Counted {
+        #[krescent(tag)]
+        product: String,
+        counted: i64,
+    },
+}
+
+#[derive(Projection)]
+#[krescent(events = StockEvent, handles(Addded))]
+pub struct Level {
+    level: i64,
+}
+
+impl Level {
+    fn on_addded(&mut self) {}
+}
+
+fn main() {}
