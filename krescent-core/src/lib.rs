@@ -25,5 +25,5 @@ pub use store::{EventStore, EventStoreExt, InMemoryEventStore, StoreError, Subsc
 #[doc(hidden)]
 pub mod __private {
     pub use crate::event::codec::{decode_content, encode_content};
-    pub use crate::event::tags::TagsBuilder;
+    pub use crate::event::tags::{TagsBuilder, has_tag_key, static_key_tag};
 }
