@@ -108,14 +108,6 @@ fn expand(input: &ProjectionStruct<'_>, krate: &TokenStream) -> TokenStream {
             impl #impl_generics #p::Projection for #ident #ty_generics #where_clause {
                 type Event = #events;
 
-                fn init_query(&self) -> ::core::option::Option<#p::EventQuery> {
-                    #init_query
-                }
-
-                fn event_query(&self) -> #p::EventQuery {
-                    #p::EventQuery::item(#event_item)
-                }
-
                 #[allow(unreachable_patterns)]
                 fn when(
                     &mut self,
@@ -125,6 +117,14 @@ fn expand(input: &ProjectionStruct<'_>, krate: &TokenStream) -> TokenStream {
                         #(#arms)*
                         _ => ::core::result::Result::Ok(()),
                     }
+                }
+
+                fn init_query(&self) -> ::core::option::Option<#p::EventQuery> {
+                    #init_query
+                }
+
+                fn event_query(&self) -> #p::EventQuery {
+                    #p::EventQuery::item(#event_item)
                 }
             }
 
