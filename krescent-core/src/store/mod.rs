@@ -135,3 +135,28 @@ pub trait EventStoreExt: EventStore {
 }
 
 impl<S: EventStore + ?Sized> EventStoreExt for S {}
+
+/// A shared store is a store: `Arc<InMemoryEventStore>` and `Arc<dyn EventStore>` work
+/// wherever an [`EventStore`] is expected.
+#[async_trait]
+impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
+    async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        condition: Option<AppendCondition>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        (**self).append(events, condition).await
+    }
+
+    async fn read(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>, StoreError> {
+        (**self).read(query).await
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        (**self).head().await
+    }
+
+    fn subscribe(&self, query: EventQuery, after: u64, cancel: CancellationToken) -> Subscription {
+        (**self).subscribe(query, after, cancel)
+    }
+}
