@@ -18,6 +18,10 @@ pub use event::{
     Payload, Recorded, RecordedEvent, RegistryError, Tag, TagError, Tags,
 };
 pub use projection::{HandlerError, HandlerResult, Projection};
+pub use projection::{
+    BookmarkError, BookmarkReader, BookmarkStorage, InMemoryBookmarkStorage, Projector,
+    ProjectorBuilder, ProjectorError, ProjectorMetrics, ReadPolicy,
+};
 pub use query::{AppendCondition, Direction, EventQuery, Limit, QueryError, QueryItem};
 pub use store::{EventStore, EventStoreExt, InMemoryEventStore, StoreError, Subscription};
 

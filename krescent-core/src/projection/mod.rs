@@ -9,6 +9,19 @@
 use crate::event::{Event, Recorded};
 use crate::query::EventQuery;
 
+mod bookmark;
+mod error;
+mod metrics;
+mod projector;
+
+pub use bookmark::{
+    BookmarkError, BookmarkReader, BookmarkStorage, InMemoryBookmarkStorage, MAX_READER_NAME_LEN,
+    ReadPolicy, validate_reader_name,
+};
+pub use error::ProjectorError;
+pub use metrics::ProjectorMetrics;
+pub use projector::{DEFAULT_BATCH_SIZE, Projector, ProjectorBuilder};
+
 /// The error a handler returns; any error type converts into it with `?` or `.into()`.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
