@@ -9,6 +9,7 @@
 //! - `..._scan`: the same answers computed by filtering every event (what an unindexed store
 //!   does), as the baseline.
 //!
+//!
 //! Run: `cargo bench --bench memory_store`.
 
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -4,6 +4,7 @@
 //! in a fixed rotation, one product), folded into a stock level by
 //! - `derive`: `#[derive(Projection)]` and its per-variant handlers;
 //! - `hand_written`: a `Projection` implemented by hand with one `match` in `when`.
+//!
 //! Both must give the same level; the derive must cost no more than the hand-written code.
 //!
 //! Run: `cargo bench --bench projection_dispatch`.
@@ -81,7 +82,9 @@ impl Projection for HandWritten {
         None
     }
     fn event_query(&self) -> EventQuery {
-        EventQuery::item(QueryItem::of::<StockEvent>().and_tag(Tag::new("product", &self.product).unwrap()))
+        EventQuery::item(
+            QueryItem::of::<StockEvent>().and_tag(Tag::new("product", &self.product).unwrap()),
+        )
     }
     fn when(&mut self, event: &Recorded<StockEvent>) -> Result<(), HandlerError> {
         match &event.data {
@@ -99,10 +102,22 @@ fn events(n: usize) -> Vec<Recorded<StockEvent>> {
         .map(|i| {
             let product = "P".to_string();
             let data = match i % 10 {
-                0..=3 => StockEvent::Added { product, quantity: (i % 7) as i64 },
-                4..=7 => StockEvent::Picked { product, quantity: (i % 5) as i64 },
-                8 => StockEvent::Moved(Moved { product, quantity: 1 }),
-                _ => StockEvent::Counted { product, counted: (i % 1000) as i64 },
+                0..=3 => StockEvent::Added {
+                    product,
+                    quantity: (i % 7) as i64,
+                },
+                4..=7 => StockEvent::Picked {
+                    product,
+                    quantity: (i % 5) as i64,
+                },
+                8 => StockEvent::Moved(Moved {
+                    product,
+                    quantity: 1,
+                }),
+                _ => StockEvent::Counted {
+                    product,
+                    counted: (i % 1000) as i64,
+                },
             };
             RecordedEvent {
                 position: i as u64 + 1,

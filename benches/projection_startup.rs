@@ -6,6 +6,7 @@
 //! projector and running it to the head, for
 //! - `savepoint`: a projection with `savepoint(Counted)` (init query, then ~99 events);
 //! - `full_replay`: the same handlers without a savepoint (all N events).
+//!
 //! The savepoint path must stay flat as N grows, and at 1M start at least 1000x faster.
 //!
 //! Run: `cargo bench --bench projection_startup`.
@@ -72,15 +73,27 @@ fn store_with(rt: &tokio::runtime::Runtime, n: usize) -> InMemoryEventStore {
         for i in 0..n {
             let product = "P".to_string();
             let e = if i == n - 100 {
-                StockEvent::Counted { product, counted: 5_000 }
+                StockEvent::Counted {
+                    product,
+                    counted: 5_000,
+                }
             } else if i % 2 == 0 {
-                StockEvent::Added { product, quantity: 3 }
+                StockEvent::Added {
+                    product,
+                    quantity: 3,
+                }
             } else {
-                StockEvent::Picked { product, quantity: 2 }
+                StockEvent::Picked {
+                    product,
+                    quantity: 2,
+                }
             };
             batch.push(e);
             if batch.len() == 10_000 {
-                store.append_events(&std::mem::take(&mut batch), None).await.unwrap();
+                store
+                    .append_events(&std::mem::take(&mut batch), None)
+                    .await
+                    .unwrap();
             }
         }
         store.append_events(&batch, None).await.unwrap();
@@ -89,7 +102,9 @@ fn store_with(rt: &tokio::runtime::Runtime, n: usize) -> InMemoryEventStore {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let mut g = c.benchmark_group("projection_startup");
     g.sample_size(10);
     for n in [1_000usize, 10_000, 100_000, 1_000_000] {
@@ -97,9 +112,23 @@ fn bench(c: &mut Criterion) {
         // Both paths reach the same level.
         let check = rt.block_on(async {
             let mut a = WithSavepoint::new();
-            Projector::from(&store).towards(&mut a).build().await.unwrap().run().await.unwrap();
+            Projector::from(&store)
+                .towards(&mut a)
+                .build()
+                .await
+                .unwrap()
+                .run()
+                .await
+                .unwrap();
             let mut b = FullReplay::new();
-            Projector::from(&store).towards(&mut b).build().await.unwrap().run().await.unwrap();
+            Projector::from(&store)
+                .towards(&mut b)
+                .build()
+                .await
+                .unwrap()
+                .run()
+                .await
+                .unwrap();
             (a.level, b.level)
         });
         assert_eq!(check.0, check.1);
@@ -107,7 +136,14 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 rt.block_on(async {
                     let mut p = WithSavepoint::new();
-                    Projector::from(store).towards(&mut p).build().await.unwrap().run().await.unwrap();
+                    Projector::from(store)
+                        .towards(&mut p)
+                        .build()
+                        .await
+                        .unwrap()
+                        .run()
+                        .await
+                        .unwrap();
                     p.level
                 })
             })
@@ -116,7 +152,14 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 rt.block_on(async {
                     let mut p = FullReplay::new();
-                    Projector::from(store).towards(&mut p).build().await.unwrap().run().await.unwrap();
+                    Projector::from(store)
+                        .towards(&mut p)
+                        .build()
+                        .await
+                        .unwrap()
+                        .run()
+                        .await
+                        .unwrap();
                     p.level
                 })
             })

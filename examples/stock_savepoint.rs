@@ -42,7 +42,10 @@ pub struct StockLevel {
 
 impl StockLevel {
     fn new(product: &str) -> Self {
-        StockLevel { product: product.into(), level: 0 }
+        StockLevel {
+            product: product.into(),
+            level: 0,
+        }
     }
     fn on_stock_added(&mut self, _product: &String, quantity: &i64) {
         self.level += quantity;
@@ -60,19 +63,36 @@ use StockEvent::*;
 const WIDGET: &str = "WIDGET-42";
 
 fn added(product: &str, quantity: i64) -> StockEvent {
-    StockAdded { product: product.into(), quantity }
+    StockAdded {
+        product: product.into(),
+        quantity,
+    }
 }
 fn picked(product: &str, quantity: i64) -> StockEvent {
-    StockPicked { product: product.into(), quantity }
+    StockPicked {
+        product: product.into(),
+        quantity,
+    }
 }
 fn counted(product: &str, counted: i64) -> StockEvent {
-    StockCounted { product: product.into(), counted }
+    StockCounted {
+        product: product.into(),
+        counted,
+    }
 }
 
 /// A new projection, run once to the head.
-async fn project(store: &InMemoryEventStore, step: &str) -> Result<StockLevel, Box<dyn std::error::Error>> {
+async fn project(
+    store: &InMemoryEventStore,
+    step: &str,
+) -> Result<StockLevel, Box<dyn std::error::Error>> {
     let mut level = StockLevel::new(WIDGET);
-    let metrics = Projector::from(store).towards(&mut level).build().await?.run().await?;
+    let metrics = Projector::from(store)
+        .towards(&mut level)
+        .build()
+        .await?
+        .run()
+        .await?;
     println!(
         "{step}: level {} ({} events handled, {} queries, last position {:?})",
         level.level, metrics.events_handled, metrics.queries_done, metrics.last_position
@@ -99,10 +119,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     project(&store, "1. no savepoint yet, full replay").await?;
 
-    store.append_events(&[counted(WIDGET, 115), added(WIDGET, 30), picked(WIDGET, 12)], None).await?;
+    store
+        .append_events(
+            &[counted(WIDGET, 115), added(WIDGET, 30), picked(WIDGET, 12)],
+            None,
+        )
+        .await?;
     project(&store, "2. from StockCounted 115").await?;
 
-    store.append_events(&[counted(WIDGET, 133), counted("GADGET-7", 1), picked(WIDGET, 3)], None).await?;
+    store
+        .append_events(
+            &[
+                counted(WIDGET, 133),
+                counted("GADGET-7", 1),
+                picked(WIDGET, 3),
+            ],
+            None,
+        )
+        .await?;
     project(&store, "3. from StockCounted 133").await?;
     Ok(())
 }

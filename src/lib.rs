@@ -46,8 +46,8 @@ pub mod __private {
 
     pub use krescent_core::__private::*;
     pub use krescent_core::event::{
-        DecodeError, EncodeError, Event, EventRegistration, EventType, Payload, Recorded,
-        TagValue, Tags, TagsBuilder,
+        DecodeError, EncodeError, Event, EventRegistration, EventType, Payload, Recorded, TagValue,
+        Tags, TagsBuilder,
     };
     pub use krescent_core::projection::{HandlerError, HandlerResult, Projection};
     pub use krescent_core::query::{Direction, EventQuery, Limit, QueryItem};

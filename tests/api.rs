@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use krescent::prelude::*;
-use krescent::{DecodeError, EncodeError, NewEvent, QueryError, RegistryError, StoreError, Subscription, TagError};
+use krescent::{
+    DecodeError, EncodeError, NewEvent, QueryError, RegistryError, StoreError, Subscription,
+    TagError,
+};
 
 fn assert_send_sync<T: Send + Sync>() {}
 fn assert_send<T: Send>() {}
@@ -39,10 +42,19 @@ async fn a_store_works_behind_arc_dyn() {
 
 #[test]
 fn invalid_names_and_limits_are_typed_errors() {
-    assert_eq!(EventQuery::match_all().limit(0).unwrap_err(), QueryError::ZeroLimit);
-    assert!(matches!(Tag::new("a:b", 1), Err(TagError::InvalidKey { .. })));
+    assert_eq!(
+        EventQuery::match_all().limit(0).unwrap_err(),
+        QueryError::ZeroLimit
+    );
+    assert!(matches!(
+        Tag::new("a:b", 1),
+        Err(TagError::InvalidKey { .. })
+    ));
     assert!(matches!(Tag::new("", 1), Err(TagError::EmptyKey { .. })));
-    assert!(matches!(Tag::parse("novalue"), Err(TagError::MissingSeparator { .. })));
+    assert!(matches!(
+        Tag::parse("novalue"),
+        Err(TagError::MissingSeparator { .. })
+    ));
     assert_eq!(Tag::parse("url:http://x").unwrap().value(), "http://x");
     assert!(NewEvent::new("has space", Tags::empty(), Vec::new()).is_err());
     assert!(NewEvent::new("", Tags::empty(), Vec::new()).is_err());

@@ -77,13 +77,25 @@ pub struct Journal {
 
 impl Journal {
     fn moved(&mut self, m: &Moved, meta: &Recorded<StockEvent>) {
-        self.lines.push(format!("{}: moved {} {}", meta.position, m.quantity, m.product));
+        self.lines.push(format!(
+            "{}: moved {} {}",
+            meta.position, m.quantity, m.product
+        ));
     }
     fn on_reset(&mut self) {
         self.lines.clear();
     }
-    fn on_counted(&mut self, product: &String, _w: &String, counted: &i64, meta: &Recorded<StockEvent>) {
-        self.lines.push(format!("{}: {product}={counted} ({})", meta.position, meta.event_type));
+    fn on_counted(
+        &mut self,
+        product: &String,
+        _w: &String,
+        counted: &i64,
+        meta: &Recorded<StockEvent>,
+    ) {
+        self.lines.push(format!(
+            "{}: {product}={counted} ({})",
+            meta.position, meta.event_type
+        ));
     }
 }
 
@@ -104,45 +116,79 @@ fn chrono_now() -> chrono::DateTime<chrono::Utc> {
 }
 
 fn added(q: i64) -> StockEvent {
-    StockEvent::Added { product: "W".into(), quantity: q }
+    StockEvent::Added {
+        product: "W".into(),
+        quantity: q,
+    }
 }
 fn picked(q: i64) -> StockEvent {
-    StockEvent::Picked { product: "W".into(), quantity: q }
+    StockEvent::Picked {
+        product: "W".into(),
+        quantity: q,
+    }
 }
 
 #[test]
 fn queries_follow_the_attributes() {
-    let level = StockLevel { product: "W-1".into(), ..Default::default() };
+    let level = StockLevel {
+        product: "W-1".into(),
+        ..Default::default()
+    };
     let init = level.init_query().expect("a savepoint gives an init query");
     assert_eq!(init.direction_value(), Direction::Backward);
     assert_eq!(init.limit_value().map(|l| l.get()), Some(1));
     assert_eq!(init.items().len(), 1);
     assert_eq!(init.items()[0].type_names(), ["stock.counted"]);
-    assert_eq!(init.items()[0].required_tags(), [Tag::new("product", "W-1").unwrap()]);
+    assert_eq!(
+        init.items()[0].required_tags(),
+        [Tag::new("product", "W-1").unwrap()]
+    );
 
     let events = level.event_query();
-    assert_eq!(events.items()[0].type_names(), ["stock.added", "stock.picked"]);
-    assert_eq!(events.items()[0].required_tags(), [Tag::new("product", "W-1").unwrap()]);
+    assert_eq!(
+        events.items()[0].type_names(),
+        ["stock.added", "stock.picked"]
+    );
+    assert_eq!(
+        events.items()[0].required_tags(),
+        [Tag::new("product", "W-1").unwrap()]
+    );
 
     // Savepoints listed in `handles` too stay out of the event query.
     let journal = Journal::default();
-    assert_eq!(journal.event_query().items()[0].type_names(), ["Reset", "stock.moved"]);
+    assert_eq!(
+        journal.event_query().items()[0].type_names(),
+        ["Reset", "stock.moved"]
+    );
     let init = journal.init_query().unwrap();
     assert_eq!(init.direction_value(), Direction::Forward);
     assert_eq!(init.limit_value().map(|l| l.get()), Some(3));
-    assert_eq!(init.items()[0].required_tags(), [Tag::new("warehouse", "main").unwrap()]);
+    assert_eq!(
+        init.items()[0].required_tags(),
+        [Tag::new("warehouse", "main").unwrap()]
+    );
 }
 
 #[test]
 fn dispatch_calls_one_handler_per_variant() {
-    let mut level = StockLevel { product: "W".into(), ..Default::default() };
+    let mut level = StockLevel {
+        product: "W".into(),
+        ..Default::default()
+    };
     for (i, e) in [added(100), picked(10), added(5)].into_iter().enumerate() {
         level.when(&recorded(i as u64 + 1, e)).unwrap();
         level.handled.push(i as u64 + 1);
     }
     assert_eq!(level.level, 95);
     level
-        .when(&recorded(4, StockEvent::Counted { product: "W".into(), warehouse: MAIN.into(), counted: 7 }))
+        .when(&recorded(
+            4,
+            StockEvent::Counted {
+                product: "W".into(),
+                warehouse: MAIN.into(),
+                counted: 7,
+            },
+        ))
         .unwrap();
     assert_eq!(level.level, 7);
     // Variants the projection does not list are ignored.
@@ -152,7 +198,10 @@ fn dispatch_calls_one_handler_per_variant() {
 
 #[test]
 fn handler_errors_are_returned() {
-    let mut level = StockLevel { product: "W".into(), ..Default::default() };
+    let mut level = StockLevel {
+        product: "W".into(),
+        ..Default::default()
+    };
     level.when(&recorded(1, added(3))).unwrap();
     let err = level.when(&recorded(2, picked(10))).unwrap_err();
     assert_eq!(err.to_string(), "cannot pick 10, only 3 left");
@@ -162,9 +211,23 @@ fn handler_errors_are_returned() {
 #[test]
 fn newtype_unit_and_metadata_handlers() {
     let mut j = Journal::default();
-    j.when(&recorded(7, StockEvent::Moved(Moved { product: "W".into(), quantity: 2 }))).unwrap();
-    j.when(&recorded(8, StockEvent::Counted { product: "W".into(), warehouse: MAIN.into(), counted: 1 }))
-        .unwrap();
+    j.when(&recorded(
+        7,
+        StockEvent::Moved(Moved {
+            product: "W".into(),
+            quantity: 2,
+        }),
+    ))
+    .unwrap();
+    j.when(&recorded(
+        8,
+        StockEvent::Counted {
+            product: "W".into(),
+            warehouse: MAIN.into(),
+            counted: 1,
+        },
+    ))
+    .unwrap();
     assert_eq!(j.lines, ["7: moved 2 W", "8: W=1 (stock.counted)"]);
     j.when(&recorded(9, StockEvent::Reset)).unwrap();
     assert!(j.lines.is_empty());

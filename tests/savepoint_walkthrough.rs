@@ -37,20 +37,33 @@ pub struct StockLevel {
 
 impl StockLevel {
     fn new(product: &str) -> Self {
-        StockLevel { product: product.into(), level: 0, seen: Vec::new() }
+        StockLevel {
+            product: product.into(),
+            level: 0,
+            seen: Vec::new(),
+        }
     }
     fn on_stock_added(&mut self, product: &String, q: &i64, meta: &Recorded<StockEvent>) {
-        assert_eq!(product, &self.product, "another product reached the projection");
+        assert_eq!(
+            product, &self.product,
+            "another product reached the projection"
+        );
         self.level += q;
         self.seen.push(meta.position);
     }
     fn on_stock_picked(&mut self, product: &String, q: &i64, meta: &Recorded<StockEvent>) {
-        assert_eq!(product, &self.product, "another product reached the projection");
+        assert_eq!(
+            product, &self.product,
+            "another product reached the projection"
+        );
         self.level -= q;
         self.seen.push(meta.position);
     }
     fn on_stock_counted(&mut self, product: &String, c: &i64, meta: &Recorded<StockEvent>) {
-        assert_eq!(product, &self.product, "another product reached the projection");
+        assert_eq!(
+            product, &self.product,
+            "another product reached the projection"
+        );
         self.level = *c;
         self.seen.push(meta.position);
     }
@@ -60,18 +73,34 @@ const W: &str = "WIDGET-42";
 use StockEvent::*;
 
 fn added(p: &str, quantity: i64) -> StockEvent {
-    StockAdded { product: p.into(), quantity }
+    StockAdded {
+        product: p.into(),
+        quantity,
+    }
 }
 fn picked(p: &str, quantity: i64) -> StockEvent {
-    StockPicked { product: p.into(), quantity }
+    StockPicked {
+        product: p.into(),
+        quantity,
+    }
 }
 fn counted(p: &str, counted: i64) -> StockEvent {
-    StockCounted { product: p.into(), counted }
+    StockCounted {
+        product: p.into(),
+        counted,
+    }
 }
 
 async fn fresh(store: &InMemoryEventStore) -> (StockLevel, ProjectorMetrics) {
     let mut level = StockLevel::new(W);
-    let metrics = Projector::from(store).towards(&mut level).build().await.unwrap().run().await.unwrap();
+    let metrics = Projector::from(store)
+        .towards(&mut level)
+        .build()
+        .await
+        .unwrap()
+        .run()
+        .await
+        .unwrap();
     (level, metrics)
 }
 
@@ -80,7 +109,14 @@ async fn walkthrough() {
     let store = InMemoryEventStore::new();
     store
         .append_events(
-            &[added(W, 100), picked(W, 10), added("OTHER", 7), picked(W, 5), added(W, 50), picked(W, 20)],
+            &[
+                added(W, 100),
+                picked(W, 10),
+                added("OTHER", 7),
+                picked(W, 5),
+                added(W, 50),
+                picked(W, 20),
+            ],
             None,
         )
         .await
@@ -91,9 +127,16 @@ async fn walkthrough() {
     assert_eq!(level.level, 115);
     assert_eq!(m.events_handled, 5);
     assert_eq!(m.queries_done, 2, "init query + one short batch");
-    assert_eq!(level.seen, [1, 2, 4, 5, 6], "the other product's event never arrives");
+    assert_eq!(
+        level.seen,
+        [1, 2, 4, 5, 6],
+        "the other product's event never arrives"
+    );
 
-    store.append_events(&[counted(W, 115), added(W, 30), picked(W, 12)], None).await.unwrap();
+    store
+        .append_events(&[counted(W, 115), added(W, 30), picked(W, 12)], None)
+        .await
+        .unwrap();
     let (level, m) = fresh(&store).await;
     assert_eq!(level.level, 133);
     assert_eq!(m.events_handled, 3);
@@ -102,7 +145,15 @@ async fn walkthrough() {
     assert_eq!(m.last_position, Some(9));
 
     store
-        .append_events(&[counted(W, 133), counted("OTHER", 1), added("OTHER", 3), picked(W, 3)], None)
+        .append_events(
+            &[
+                counted(W, 133),
+                counted("OTHER", 1),
+                added("OTHER", 3),
+                picked(W, 3),
+            ],
+            None,
+        )
         .await
         .unwrap();
     let (level, m) = fresh(&store).await;
@@ -114,7 +165,10 @@ async fn walkthrough() {
 #[tokio::test]
 async fn a_wrong_savepoint_is_fixed_by_appending_a_corrected_one() {
     let store = InMemoryEventStore::new();
-    store.append_events(&[added(W, 10), counted(W, 999), picked(W, 1)], None).await.unwrap();
+    store
+        .append_events(&[added(W, 10), counted(W, 999), picked(W, 1)], None)
+        .await
+        .unwrap();
     assert_eq!(fresh(&store).await.0.level, 998);
     store.append_events(&[counted(W, 9)], None).await.unwrap();
     let (level, m) = fresh(&store).await;
@@ -126,13 +180,23 @@ async fn a_wrong_savepoint_is_fixed_by_appending_a_corrected_one() {
 #[tokio::test]
 async fn the_same_projector_run_twice_skips_the_init_query() {
     let store = InMemoryEventStore::new();
-    store.append_events(&[added(W, 10), counted(W, 8), picked(W, 1)], None).await.unwrap();
+    store
+        .append_events(&[added(W, 10), counted(W, 8), picked(W, 1)], None)
+        .await
+        .unwrap();
     let mut level = StockLevel::new(W);
-    let mut projector = Projector::from(&store).towards(&mut level).build().await.unwrap();
+    let mut projector = Projector::from(&store)
+        .towards(&mut level)
+        .build()
+        .await
+        .unwrap();
     let first = projector.run().await.unwrap();
     assert_eq!((first.events_handled, first.queries_done), (2, 2));
 
-    store.append_events(&[counted(W, 100), added(W, 5)], None).await.unwrap();
+    store
+        .append_events(&[counted(W, 100), added(W, 5)], None)
+        .await
+        .unwrap();
     let second = projector.run().await.unwrap();
     // Only the event query, only the new movement: the new savepoint is not processed.
     assert_eq!((second.events_handled, second.queries_done), (1, 1));

@@ -65,8 +65,18 @@ impl<'a> EventEnum<'a> {
     pub(crate) fn from_syn(cx: &mut Ctxt, input: &'a DeriveInput) -> Result<Self, WrongShape> {
         let data = match &input.data {
             syn::Data::Enum(data) => data,
-            syn::Data::Struct(s) => return Err(WrongShape { span: s.struct_token.span, what: "a struct" }),
-            syn::Data::Union(u) => return Err(WrongShape { span: u.union_token.span, what: "a union" }),
+            syn::Data::Struct(s) => {
+                return Err(WrongShape {
+                    span: s.struct_token.span,
+                    what: "a struct",
+                });
+            }
+            syn::Data::Union(u) => {
+                return Err(WrongShape {
+                    span: u.union_token.span,
+                    what: "a union",
+                });
+            }
         };
         let attrs = ContainerAttrs::from_attrs(cx, &input.attrs);
         let variants = data
@@ -190,21 +200,6 @@ pub(crate) fn screaming_snake(ident: &Ident) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn screaming_snake_splits_words() {
-        let s = |n: &str| screaming_snake(&Ident::new(n, Span::call_site()));
-        assert_eq!(s("Added"), "ADDED");
-        assert_eq!(s("StockAdded"), "STOCK_ADDED");
-        assert_eq!(s("HTTPRequest"), "HTTP_REQUEST");
-        assert_eq!(s("Item2Sold"), "ITEM2_SOLD");
-        assert_eq!(snake(&Ident::new("StockAdded", Span::call_site())), "stock_added");
-    }
-}
-
 /// A struct deriving `Projection`.
 pub(crate) struct ProjectionStruct<'a> {
     pub input: &'a DeriveInput,
@@ -217,8 +212,18 @@ impl<'a> ProjectionStruct<'a> {
     pub(crate) fn from_syn(cx: &mut Ctxt, input: &'a DeriveInput) -> Result<Self, WrongShape> {
         let fields = match &input.data {
             syn::Data::Struct(s) => &s.fields,
-            syn::Data::Enum(e) => return Err(WrongShape { span: e.enum_token.span, what: "an enum" }),
-            syn::Data::Union(u) => return Err(WrongShape { span: u.union_token.span, what: "a union" }),
+            syn::Data::Enum(e) => {
+                return Err(WrongShape {
+                    span: e.enum_token.span,
+                    what: "an enum",
+                });
+            }
+            syn::Data::Union(u) => {
+                return Err(WrongShape {
+                    span: u.union_token.span,
+                    what: "a union",
+                });
+            }
         };
         Ok(ProjectionStruct {
             input,
@@ -239,5 +244,23 @@ impl<'a> ProjectionStruct<'a> {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn screaming_snake_splits_words() {
+        let s = |n: &str| screaming_snake(&Ident::new(n, Span::call_site()));
+        assert_eq!(s("Added"), "ADDED");
+        assert_eq!(s("StockAdded"), "STOCK_ADDED");
+        assert_eq!(s("HTTPRequest"), "HTTP_REQUEST");
+        assert_eq!(s("Item2Sold"), "ITEM2_SOLD");
+        assert_eq!(
+            snake(&Ident::new("StockAdded", Span::call_site())),
+            "stock_added"
+        );
     }
 }

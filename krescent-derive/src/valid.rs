@@ -186,7 +186,10 @@ pub(crate) fn check_projection(cx: &mut Ctxt, input: &crate::ast::ProjectionStru
             "`#[derive(Projection)]` needs at least one variant in `handles(...)` or `savepoint(...)`",
         );
     }
-    for (list, what) in [(&attrs.handles, "handles"), (&attrs.savepoints, "savepoint")] {
+    for (list, what) in [
+        (&attrs.handles, "handles"),
+        (&attrs.savepoints, "savepoint"),
+    ] {
         let mut seen: BTreeMap<String, ()> = BTreeMap::new();
         for h in list {
             if seen.insert(h.variant.to_string(), ()).is_some() {

@@ -4,7 +4,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::{DeriveInput, Member};
 
-use crate::ast::{EventEnum, WrongShape, Shape, TagSource, Variant, screaming_snake};
+use crate::ast::{EventEnum, Shape, TagSource, Variant, WrongShape, screaming_snake};
 use crate::ctxt::Ctxt;
 use crate::valid;
 

@@ -1,6 +1,6 @@
 //! `#[derive(Projection)]`.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::DeriveInput;
 use syn::spanned::Spanned;
@@ -19,7 +19,11 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
                 span,
                 format!("`#[derive(Projection)]` needs a struct that holds the projected state, not {what}"),
             ));
-            return cx.check().err().map(|e| e.to_compile_error()).unwrap_or_default();
+            return cx
+                .check()
+                .err()
+                .map(|e| e.to_compile_error())
+                .unwrap_or_default();
         }
     };
     valid::check_projection(&mut cx, &parsed);
@@ -68,7 +72,13 @@ fn expand(input: &ProjectionStruct<'_>, krate: &TokenStream) -> TokenStream {
     let init_query = if attrs.savepoints.is_empty() {
         quote!(::core::option::Option::None)
     } else {
-        let savepoint_item = item(attrs.savepoints.iter().map(|s| type_const(&s.variant)).collect());
+        let savepoint_item = item(
+            attrs
+                .savepoints
+                .iter()
+                .map(|s| type_const(&s.variant))
+                .collect(),
+        );
         let direction = match attrs.init.forward {
             Some(true) => quote!(#p::Direction::Forward),
             _ => quote!(#p::Direction::Backward),
@@ -86,7 +96,10 @@ fn expand(input: &ProjectionStruct<'_>, krate: &TokenStream) -> TokenStream {
         }
     };
 
-    let arms = input.dispatched().into_iter().map(|h| dispatch_arm(h, events, attrs, &p));
+    let arms = input
+        .dispatched()
+        .into_iter()
+        .map(|h| dispatch_arm(h, events, attrs, &p));
 
     let key_checks = attrs.tags.iter().map(|t| {
         let key = t.key.to_string();
@@ -141,7 +154,9 @@ fn dispatch_arm(
     p: &TokenStream,
 ) -> TokenStream {
     let variant = &h.variant;
-    let span = variant.span();
+    // Located at the variant (errors point there) but resolved at the call site, so that
+    // `self` and `event` resolve even when the attribute comes from a `macro_rules!` body.
+    let span = Span::call_site().located_at(variant.span());
     let handler = h
         .handler
         .clone()
