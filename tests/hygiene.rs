@@ -62,3 +62,57 @@ fn shadowed_names_do_not_break_generated_code() {
     let c = shadowed::Counter { id: 1, n: 0 };
     assert!(c.init_query().is_some());
 }
+
+/// Attributes written inside a `macro_rules!` body resolve `self` and the generated bindings.
+mod from_macro_rules {
+    use krescent::prelude::*;
+
+    #[derive(Event, Serialize, Deserialize)]
+    pub enum Ev {
+        Up {
+            #[krescent(tag)]
+            key: String,
+        },
+        Reset,
+    }
+
+    macro_rules! counter {
+        ($name:ident, $($attrs:tt)*) => {
+            #[derive(Projection)]
+            #[krescent(events = Ev, $($attrs)*, tags(key = self.key))]
+            pub struct $name {
+                pub key: String,
+                pub n: u32,
+            }
+            impl $name {
+                fn on_up(&mut self, _key: &String) {
+                    self.n += 1;
+                }
+                #[allow(dead_code)]
+                fn on_reset(&mut self) {
+                    self.n = 0;
+                }
+            }
+        };
+    }
+
+    counter!(Plain, handles(Up));
+    counter!(WithReset, handles(Up), savepoint(Reset));
+
+    #[test]
+    fn generated_by_macro_rules() {
+        let mut p = Plain { key: "a".into(), n: 0 };
+        let e = krescent::RecordedEvent {
+            position: 1,
+            id: uuid::Uuid::nil(),
+            event_type: "Up".into(),
+            tags: Tags::empty(),
+            timestamp: chrono::Utc::now(),
+            data: Default::default(),
+        }
+        .with_data(Ev::Up { key: "a".into() });
+        p.when(&e).unwrap();
+        assert_eq!(p.n, 1);
+        assert!(WithReset { key: "a".into(), n: 0 }.init_query().is_some());
+    }
+}
