@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
 pub mod event;
 pub mod projection;
 pub mod query;
@@ -17,11 +18,11 @@ pub use event::{
     DecodeError, EncodeError, Event, EventRegistration, EventRegistry, EventType, NewEvent,
     Payload, Recorded, RecordedEvent, RegistryError, Tag, TagError, Tags,
 };
-pub use projection::{HandlerError, HandlerResult, Projection};
 pub use projection::{
     BookmarkError, BookmarkReader, BookmarkStorage, InMemoryBookmarkStorage, Projector,
     ProjectorBuilder, ProjectorError, ProjectorMetrics, ReadPolicy,
 };
+pub use projection::{HandlerError, HandlerResult, Projection};
 pub use query::{AppendCondition, Direction, EventQuery, Limit, QueryError, QueryItem};
 pub use store::{EventStore, EventStoreExt, InMemoryEventStore, StoreError, Subscription};
 

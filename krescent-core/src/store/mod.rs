@@ -15,7 +15,7 @@ use crate::event::{
 use crate::query::{AppendCondition, EventQuery};
 
 pub use memory::InMemoryEventStore;
-pub use subscription::Subscription;
+pub use subscription::{SUBSCRIPTION_BATCH, Subscription};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

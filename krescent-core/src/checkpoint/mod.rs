@@ -1,0 +1,20 @@
+//! Checkpoints: a model's state saved together with the position of the last event that
+//! produced it, so a restart continues from there instead of replaying the whole history.
+//!
+//! What a model saves is written into a [`CheckpointBucket`] of keyed, typed values
+//! ([`CheckpointValue`]): booleans, integers, floats, strings, bytes, JSON and nested buckets.
+//! A bucket [encodes](CheckpointBucket::encode) to a stable, versioned binary format described
+//! in [`codec`], and [decoding](CheckpointBucket::decode) untrusted bytes gives a typed
+//! [`BucketError`], never a panic.
+
+mod bucket;
+pub mod codec;
+mod error;
+mod support;
+
+pub use bucket::{CheckpointBucket, CheckpointValue, IntoIter, Iter, ValueKind};
+pub use error::{BucketError, Corruption, KeyError};
+pub use support::{
+    CheckpointError, CheckpointPrimitive, CheckpointSupport, get_binary, get_json, get_nested,
+    mix_shape, put_binary, put_json, put_nested,
+};

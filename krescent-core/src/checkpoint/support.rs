@@ -1,0 +1,240 @@
+//! [`CheckpointSupport`]: what a model (or a model extension) writes into a checkpoint, and
+//! how it restores from one.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{BucketError, CheckpointBucket};
+
+/// Why a model could not write or restore its checkpoint state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// A bucket value was missing, of the wrong kind, or not convertible.
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
+    /// A `#[krescent(binary)]` field could not be encoded or decoded.
+    #[error("checkpoint field `{key}` cannot be converted with the binary codec: {source}")]
+    Binary {
+        /// The bucket key of the field.
+        key: String,
+        /// What the codec said.
+        #[source]
+        source: postcard::Error,
+    },
+    /// A stored integer does not fit the field's type.
+    #[error("checkpoint field `{key}` holds {value}, which does not fit `{ty}`")]
+    OutOfRange {
+        /// The bucket key of the field.
+        key: String,
+        /// The stored value.
+        value: String,
+        /// The field's type.
+        ty: &'static str,
+    },
+    /// An error of a hand-written implementation.
+    #[error("{0}")]
+    Custom(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// State that can be written into a [`CheckpointBucket`] and restored from one.
+///
+/// Models and model extensions implement it, usually with `#[derive(CheckpointSupport)]`.
+///
+/// `restore_checkpoint` must be all or nothing: read every value first, then assign, so that a
+/// failed restore leaves the state as it was (the derive does this). A model extension may
+/// store only a *reference* to data kept elsewhere (a table name, a revision); that data must
+/// be deleted together with the checkpoint.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be checkpointed",
+    note = "consider adding `#[derive(CheckpointSupport)]` to `{Self}`"
+)]
+pub trait CheckpointSupport {
+    /// A fingerprint of the shape of the stored state (field names, types and encodings).
+    /// A checkpoint written with another shape is discarded. The derive computes it at compile
+    /// time; hand-written implementations bump it when their layout changes.
+    const SHAPE: u64 = 0;
+
+    /// Writes the state into `bucket`.
+    fn create_checkpoint(&self, bucket: &mut CheckpointBucket) -> Result<(), CheckpointError>;
+
+    /// Replaces the state with what `bucket` holds.
+    fn restore_checkpoint(&mut self, bucket: &CheckpointBucket) -> Result<(), CheckpointError>;
+
+    /// Whether a stored state may be restored; a `false` discards the checkpoint like a
+    /// version mismatch. Default: always.
+    fn validate_checkpoint(&self, bucket: &CheckpointBucket) -> bool {
+        let _ = bucket;
+        true
+    }
+}
+
+/// A field type stored as a typed bucket value (booleans, integers, floats, strings) by
+/// `#[derive(CheckpointSupport)]`.
+pub trait CheckpointPrimitive: Sized {
+    /// Writes the value under `key`.
+    fn put(&self, bucket: &mut CheckpointBucket, key: &str);
+    /// Reads the value under `key`.
+    fn get(bucket: &CheckpointBucket, key: &str) -> Result<Self, CheckpointError>;
+}
+
+impl CheckpointPrimitive for bool {
+    fn put(&self, bucket: &mut CheckpointBucket, key: &str) {
+        bucket.put_bool(key, *self);
+    }
+    fn get(bucket: &CheckpointBucket, key: &str) -> Result<Self, CheckpointError> {
+        Ok(bucket.bool(key)?)
+    }
+}
+
+impl CheckpointPrimitive for String {
+    fn put(&self, bucket: &mut CheckpointBucket, key: &str) {
+        bucket.put_str(key, self.as_str());
+    }
+    fn get(bucket: &CheckpointBucket, key: &str) -> Result<Self, CheckpointError> {
+        Ok(bucket.str(key)?.to_owned())
+    }
+}
+
+macro_rules! int_primitive {
+    ($put:ident, $get:ident, $wide:ty => $($ty:ty),*) => {$(
+        impl CheckpointPrimitive for $ty {
+            fn put(&self, bucket: &mut CheckpointBucket, key: &str) {
+                bucket.$put(key, <$wide>::from(*self));
+            }
+            fn get(bucket: &CheckpointBucket, key: &str) -> Result<Self, CheckpointError> {
+                let wide = bucket.$get(key)?;
+                <$ty>::try_from(wide).map_err(|_| CheckpointError::OutOfRange {
+                    key: key.into(),
+                    value: wide.to_string(),
+                    ty: stringify!($ty),
+                })
+            }
+        }
+    )*};
+}
+
+int_primitive!(put_i64, i64, i64 => i8, i16, i32, i64);
+int_primitive!(put_u64, u64, u64 => u8, u16, u32, u64);
+
+macro_rules! size_primitive {
+    ($put:ident, $get:ident, $wide:ty => $ty:ty) => {
+        impl CheckpointPrimitive for $ty {
+            fn put(&self, bucket: &mut CheckpointBucket, key: &str) {
+                // usize/isize are at most 64 bits on every supported target.
+                bucket.$put(key, *self as $wide);
+            }
+            fn get(bucket: &CheckpointBucket, key: &str) -> Result<Self, CheckpointError> {
+                let wide = bucket.$get(key)?;
+                <$ty>::try_from(wide).map_err(|_| CheckpointError::OutOfRange {
+                    key: key.into(),
+                    value: wide.to_string(),
+                    ty: stringify!($ty),
+                })
+            }
+        }
+    };
+}
+
+size_primitive!(put_i64, i64, i64 => isize);
+size_primitive!(put_u64, u64, u64 => usize);
+
+impl CheckpointPrimitive for f64 {
+    fn put(&self, bucket: &mut CheckpointBucket, key: &str) {
+        bucket.put_f64(key, *self);
+    }
+    fn get(bucket: &CheckpointBucket, key: &str) -> Result<Self, CheckpointError> {
+        Ok(bucket.f64(key)?)
+    }
+}
+
+impl CheckpointPrimitive for f32 {
+    fn put(&self, bucket: &mut CheckpointBucket, key: &str) {
+        bucket.put_f64(key, f64::from(*self));
+    }
+    fn get(bucket: &CheckpointBucket, key: &str) -> Result<Self, CheckpointError> {
+        // Stored from an f32, so narrowing back is exact.
+        Ok(bucket.f64(key)? as f32)
+    }
+}
+
+/// Stores any serde value as JSON (the derive's default for non-primitive fields).
+pub fn put_json<T: Serialize>(
+    bucket: &mut CheckpointBucket,
+    key: &str,
+    value: &T,
+) -> Result<(), CheckpointError> {
+    bucket.put_serde(key, value)?;
+    Ok(())
+}
+
+/// Reads a JSON value stored by [`put_json`].
+pub fn get_json<T: DeserializeOwned>(
+    bucket: &CheckpointBucket,
+    key: &str,
+) -> Result<T, CheckpointError> {
+    Ok(bucket.serde(key)?)
+}
+
+/// Stores a serde value as bytes through the compact binary codec (`#[krescent(binary)]`).
+pub fn put_binary<T: Serialize>(
+    bucket: &mut CheckpointBucket,
+    key: &str,
+    value: &T,
+) -> Result<(), CheckpointError> {
+    let bytes = postcard::to_allocvec(value).map_err(|source| CheckpointError::Binary {
+        key: key.into(),
+        source,
+    })?;
+    bucket.put_bytes(key, bytes);
+    Ok(())
+}
+
+/// Reads a value stored by [`put_binary`].
+pub fn get_binary<T: DeserializeOwned>(
+    bucket: &CheckpointBucket,
+    key: &str,
+) -> Result<T, CheckpointError> {
+    let bytes = bucket.bytes(key)?;
+    postcard::from_bytes(bytes).map_err(|source| CheckpointError::Binary {
+        key: key.into(),
+        source,
+    })
+}
+
+/// Stores a nested [`CheckpointSupport`] value (a model extension) as a nested bucket.
+pub fn put_nested<T: CheckpointSupport>(
+    bucket: &mut CheckpointBucket,
+    key: &str,
+    value: &T,
+) -> Result<(), CheckpointError> {
+    let mut inner = CheckpointBucket::new();
+    value.create_checkpoint(&mut inner)?;
+    bucket.put_bucket(key, inner);
+    Ok(())
+}
+
+/// Restores a nested value stored by [`put_nested`] into a copy of `current`.
+pub fn get_nested<T: CheckpointSupport + Clone>(
+    bucket: &CheckpointBucket,
+    key: &str,
+    current: &T,
+) -> Result<T, CheckpointError> {
+    let inner = bucket.bucket(key)?;
+    let mut value = current.clone();
+    value.restore_checkpoint(inner)?;
+    Ok(value)
+}
+
+/// Mixes a derive's own fingerprint with the fingerprints of nested values, at compile time.
+pub const fn mix_shape(own: u64, nested: &[u64]) -> u64 {
+    let mut h = own;
+    let mut i = 0;
+    while i < nested.len() {
+        h = (h ^ nested[i])
+            .wrapping_mul(0x0000_0100_0000_01b3)
+            .rotate_left(29);
+        i += 1;
+    }
+    h
+}
