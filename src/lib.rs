@@ -11,7 +11,7 @@
 
 #[cfg(feature = "testing")]
 pub use krescent_core::testing;
-pub use krescent_core::{event, projection, query, store};
+pub use krescent_core::{checkpoint, event, model, projection, query, store};
 
 pub use krescent_core::{
     AppendCondition, DecodeError, Direction, EncodeError, Event, EventQuery, EventRegistration,
@@ -26,11 +26,31 @@ pub use krescent_derive::Event;
 #[doc = include_str!("../docs/derive_projection.md")]
 pub use krescent_derive::Projection;
 
+#[doc = include_str!("../docs/derive_read_model.md")]
+pub use krescent_derive::ReadModel;
+
+#[doc = include_str!("../docs/derive_checkpoint_support.md")]
+pub use krescent_derive::CheckpointSupport;
+
+pub use krescent_core::checkpoint::{
+    Always, CheckpointBucket, CheckpointStorage, CheckpointStrategy, CheckpointStrategyExt,
+    CheckpointSupport, FileCheckpointStorage, FixedEventRate, FixedTimeRate,
+    InMemoryCheckpointStorage, Manual, ManualTrigger, Never, StoredCheckpoint,
+};
+pub use krescent_core::model::{
+    EventOutcome, ModelError, ModelMetrics, ModelRunner, ReadModel, ReadModelExt,
+};
+pub use krescent_core::projection::{
+    BookmarkReader, BookmarkStorage, InMemoryBookmarkStorage, Projector, ProjectorError,
+    ProjectorMetrics, ReadPolicy,
+};
+
 /// The names most programs need: `use krescent::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AppendCondition, Direction, Event, EventQuery, EventStore, EventStoreExt, HandlerError,
-        InMemoryEventStore, Projection, QueryItem, Recorded, Tag, Tags,
+        AppendCondition, CheckpointStrategyExt, CheckpointSupport, Direction, Event, EventOutcome,
+        EventQuery, EventStore, EventStoreExt, HandlerError, InMemoryEventStore, Projection,
+        Projector, QueryItem, ReadModel, ReadModelExt, Recorded, Tag, Tags,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -45,9 +65,16 @@ pub mod __private {
     pub use serde_json;
 
     pub use krescent_core::__private::*;
+    pub use krescent_core::checkpoint::{
+        CheckpointBucket, CheckpointError, CheckpointPrimitive, CheckpointSupport, get_binary,
+        get_json, get_nested, mix_shape, put_binary, put_json, put_nested,
+    };
     pub use krescent_core::event::{
         DecodeError, EncodeError, Event, EventRegistration, EventType, Payload, Recorded, TagValue,
         Tags, TagsBuilder,
+    };
+    pub use krescent_core::model::{
+        EventOutcome, ModelHandlerResult, ModelRegistration, ReadModel,
     };
     pub use krescent_core::projection::{HandlerError, HandlerResult, Projection};
     pub use krescent_core::query::{Direction, EventQuery, Limit, QueryItem};

@@ -101,7 +101,10 @@ mod from_macro_rules {
 
     #[test]
     fn generated_by_macro_rules() {
-        let mut p = Plain { key: "a".into(), n: 0 };
+        let mut p = Plain {
+            key: "a".into(),
+            n: 0,
+        };
         let e = krescent::RecordedEvent {
             position: 1,
             id: uuid::Uuid::nil(),
@@ -113,6 +116,13 @@ mod from_macro_rules {
         .with_data(Ev::Up { key: "a".into() });
         p.when(&e).unwrap();
         assert_eq!(p.n, 1);
-        assert!(WithReset { key: "a".into(), n: 0 }.init_query().is_some());
+        assert!(
+            WithReset {
+                key: "a".into(),
+                n: 0
+            }
+            .init_query()
+            .is_some()
+        );
     }
 }

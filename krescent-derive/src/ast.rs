@@ -209,7 +209,11 @@ pub(crate) struct ProjectionStruct<'a> {
 }
 
 impl<'a> ProjectionStruct<'a> {
-    pub(crate) fn from_syn(cx: &mut Ctxt, input: &'a DeriveInput) -> Result<Self, WrongShape> {
+    pub(crate) fn from_syn(
+        cx: &mut Ctxt,
+        input: &'a DeriveInput,
+        derive: crate::attr::StructDerive,
+    ) -> Result<Self, WrongShape> {
         let fields = match &input.data {
             syn::Data::Struct(s) => &s.fields,
             syn::Data::Enum(e) => {
@@ -227,7 +231,7 @@ impl<'a> ProjectionStruct<'a> {
         };
         Ok(ProjectionStruct {
             input,
-            attrs: crate::attr::ProjectionAttrs::from_attrs(cx, &input.attrs),
+            attrs: crate::attr::ProjectionAttrs::from_attrs(cx, &input.attrs, derive),
             field_names: fields
                 .iter()
                 .filter_map(|f| f.ident.as_ref().map(ToString::to_string))
@@ -244,6 +248,69 @@ impl<'a> ProjectionStruct<'a> {
             }
         }
         out
+    }
+}
+
+/// A struct deriving `CheckpointSupport`.
+pub(crate) struct CheckpointStruct<'a> {
+    pub input: &'a DeriveInput,
+    pub attrs: crate::attr::CheckpointAttrs,
+    pub fields: Vec<CheckpointField<'a>>,
+}
+
+pub(crate) struct CheckpointField<'a> {
+    pub member: Member,
+    pub ty: &'a syn::Type,
+    pub attrs: crate::attr::CheckpointFieldAttrs,
+}
+
+impl CheckpointField<'_> {
+    /// The bucket key: the rename, the field's name, or its index.
+    pub(crate) fn key(&self) -> String {
+        match (&self.attrs.rename, &self.member) {
+            (Some(lit), _) => lit.value(),
+            (None, Member::Named(ident)) => {
+                let name = ident.to_string();
+                name.strip_prefix("r#").map(str::to_owned).unwrap_or(name)
+            }
+            (None, Member::Unnamed(index)) => index.index.to_string(),
+        }
+    }
+}
+
+impl<'a> CheckpointStruct<'a> {
+    pub(crate) fn from_syn(cx: &mut Ctxt, input: &'a DeriveInput) -> Result<Self, WrongShape> {
+        let fields = match &input.data {
+            syn::Data::Struct(s) => &s.fields,
+            syn::Data::Enum(e) => {
+                return Err(WrongShape {
+                    span: e.enum_token.span,
+                    what: "an enum",
+                });
+            }
+            syn::Data::Union(u) => {
+                return Err(WrongShape {
+                    span: u.union_token.span,
+                    what: "a union",
+                });
+            }
+        };
+        Ok(CheckpointStruct {
+            input,
+            attrs: crate::attr::CheckpointAttrs::from_attrs(cx, &input.attrs),
+            fields: fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| CheckpointField {
+                    member: match &f.ident {
+                        Some(ident) => Member::Named(ident.clone()),
+                        None => Member::Unnamed(i.into()),
+                    },
+                    ty: &f.ty,
+                    attrs: crate::attr::CheckpointFieldAttrs::from_attrs(cx, &f.attrs),
+                })
+                .collect(),
+        })
     }
 }
 

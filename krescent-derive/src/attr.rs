@@ -24,6 +24,21 @@ pub(crate) mod sym {
     pub const FORWARD: &str = "forward";
     pub const BACKWARD: &str = "backward";
     pub const LIMIT: &str = "limit";
+    pub const VERSION: &str = "version";
+    pub const BINARY: &str = "binary";
+    pub const SKIP: &str = "skip";
+    pub const RENAME: &str = "rename";
+    pub const NESTED: &str = "nested";
+    /// Container keys of `#[derive(ReadModel)]`, which `#[derive(CheckpointSupport)]` on the
+    /// same struct leaves to it.
+    pub const READ_MODEL_KEYS: &[&str] = &[NAME, VERSION, EVENTS, HANDLES, TAGS, META];
+}
+
+/// Which derive parses a struct's container attributes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StructDerive {
+    Projection,
+    ReadModel,
 }
 
 /// A value given once, remembering where, so a second one is reported as a duplicate.
@@ -274,8 +289,12 @@ pub(crate) struct InitOverrides {
     pub limit: Option<LitInt>,
 }
 
-/// `#[krescent(...)]` on a struct deriving `Projection`.
+/// `#[krescent(...)]` on a struct deriving `Projection` or `ReadModel`.
 pub(crate) struct ProjectionAttrs {
+    /// `ReadModel` only: the model's name.
+    pub name: Option<(LitStr, Span)>,
+    /// `ReadModel` only: the model's version.
+    pub version: Option<(LitInt, Span)>,
     pub events: Option<(syn::Path, Span)>,
     pub handles: Vec<HandledVariant>,
     pub savepoints: Vec<HandledVariant>,
@@ -301,7 +320,10 @@ fn parse_variant_list(meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<HandledVari
 }
 
 impl ProjectionAttrs {
-    pub(crate) fn from_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> Self {
+    pub(crate) fn from_attrs(cx: &mut Ctxt, attrs: &[Attribute], derive: StructDerive) -> Self {
+        let model = derive == StructDerive::ReadModel;
+        let mut name = Once::new(sym::NAME);
+        let mut version = Once::new(sym::VERSION);
         let mut events = Once::new(sym::EVENTS);
         let mut handles = Once::new(sym::HANDLES);
         let mut savepoints = Once::new(sym::SAVEPOINT);
@@ -312,9 +334,11 @@ impl ProjectionAttrs {
         each_krescent_key(cx, attrs, |cx, meta, key| {
             let span = meta.path.span();
             match key {
+                sym::NAME if model => name.set(cx, span, meta.value()?.parse::<LitStr>()?),
+                sym::VERSION if model => version.set(cx, span, meta.value()?.parse::<LitInt>()?),
                 sym::EVENTS => events.set(cx, span, meta.value()?.parse::<syn::Path>()?),
                 sym::HANDLES => handles.set(cx, span, parse_variant_list(meta)?),
-                sym::SAVEPOINT => savepoints.set(cx, span, parse_variant_list(meta)?),
+                sym::SAVEPOINT if !model => savepoints.set(cx, span, parse_variant_list(meta)?),
                 sym::TAGS => {
                     let mut list = Vec::new();
                     meta.parse_nested_meta(|entry| {
@@ -325,7 +349,7 @@ impl ProjectionAttrs {
                     })?;
                     tags.set(cx, span, list);
                 }
-                sym::INIT => {
+                sym::INIT if !model => {
                     let mut o = InitOverrides::default();
                     let mut inner_errors = Vec::new();
                     meta.parse_nested_meta(|entry| {
@@ -371,6 +395,8 @@ impl ProjectionAttrs {
             Ok(())
         });
         ProjectionAttrs {
+            name: name.get(),
+            version: version.get(),
             events: events.get(),
             handles: handles.get().map(|(v, _)| v).unwrap_or_default(),
             savepoints: savepoints.get().map(|(v, _)| v).unwrap_or_default(),
@@ -378,6 +404,72 @@ impl ProjectionAttrs {
             init: init.get().map(|(v, _)| v).unwrap_or_default(),
             meta: meta_list.get().map(|(v, _)| v).unwrap_or_default(),
             krate: krate.get(),
+        }
+    }
+}
+
+/// `#[krescent(...)]` on a struct deriving `CheckpointSupport` (its container keys).
+pub(crate) struct CheckpointAttrs {
+    pub krate: Option<(Path, Span)>,
+}
+
+impl CheckpointAttrs {
+    pub(crate) fn from_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> Self {
+        let mut krate = Once::new(sym::CRATE);
+        each_krescent_key(cx, attrs, |cx, meta, key| {
+            let span = meta.path.span();
+            match key {
+                sym::CRATE => {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    krate.set(cx, span, lit.parse::<Path>()?);
+                }
+                // Keys of `#[derive(ReadModel)]` on the same struct: its business.
+                k if sym::READ_MODEL_KEYS.contains(&k) => skip_value(meta),
+                _ => return Err(unknown(meta, key)),
+            }
+            Ok(())
+        });
+        CheckpointAttrs { krate: krate.get() }
+    }
+}
+
+/// How `#[derive(CheckpointSupport)]` stores a field.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldMode {
+    /// By its type: primitives as typed values, other types as JSON.
+    Auto,
+    /// `#[krescent(binary)]`: bytes through the compact codec.
+    Binary,
+    /// `#[krescent(nested)]`: a nested bucket of its own `CheckpointSupport`.
+    Nested,
+    /// `#[krescent(skip)]`: not stored, reset to `Default` on restore.
+    Skip,
+}
+
+/// `#[krescent(...)]` on a field of a struct deriving `CheckpointSupport`.
+pub(crate) struct CheckpointFieldAttrs {
+    pub mode: FieldMode,
+    pub rename: Option<LitStr>,
+}
+
+impl CheckpointFieldAttrs {
+    pub(crate) fn from_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> Self {
+        let mut mode = Once::new("binary`, `nested` or `skip");
+        let mut rename = Once::new(sym::RENAME);
+        each_krescent_key(cx, attrs, |cx, meta, key| {
+            let span = meta.path.span();
+            match key {
+                sym::BINARY => mode.set(cx, span, FieldMode::Binary),
+                sym::NESTED => mode.set(cx, span, FieldMode::Nested),
+                sym::SKIP => mode.set(cx, span, FieldMode::Skip),
+                sym::RENAME => rename.set(cx, span, meta.value()?.parse::<LitStr>()?),
+                _ => return Err(unknown(meta, key)),
+            }
+            Ok(())
+        });
+        CheckpointFieldAttrs {
+            mode: mode.get().map_or(FieldMode::Auto, |(m, _)| m),
+            rename: rename.get().map(|(r, _)| r),
         }
     }
 }

@@ -22,5 +22,20 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 #[proc_macro_derive(Projection, attributes(krescent))]
 pub fn derive_projection(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand::projection::derive(&input).into()
+    expand::projection::derive(&input, attr::StructDerive::Projection).into()
+}
+
+/// Implements `krescent::ReadModel` for a struct; see the `krescent` crate for the attributes.
+#[proc_macro_derive(ReadModel, attributes(krescent))]
+pub fn derive_read_model(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::projection::derive(&input, attr::StructDerive::ReadModel).into()
+}
+
+/// Implements `krescent::CheckpointSupport` for a struct; see the `krescent` crate for the
+/// attributes.
+#[proc_macro_derive(CheckpointSupport, attributes(krescent))]
+pub fn derive_checkpoint_support(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::checkpoint::derive(&input).into()
 }

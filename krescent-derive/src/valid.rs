@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use syn::Member;
+use syn::spanned::Spanned;
 
 use crate::ast::{EventEnum, Shape};
 use crate::ctxt::Ctxt;
@@ -172,18 +173,44 @@ fn tag_key_problem(key: &str) -> Result<(), &'static str> {
     }
 }
 
-pub(crate) fn check_projection(cx: &mut Ctxt, input: &crate::ast::ProjectionStruct<'_>) {
+pub(crate) fn check_projection(
+    cx: &mut Ctxt,
+    input: &crate::ast::ProjectionStruct<'_>,
+    derive: crate::attr::StructDerive,
+) {
     let attrs = &input.attrs;
+    if derive == crate::attr::StructDerive::ReadModel {
+        match &attrs.name {
+            None => cx.error_spanned_by(
+                &input.input.ident,
+                "`#[derive(ReadModel)]` needs `#[krescent(name = \"model.name\")]`: checkpoints are stored under it",
+            ),
+            Some((lit, _)) => {
+                let name = lit.value();
+                if let Err(why) = model_name_problem(&name) {
+                    cx.error_spanned_by(lit, format!("invalid model name `{name}`: {why}"));
+                }
+            }
+        }
+        if let Some((lit, _)) = &attrs.version {
+            if let Err(e) = lit.base10_parse::<u32>() {
+                cx.error_spanned_by(
+                    lit,
+                    format!("krescent `version` must be an integer from 0 to 4294967295: {e}"),
+                );
+            }
+        }
+    }
     if attrs.events.is_none() {
         cx.error_spanned_by(
             &input.input.ident,
-            "`#[derive(Projection)]` needs `#[krescent(events = YourEventEnum)]`",
+            "this derive needs `#[krescent(events = YourEventEnum)]`",
         );
     }
     if attrs.handles.is_empty() && attrs.savepoints.is_empty() {
         cx.error_spanned_by(
             &input.input.ident,
-            "`#[derive(Projection)]` needs at least one variant in `handles(...)` or `savepoint(...)`",
+            "this derive needs at least one variant in `handles(...)` (or `savepoint(...)`)",
         );
     }
     for (list, what) in [
@@ -268,5 +295,60 @@ pub(crate) fn self_field(expr: &syn::Expr) -> Option<&Member> {
     match &*field.base {
         syn::Expr::Path(p) if p.path.is_ident("self") => Some(&field.member),
         _ => None,
+    }
+}
+
+/// The rule of `krescent_core::checkpoint::validate_model_name`, at compile time.
+fn model_name_problem(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("it is empty")
+    } else if name.len() > 255 {
+        Err("it is longer than 255 bytes")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Err("only ASCII letters, digits, `.`, `_` and `-` are allowed")
+    } else if name == "." || name == ".." {
+        Err("it is a path component")
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn check_checkpoint(cx: &mut Ctxt, input: &crate::ast::CheckpointStruct<'_>) {
+    let mut keys: BTreeMap<String, ()> = BTreeMap::new();
+    for field in &input.fields {
+        if field.attrs.mode == crate::attr::FieldMode::Skip {
+            if let Some(rename) = &field.attrs.rename {
+                cx.error_spanned_by(
+                    rename,
+                    "a skipped field is not stored: `rename` has no effect",
+                );
+            }
+            continue;
+        }
+        let key = field.key();
+        if key.is_empty() || key.len() > 255 {
+            let span = field
+                .attrs
+                .rename
+                .as_ref()
+                .map_or_else(|| field.ty.span(), |r| r.span());
+            cx.push(syn::Error::new(
+                span,
+                format!("invalid checkpoint key `{key}`: 1 to 255 bytes"),
+            ));
+        } else if keys.insert(key.clone(), ()).is_some() {
+            let span = field
+                .attrs
+                .rename
+                .as_ref()
+                .map_or_else(|| field.ty.span(), |r| r.span());
+            cx.push(syn::Error::new(
+                span,
+                format!("duplicate checkpoint key `{key}`"),
+            ));
+        }
     }
 }

@@ -6,14 +6,30 @@
 //! A bucket [encodes](CheckpointBucket::encode) to a stable, versioned binary format described
 //! in [`codec`], and [decoding](CheckpointBucket::decode) untrusted bytes gives a typed
 //! [`BucketError`], never a panic.
+//!
+//! *When* a model writes a checkpoint is its [`CheckpointStrategy`] ([`strategy`]); *where*
+//! is a [`CheckpointStorage`] ([`storage`]), which keeps one [`StoredCheckpoint`] (the state
+//! with its model name, [`CheckpointVersion`], position and time) per model.
 
 mod bucket;
 pub mod codec;
 mod error;
+pub mod storage;
+mod stored;
+pub mod strategy;
 mod support;
 
 pub use bucket::{CheckpointBucket, CheckpointValue, IntoIter, Iter, ValueKind};
 pub use error::{BucketError, Corruption, KeyError};
+pub use storage::{
+    CheckpointInfo, CheckpointStorage, CheckpointStorageError, FileCheckpointStorage,
+    InMemoryCheckpointStorage, ModelNameError, validate_model_name,
+};
+pub use stored::{CheckpointVersion, StoredCheckpoint};
+pub use strategy::{
+    Always, CheckpointStrategy, CheckpointStrategyExt, FixedEventRate, FixedTimeRate, Manual,
+    ManualTrigger, Never, StrategyError,
+};
 pub use support::{
     CheckpointError, CheckpointPrimitive, CheckpointSupport, get_binary, get_json, get_nested,
     mix_shape, put_binary, put_json, put_nested,

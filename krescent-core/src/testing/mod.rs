@@ -59,6 +59,7 @@
 //! concurrency cases; a multi-thread runtime is what the macro uses and what gives those cases
 //! real parallelism.
 
+pub mod checkpoint_storage;
 pub mod event_store;
 
 use std::fmt;
@@ -66,11 +67,16 @@ use std::future::Future;
 
 use crate::store::EventStore;
 
-pub use event_store::run_event_store_contract;
+/// Also reachable as `testing::checkpoint_storage_contract_tests!` (and, through the facade,
+/// `krescent::testing::checkpoint_storage_contract_tests!`).
+#[doc(inline)]
+pub use crate::checkpoint_storage_contract_tests;
 /// Also reachable as `testing::event_store_contract_tests!`, which is where the `krescent`
 /// facade's users find it (`krescent::testing::event_store_contract_tests!`).
 #[doc(inline)]
 pub use crate::event_store_contract_tests;
+pub use checkpoint_storage::{CheckpointStorageFactory, run_checkpoint_storage_contract};
+pub use event_store::run_event_store_contract;
 
 /// Makes a fresh, empty event store for each contract case.
 ///

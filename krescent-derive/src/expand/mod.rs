@@ -1,6 +1,7 @@
 //! Code generation. Generated code names only `::krescent::__private::…` (or the path given
 //! with `#[krescent(crate = "…")]`) and `::core::…`, inside `const _: () = { … };`.
 
+pub(crate) mod checkpoint;
 pub(crate) mod event;
 pub(crate) mod projection;
 

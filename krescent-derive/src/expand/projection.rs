@@ -1,4 +1,5 @@
-//! `#[derive(Projection)]`.
+//! `#[derive(Projection)]` and `#[derive(ReadModel)]`: queries from attributes, and the
+//! dispatch of each event to one handler per variant.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -6,18 +7,22 @@ use syn::DeriveInput;
 use syn::spanned::Spanned;
 
 use crate::ast::{ProjectionStruct, WrongShape, screaming_snake, snake};
-use crate::attr::HandledVariant;
+use crate::attr::{HandledVariant, StructDerive};
 use crate::ctxt::Ctxt;
 use crate::valid;
 
-pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
+pub(crate) fn derive(input: &DeriveInput, derive: StructDerive) -> TokenStream {
     let mut cx = Ctxt::default();
-    let parsed = match ProjectionStruct::from_syn(&mut cx, input) {
+    let parsed = match ProjectionStruct::from_syn(&mut cx, input, derive) {
         Ok(parsed) => parsed,
         Err(WrongShape { span, what }) => {
+            let name = match derive {
+                StructDerive::Projection => "Projection",
+                StructDerive::ReadModel => "ReadModel",
+            };
             cx.push(syn::Error::new(
                 span,
-                format!("`#[derive(Projection)]` needs a struct that holds the projected state, not {what}"),
+                format!("`#[derive({name})]` needs a struct that holds the state, not {what}"),
             ));
             return cx
                 .check()
@@ -26,11 +31,142 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
                 .unwrap_or_default();
         }
     };
-    valid::check_projection(&mut cx, &parsed);
+    valid::check_projection(&mut cx, &parsed, derive);
     let krate = super::krate(parsed.attrs.krate.as_ref().map(|(p, _)| p));
     match cx.check() {
-        Ok(()) => expand(&parsed, &krate),
+        Ok(()) => match derive {
+            StructDerive::Projection => expand(&parsed, &krate),
+            StructDerive::ReadModel => expand_model(&parsed, &krate),
+        },
         Err(errors) => errors.to_compile_error(),
+    }
+}
+
+/// The handler arms, the event query's item, and the tag-key checks shared by both derives.
+struct Parts {
+    arms: Vec<TokenStream>,
+    event_item: TokenStream,
+    key_checks: Vec<TokenStream>,
+}
+
+fn expand_model(input: &ProjectionStruct<'_>, krate: &TokenStream) -> TokenStream {
+    let p = quote!(#krate::__private);
+    let ident = &input.input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.input.generics.split_for_impl();
+    let (Some((events, _)), Some((name, _))) = (&input.attrs.events, &input.attrs.name) else {
+        return TokenStream::new();
+    };
+    let version: u32 = input
+        .attrs
+        .version
+        .as_ref()
+        .and_then(|(lit, _)| lit.base10_parse().ok())
+        .unwrap_or(1);
+    let Parts {
+        arms,
+        event_item,
+        key_checks,
+    } = parts(input, events, &p, StructDerive::ReadModel);
+    let register = if input.input.generics.params.is_empty() {
+        quote! {
+            #p::inventory::submit! {
+                #p::ModelRegistration {
+                    name: #name,
+                    version: #version,
+                    catalog: <#events as #p::Event>::CATALOG,
+                    rust_type: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+                }
+            }
+        }
+    } else {
+        TokenStream::new()
+    };
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #impl_generics #p::ReadModel for #ident #ty_generics #where_clause {
+                type Event = #events;
+                const NAME: &'static str = #name;
+                const VERSION: u32 = #version;
+
+                #[allow(unreachable_patterns)]
+                fn when(
+                    &mut self,
+                    event: &#p::Recorded<#events>,
+                ) -> ::core::result::Result<#p::EventOutcome, #p::HandlerError> {
+                    match &event.data {
+                        #(#arms)*
+                        _ => ::core::result::Result::Ok(#p::EventOutcome::Skipped),
+                    }
+                }
+
+                fn event_query(&self) -> #p::EventQuery {
+                    #p::EventQuery::item(#event_item)
+                }
+            }
+
+            #register
+
+            #(#key_checks)*
+        };
+    }
+}
+
+fn parts(
+    input: &ProjectionStruct<'_>,
+    events: &syn::Path,
+    p: &TokenStream,
+    derive: StructDerive,
+) -> Parts {
+    let attrs = &input.attrs;
+    let type_const = |v: &syn::Ident| {
+        let c = format_ident!("{}", screaming_snake(v), span = v.span());
+        quote_spanned!(v.span()=> #events::#c)
+    };
+    let tags: Vec<TokenStream> = attrs
+        .tags
+        .iter()
+        .map(|t| {
+            let key = t.key.to_string();
+            let value = &t.value;
+            quote_spanned!(t.value.span()=> #p::static_key_tag(#key, &(#value)))
+        })
+        .collect();
+    let event_variants: Vec<TokenStream> = attrs
+        .handles
+        .iter()
+        .filter(|h| !attrs.savepoints.iter().any(|s| s.variant == h.variant))
+        .map(|h| type_const(&h.variant))
+        .collect();
+    let event_item = quote! {
+        #p::QueryItem::types([#(#event_variants),*]).and_tags([#(#tags),*])
+    };
+    let arms = input
+        .dispatched()
+        .into_iter()
+        .map(|h| dispatch_arm(h, events, attrs, p, derive))
+        .collect();
+    let key_checks = attrs
+        .tags
+        .iter()
+        .map(|t| {
+            let key = t.key.to_string();
+            let lists = input.dispatched().into_iter().map(|h| {
+                let c = format_ident!("__KRESCENT_TAG_KEYS_{}", h.variant);
+                quote!(#events::#c)
+            });
+            let message = format!(
+                "tag key `{key}` is not carried by any variant this projection handles, so its queries could never match"
+            );
+            quote_spanned! {t.key.span()=>
+                const _: () = ::core::assert!(#p::has_tag_key(&[#(#lists),*], #key), #message);
+            }
+        })
+        .collect();
+    Parts {
+        arms,
+        event_item,
+        key_checks,
     }
 }
 
@@ -42,43 +178,24 @@ fn expand(input: &ProjectionStruct<'_>, krate: &TokenStream) -> TokenStream {
         return TokenStream::new();
     };
     let attrs = &input.attrs;
+    let Parts {
+        arms,
+        event_item,
+        key_checks,
+    } = parts(input, events, &p, StructDerive::Projection);
 
-    let type_const = |v: &syn::Ident| {
-        let c = format_ident!("{}", screaming_snake(v), span = v.span());
-        quote_spanned!(v.span()=> #events::#c)
-    };
-
-    let tags: Vec<TokenStream> = attrs
-        .tags
-        .iter()
-        .map(|t| {
-            let key = t.key.to_string();
-            let value = &t.value;
-            quote_spanned!(t.value.span()=> #p::static_key_tag(#key, &(#value)))
-        })
-        .collect();
-    let item = |variants: Vec<TokenStream>| {
-        quote! {
-            #p::QueryItem::types([#(#variants),*]).and_tags([#(#tags),*])
-        }
-    };
-    let event_variants: Vec<TokenStream> = attrs
-        .handles
-        .iter()
-        .filter(|h| !attrs.savepoints.iter().any(|s| s.variant == h.variant))
-        .map(|h| type_const(&h.variant))
-        .collect();
-    let event_item = item(event_variants);
     let init_query = if attrs.savepoints.is_empty() {
         quote!(::core::option::Option::None)
     } else {
-        let savepoint_item = item(
-            attrs
-                .savepoints
-                .iter()
-                .map(|s| type_const(&s.variant))
-                .collect(),
-        );
+        let types = attrs.savepoints.iter().map(|s| {
+            let c = format_ident!("{}", screaming_snake(&s.variant), span = s.variant.span());
+            quote_spanned!(s.variant.span()=> #events::#c)
+        });
+        let tags = attrs.tags.iter().map(|t| {
+            let key = t.key.to_string();
+            let value = &t.value;
+            quote_spanned!(t.value.span()=> #p::static_key_tag(#key, &(#value)))
+        });
         let direction = match attrs.init.forward {
             Some(true) => quote!(#p::Direction::Forward),
             _ => quote!(#p::Direction::Backward),
@@ -89,31 +206,12 @@ fn expand(input: &ProjectionStruct<'_>, krate: &TokenStream) -> TokenStream {
         };
         quote! {
             ::core::option::Option::Some(
-                #p::EventQuery::item(#savepoint_item)
+                #p::EventQuery::item(#p::QueryItem::types([#(#types),*]).and_tags([#(#tags),*]))
                     .direction(#direction)
                     .with_limit(::core::option::Option::Some(#p::Limit::from_const(#limit)))
             )
         }
     };
-
-    let arms = input
-        .dispatched()
-        .into_iter()
-        .map(|h| dispatch_arm(h, events, attrs, &p));
-
-    let key_checks = attrs.tags.iter().map(|t| {
-        let key = t.key.to_string();
-        let lists = input.dispatched().into_iter().map(|h| {
-            let c = format_ident!("__KRESCENT_TAG_KEYS_{}", h.variant);
-            quote!(#events::#c)
-        });
-        let message = format!(
-            "tag key `{key}` is not carried by any variant this projection handles, so its queries could never match"
-        );
-        quote_spanned! {t.key.span()=>
-            const _: () = ::core::assert!(#p::has_tag_key(&[#(#lists),*], #key), #message);
-        }
-    });
 
     quote! {
         const _: () = {
@@ -152,6 +250,7 @@ fn dispatch_arm(
     events: &syn::Path,
     attrs: &crate::attr::ProjectionAttrs,
     p: &TokenStream,
+    derive: StructDerive,
 ) -> TokenStream {
     let variant = &h.variant;
     // Located at the variant (errors point there) but resolved at the call site, so that
@@ -169,10 +268,20 @@ fn dispatch_arm(
         let apply = format_ident!("__krescent_apply_{}", variant, span = span);
         quote_spanned!(span=> event.data.#apply(self, Self::#handler))
     };
+    let (convert, none) = match derive {
+        StructDerive::Projection => (
+            quote_spanned!(span=> #p::HandlerResult::into_handler_result(result)),
+            quote!(::core::result::Result::Ok(())),
+        ),
+        StructDerive::ReadModel => (
+            quote_spanned!(span=> #p::ModelHandlerResult::into_outcome(result)),
+            quote!(::core::result::Result::Ok(#p::EventOutcome::Skipped)),
+        ),
+    };
     quote_spanned! {span=>
         #events::#variant { .. } => match #call {
-            ::core::option::Option::Some(result) => #p::HandlerResult::into_handler_result(result),
-            ::core::option::Option::None => ::core::result::Result::Ok(()),
+            ::core::option::Option::Some(result) => #convert,
+            ::core::option::Option::None => #none,
         },
     }
 }

@@ -1,0 +1,461 @@
+//! [`FileCheckpointStorage`]: one file per model in a directory, replaced atomically.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, MutexGuard};
+
+use super::{CheckpointInfo, CheckpointStorage, CheckpointStorageError, validate_model_name};
+use crate::checkpoint::stored::StoredCheckpoint;
+
+/// The extension of checkpoint files.
+const EXTENSION: &str = ".ckpt";
+/// What follows a checkpoint file's name in the name of its temporary files.
+const TEMP_MARKER: &str = ".tmp-";
+/// Length of the unique part of a temporary file's name (a UUID in lowercase hex).
+const TEMP_UNIQUE_LEN: usize = 32;
+/// Model names up to this length (and without capitals) are used as file names as they are.
+const PLAIN_NAME_MAX: usize = 200;
+/// How much of a longer name is kept in front of its hash.
+const HASHED_PREFIX_LEN: usize = 180;
+
+/// Checkpoints in files: one file per model in one directory, each replaced atomically.
+///
+/// # Layout
+///
+/// The checkpoint of model `book.available` lives in `<dir>/book.available.ckpt` and holds
+/// the [encoding](StoredCheckpoint::encode) of the [`StoredCheckpoint`], whose checksum covers
+/// every byte. Two kinds of model names get a file name with a hash instead:
+///
+/// - names with capital letters, so that models whose names differ only in case (they are
+///   distinct models) never share a file on a case-insensitive file system (macOS, Windows):
+///   `Stock` is stored in `Stock~<16 hex digits>.ckpt`;
+/// - names longer than 200 bytes, so that file names stay within the usual limit of 255
+///   bytes: the first 180 bytes, `~` and the hash.
+///
+/// [`file_path`](Self::file_path) tells the file of a model. Model names never contain `/`,
+/// `\` or `~` and are never `.` or `..` ([`validate_model_name`]), so no model's file lies
+/// outside the directory or collides with another model's.
+///
+/// # Writing
+///
+/// [`store`](CheckpointStorage::store) writes the encoding to a temporary file
+/// `<file>.tmp-<unique>` in the same directory, flushes it to disk (`fsync`), renames it over
+/// the checkpoint file and flushes the directory (on Unix), so that after a crash the file
+/// holds either the old or the new checkpoint, completely. Stores to one model are
+/// serialised within the process; after the rename the store removes temporary files of the
+/// same model that a crash left behind. [`load`](CheckpointStorage::load) and
+/// [`list`](CheckpointStorage::list) ignore temporary files.
+///
+/// The directory is meant for one process at a time: a second process storing the same
+/// model concurrently cannot corrupt a checkpoint, but one may remove the other's temporary
+/// file, failing that store with an [`Io`](CheckpointStorageError::Io) error.
+///
+/// File operations run on tokio's blocking thread pool
+/// ([`spawn_blocking`](tokio::task::spawn_blocking)), so the runtime's workers are never
+/// blocked; they need a tokio runtime. A store whose future is dropped may still complete in
+/// the background, but never leaves a partial checkpoint.
+///
+/// # Reading
+///
+/// A checkpoint file that is torn, truncated or damaged fails the checksum or the decoder and
+/// is reported as [`Corrupt`](CheckpointStorageError::Corrupt) with its path; nothing of it is
+/// returned. A file that names another model than the one it is stored under (renamed by
+/// hand) is a [`ModelMismatch`](CheckpointStorageError::ModelMismatch).
+///
+/// [`list`](CheckpointStorage::list) decodes every `*.ckpt` file in the directory (it reads
+/// the whole file: the checksum covers the state too). A corrupt file fails the whole
+/// listing with `Corrupt` naming the file, rather than hiding the checkpoint it should hold;
+/// other files are ignored.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("krescent-doc-{}", uuid::Uuid::now_v7()));
+/// use krescent_core::checkpoint::{
+///     CheckpointBucket, CheckpointStorage, CheckpointVersion, FileCheckpointStorage,
+///     StoredCheckpoint,
+/// };
+///
+/// let storage = FileCheckpointStorage::new(&dir)?;
+/// let checkpoint = StoredCheckpoint::new(
+///     "book.available",
+///     CheckpointVersion::new(1, 1, 0),
+///     42,
+///     CheckpointBucket::new().with("copies", 3_u64),
+/// );
+/// storage.store(&checkpoint).await?;
+/// assert!(storage.file_path("book.available")?.ends_with("book.available.ckpt"));
+/// assert_eq!(storage.load("book.available").await?, Some(checkpoint));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct FileCheckpointStorage {
+    dir: Arc<Path>,
+}
+
+impl FileCheckpointStorage {
+    /// A storage keeping its files in `dir`, which is created (with its parents) if it does
+    /// not exist. This does blocking file I/O, once.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointStorageError::Io`] if the directory cannot be created or resolved.
+    pub fn new(dir: impl AsRef<Path>) -> Result<Self, CheckpointStorageError> {
+        let dir = dir.as_ref();
+        let io_error = |source| CheckpointStorageError::Io {
+            model: None,
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io_error)?;
+        let dir = fs::canonicalize(dir).map_err(io_error)?;
+        Ok(FileCheckpointStorage { dir: dir.into() })
+    }
+
+    /// The directory holding the checkpoint files (as an absolute, canonical path).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file holding the checkpoint of `model` (whether it exists or not).
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointStorageError::InvalidModelName`] if `model` is not a valid model name.
+    pub fn file_path(&self, model: &str) -> Result<PathBuf, CheckpointStorageError> {
+        validate_model_name(model)?;
+        Ok(self.dir.join(file_name(model)))
+    }
+
+    /// Runs `op` on the blocking thread pool.
+    async fn blocking<T, F>(&self, model: Option<&str>, op: F) -> Result<T, CheckpointStorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path) -> Result<T, CheckpointStorageError> + Send + 'static,
+    {
+        let dir = Arc::clone(&self.dir);
+        match tokio::task::spawn_blocking(move || op(&dir)).await {
+            Ok(result) => result,
+            Err(join) => Err(CheckpointStorageError::Io {
+                model: model.map(str::to_owned),
+                path: self.dir.to_path_buf(),
+                source: io::Error::other(format!("the blocking file operation failed: {join}")),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl CheckpointStorage for FileCheckpointStorage {
+    async fn load(&self, model: &str) -> Result<Option<StoredCheckpoint>, CheckpointStorageError> {
+        validate_model_name(model)?;
+        let owned = model.to_owned();
+        self.blocking(Some(model), move |dir| load_blocking(dir, &owned))
+            .await
+    }
+
+    async fn store(&self, checkpoint: &StoredCheckpoint) -> Result<(), CheckpointStorageError> {
+        validate_model_name(&checkpoint.model)?;
+        let bytes = checkpoint
+            .encode()
+            .map_err(|source| CheckpointStorageError::encode(&checkpoint.model, source))?;
+        let model = checkpoint.model.clone();
+        self.blocking(Some(&checkpoint.model), move |dir| {
+            store_blocking(dir, &model, &bytes)
+        })
+        .await
+    }
+
+    async fn delete(&self, model: &str) -> Result<bool, CheckpointStorageError> {
+        validate_model_name(model)?;
+        let owned = model.to_owned();
+        self.blocking(Some(model), move |dir| delete_blocking(dir, &owned))
+            .await
+    }
+
+    async fn list(&self) -> Result<Vec<CheckpointInfo>, CheckpointStorageError> {
+        self.blocking(None, list_blocking).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blocking operations
+
+fn load_blocking(
+    dir: &Path,
+    model: &str,
+) -> Result<Option<StoredCheckpoint>, CheckpointStorageError> {
+    let path = dir.join(file_name(model));
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io_error(model, &path, source)),
+    };
+    decode_file(model, &path, &bytes).map(Some)
+}
+
+fn store_blocking(dir: &Path, model: &str, bytes: &[u8]) -> Result<(), CheckpointStorageError> {
+    let name = file_name(model);
+    let target = dir.join(&name);
+    let lock = ModelLock::acquire(&target);
+    let _guard = lock.lock();
+
+    let temp = dir.join(format!(
+        "{name}{TEMP_MARKER}{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    if let Err(source) = write_synced(&temp, bytes) {
+        remove_quietly(&temp);
+        return Err(io_error(model, &temp, source));
+    }
+    if let Err(source) = fs::rename(&temp, &target) {
+        remove_quietly(&temp);
+        return Err(io_error(model, &target, source));
+    }
+    sync_dir(dir).map_err(|source| io_error(model, dir, source))?;
+    tracing::debug!(model, path = %target.display(), bytes = bytes.len(), "checkpoint stored");
+    remove_temp_files(dir, &name);
+    Ok(())
+}
+
+fn delete_blocking(dir: &Path, model: &str) -> Result<bool, CheckpointStorageError> {
+    let name = file_name(model);
+    let target = dir.join(&name);
+    let lock = ModelLock::acquire(&target);
+    let _guard = lock.lock();
+
+    let existed = match fs::remove_file(&target) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(source) => return Err(io_error(model, &target, source)),
+    };
+    remove_temp_files(dir, &name);
+    if existed {
+        sync_dir(dir).map_err(|source| io_error(model, dir, source))?;
+    }
+    Ok(existed)
+}
+
+fn list_blocking(dir: &Path) -> Result<Vec<CheckpointInfo>, CheckpointStorageError> {
+    let dir_error = |source| CheckpointStorageError::Io {
+        model: None,
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut infos = Vec::new();
+    for entry in fs::read_dir(dir).map_err(dir_error)? {
+        let entry = entry.map_err(dir_error)?;
+        let os_name = entry.file_name();
+        let Some(name) = os_name.to_str() else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(EXTENSION) else {
+            continue;
+        };
+        let path = entry.path();
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            // Deleted since the directory was read.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // Not a checkpoint file.
+            Err(_) if path.is_dir() => continue,
+            Err(source) => return Err(io_error(stem, &path, source)),
+        };
+        let checkpoint = StoredCheckpoint::decode(&bytes).map_err(|source| {
+            CheckpointStorageError::corrupt(stem, path.display().to_string(), source)
+        })?;
+        if validate_model_name(&checkpoint.model).is_err() || file_name(&checkpoint.model) != name {
+            return Err(CheckpointStorageError::ModelMismatch {
+                expected: stem.to_owned(),
+                found: checkpoint.model,
+                location: path.display().to_string(),
+            });
+        }
+        infos.push(CheckpointInfo::from(checkpoint));
+    }
+    infos.sort_by(|a, b| a.model.cmp(&b.model));
+    Ok(infos)
+}
+
+/// Decodes a checkpoint file of `model` and checks that it belongs to `model`.
+fn decode_file(
+    model: &str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<StoredCheckpoint, CheckpointStorageError> {
+    let checkpoint = StoredCheckpoint::decode(bytes).map_err(|source| {
+        CheckpointStorageError::corrupt(model, path.display().to_string(), source)
+    })?;
+    if checkpoint.model != model {
+        return Err(CheckpointStorageError::ModelMismatch {
+            expected: model.to_owned(),
+            found: checkpoint.model,
+            location: path.display().to_string(),
+        });
+    }
+    Ok(checkpoint)
+}
+
+/// Creates `path` (which must not exist), writes `bytes` and flushes them to disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Flushes the directory entry changes (a rename, a removal) to disk.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Directories cannot be opened for flushing on this platform; renames are flushed with the
+/// file system's own journal.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Removes leftover temporary files of the checkpoint file `name`: `<name>.tmp-<32 hex>`.
+/// Failures are logged, not reported: the checkpoint itself is in place.
+fn remove_temp_files(dir: &Path, name: &str) {
+    let prefix = format!("{name}{TEMP_MARKER}");
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(
+                dir = %dir.display(),
+                error = %e,
+                "cannot scan for leftover temporary checkpoint files"
+            );
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(unique) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if !is_temp_unique(unique) {
+            continue;
+        }
+        let path = entry.path();
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(
+                    path = %path.display(),
+                    "removed a leftover temporary checkpoint file"
+                );
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "cannot remove a leftover temporary checkpoint file"
+                );
+            }
+        }
+    }
+}
+
+/// Whether `unique` is the unique part of a temporary file's name.
+fn is_temp_unique(unique: &str) -> bool {
+    unique.len() == TEMP_UNIQUE_LEN
+        && unique
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != io::ErrorKind::NotFound {
+            tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "cannot remove a temporary checkpoint file"
+            );
+        }
+    }
+}
+
+fn io_error(model: &str, path: &Path, source: io::Error) -> CheckpointStorageError {
+    CheckpointStorageError::Io {
+        model: Some(model.to_owned()),
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// File names
+
+/// The file name of a valid model name's checkpoint.
+fn file_name(model: &str) -> String {
+    if model.len() <= PLAIN_NAME_MAX && !model.bytes().any(|b| b.is_ascii_uppercase()) {
+        format!("{model}{EXTENSION}")
+    } else {
+        // Valid model names are ASCII, so any byte offset is a character boundary.
+        let prefix = model
+            .get(..HASHED_PREFIX_LEN.min(model.len()))
+            .unwrap_or(model);
+        format!("{prefix}~{:016x}{EXTENSION}", fnv1a_64(model.as_bytes()))
+    }
+}
+
+/// The 64-bit FNV-1a hash: stable across builds and platforms, unlike `std`'s hashers.
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes
+        .iter()
+        .fold(OFFSET, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-file locks
+
+/// Serialises stores and deletes of one checkpoint file within the process, across all
+/// storages on the same directory. The last user leaving removes the entry (two users leaving
+/// at once may both leave it in place; it is then reused by the next user and removed later).
+struct ModelLock {
+    key: PathBuf,
+    lock: Arc<Mutex<()>>,
+}
+
+/// The locks in use, by checkpoint file path.
+fn locks() -> &'static Mutex<HashMap<PathBuf, Arc<Mutex<()>>>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    LOCKS.get_or_init(Mutex::default)
+}
+
+impl ModelLock {
+    fn acquire(target: &Path) -> Self {
+        let lock = Arc::clone(locks().lock().entry(target.to_path_buf()).or_default());
+        ModelLock {
+            key: target.to_path_buf(),
+            lock,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock()
+    }
+}
+
+impl Drop for ModelLock {
+    fn drop(&mut self) {
+        let mut map = locks().lock();
+        // Held by the map and by this handle only: the last user is leaving.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.key);
+        }
+    }
+}

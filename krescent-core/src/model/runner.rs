@@ -1,0 +1,535 @@
+//! The model runner: restore from a checkpoint, catch up, stream live, checkpoint by strategy.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::{EventOutcome, ReadModel};
+use crate::checkpoint::{
+    CheckpointBucket, CheckpointError, CheckpointStorage, CheckpointStorageError,
+    CheckpointStrategy, CheckpointVersion, StoredCheckpoint,
+};
+use crate::event::{DecodeError, Event, RecordedEvent};
+use crate::projection::HandlerError;
+use crate::query::Limit;
+use crate::store::{EventStore, StoreError};
+
+/// The default number of events per read.
+pub const DEFAULT_MODEL_BATCH: u64 = 500;
+
+/// Why a model stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// A handler failed. No checkpoint was written for this event or after it.
+    #[error(
+        "model `{model}` failed to handle event `{event_type}` at position {position}: {source}"
+    )]
+    Handler {
+        /// The model's name.
+        model: &'static str,
+        /// The failing event's position.
+        position: u64,
+        /// Its type name.
+        event_type: String,
+        /// What the handler said.
+        #[source]
+        source: HandlerError,
+    },
+    /// A stored event could not be decoded.
+    #[error("model `{model}` cannot decode an event: {source}")]
+    Decode {
+        /// The model's name.
+        model: &'static str,
+        /// The decode error (it names the position and type).
+        #[source]
+        source: DecodeError,
+    },
+    /// The stored checkpoint cannot be used and rebuilding is turned off.
+    #[error("checkpoint of model `{model}` is invalid: {reason}")]
+    CheckpointInvalid {
+        /// The model's name.
+        model: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The checkpoint storage failed.
+    #[error("checkpoint storage of model `{model}` failed: {source}")]
+    Storage {
+        /// The model's name.
+        model: &'static str,
+        /// What the storage said.
+        #[source]
+        source: CheckpointStorageError,
+    },
+    /// The model could not write its state into a checkpoint.
+    #[error("model `{model}` cannot create a checkpoint at position {position}: {source}")]
+    CreateCheckpoint {
+        /// The model's name.
+        model: &'static str,
+        /// The position of the checkpoint.
+        position: u64,
+        /// What failed.
+        #[source]
+        source: CheckpointError,
+    },
+    /// The event store failed.
+    #[error("event store of model `{model}` failed: {source}")]
+    Store {
+        /// The model's name.
+        model: &'static str,
+        /// What the store said.
+        #[source]
+        source: StoreError,
+    },
+    /// The batch size was zero.
+    #[error("model `{model}`: batch size must be at least 1")]
+    ZeroBatchSize {
+        /// The model's name.
+        model: &'static str,
+    },
+}
+
+/// Counts of one runner, accumulated since it was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ModelMetrics {
+    /// Events the model handled.
+    pub events_handled: u64,
+    /// Events the model skipped (they moved the position only).
+    pub events_skipped: u64,
+    /// Checkpoints written.
+    pub checkpoints_written: u64,
+    /// The position of the checkpoint the model was restored from, if any.
+    pub restored_from: Option<u64>,
+    /// The position of the last event processed (0: none).
+    pub position: u64,
+}
+
+impl ModelMetrics {
+    /// Handled plus skipped events.
+    pub fn events_processed(&self) -> u64 {
+        self.events_handled + self.events_skipped
+    }
+}
+
+/// How a model runs: checkpoint storage and strategy, rebuild policy, batch size.
+pub struct ModelConfig {
+    checkpoints: Option<(Arc<dyn CheckpointStorage>, Box<dyn CheckpointStrategy>)>,
+    rebuild_on_invalid: bool,
+    batch_size: u64,
+}
+
+impl std::fmt::Debug for ModelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelConfig")
+            .field("checkpoints", &self.checkpoints.is_some())
+            .field("rebuild_on_invalid", &self.rebuild_on_invalid)
+            .field("batch_size", &self.batch_size)
+            .finish()
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            checkpoints: None,
+            rebuild_on_invalid: true,
+            batch_size: DEFAULT_MODEL_BATCH,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Saves checkpoints in `storage` when `strategy` says so, and restores from the latest
+    /// one on start.
+    pub fn use_checkpoints(
+        self,
+        storage: impl CheckpointStorage + 'static,
+        strategy: impl CheckpointStrategy,
+    ) -> Self {
+        self.use_shared_checkpoints(Arc::new(storage), strategy)
+    }
+
+    /// Like [`use_checkpoints`](Self::use_checkpoints), with a storage already shared.
+    pub fn use_shared_checkpoints(
+        mut self,
+        storage: Arc<dyn CheckpointStorage>,
+        strategy: impl CheckpointStrategy,
+    ) -> Self {
+        self.checkpoints = Some((storage, Box::new(strategy)));
+        self
+    }
+
+    /// What to do with a checkpoint whose version does not match or that fails validation:
+    /// rebuild from the beginning (`true`, the default) or fail with
+    /// [`ModelError::CheckpointInvalid`].
+    pub fn rebuild_on_invalid(mut self, rebuild: bool) -> Self {
+        self.rebuild_on_invalid = rebuild;
+        self
+    }
+
+    /// Events per read (default 500; zero fails when the model runs).
+    pub fn batch_size(mut self, events: u64) -> Self {
+        self.batch_size = events;
+        self
+    }
+}
+
+/// `configure` and `runner` for every [`ReadModel`].
+pub trait ReadModelExt: ReadModel + Sized {
+    /// A runner for this model with the configuration `f` builds.
+    fn configure(self, f: impl FnOnce(ModelConfig) -> ModelConfig) -> ModelRunner<Self> {
+        ModelRunner::new(self, f(ModelConfig::default()))
+    }
+
+    /// A runner without checkpoints: every start is a full replay.
+    fn runner(self) -> ModelRunner<Self> {
+        ModelRunner::new(self, ModelConfig::default())
+    }
+}
+
+impl<M: ReadModel + Sized> ReadModelExt for M {}
+
+/// Runs a [`ReadModel`]: restores it from its checkpoint, feeds it events strictly after the
+/// checkpoint's position, and writes checkpoints when the strategy says so.
+pub struct ModelRunner<M: ReadModel> {
+    model: M,
+    config: ModelConfig,
+    started: bool,
+    position: u64,
+    last_checkpoint: Option<u64>,
+    metrics: ModelMetrics,
+}
+
+impl<M: ReadModel + std::fmt::Debug> std::fmt::Debug for ModelRunner<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelRunner")
+            .field("model", &self.model)
+            .field("config", &self.config)
+            .field("position", &self.position)
+            .field("metrics", &self.metrics)
+            .finish()
+    }
+}
+
+impl<M: ReadModel> ModelRunner<M> {
+    /// A runner for `model` with `config`.
+    pub fn new(model: M, config: ModelConfig) -> Self {
+        ModelRunner {
+            model,
+            config,
+            started: false,
+            position: 0,
+            last_checkpoint: None,
+            metrics: ModelMetrics::default(),
+        }
+    }
+
+    /// The checkpoint version of this model: catalog revision, model version, shape.
+    pub fn version() -> CheckpointVersion {
+        CheckpointVersion {
+            catalog_revision: <M::Event as Event>::REVISION,
+            model_version: M::VERSION,
+            shape: M::SHAPE,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The model, mutably (changes are not checkpointed until the next checkpoint).
+    pub fn model_mut(&mut self) -> &mut M {
+        &mut self.model
+    }
+
+    /// The model, consuming the runner.
+    pub fn into_model(self) -> M {
+        self.model
+    }
+
+    /// The position of the last event processed (0: none).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Counts since the runner was created.
+    pub fn metrics(&self) -> ModelMetrics {
+        self.metrics
+    }
+
+    /// Restores the model from its checkpoint without reading events. Returns the restored
+    /// position (`None`: no usable checkpoint, the model starts from the beginning).
+    pub async fn restore_only(&mut self) -> Result<Option<u64>, ModelError> {
+        self.start().await?;
+        Ok(self.metrics.restored_from)
+    }
+
+    /// Restores, then handles every event up to the head of `store`.
+    pub async fn catch_up<S: EventStore + ?Sized>(
+        &mut self,
+        store: &S,
+    ) -> Result<ModelMetrics, ModelError> {
+        self.start().await?;
+        self.read_to_head(store).await?;
+        if self.strategy_says(|s| s.idle()) {
+            self.write_checkpoint().await?;
+        }
+        Ok(self.metrics)
+    }
+
+    /// Catches up, then handles live events until `shutdown` fires; on shutdown writes a
+    /// termination checkpoint if the strategy asks for one.
+    pub async fn stream<S: EventStore + ?Sized>(
+        &mut self,
+        store: &S,
+        shutdown: CancellationToken,
+    ) -> Result<ModelMetrics, ModelError> {
+        self.catch_up(store).await?;
+        let waker = self
+            .config
+            .checkpoints
+            .as_ref()
+            .and_then(|(_, s)| s.waker());
+        let mut subscription = store.subscribe(
+            self.model.event_query(),
+            self.position,
+            shutdown.child_token(),
+        );
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                () = wait_for(waker.as_deref()) => {
+                    if self.strategy_says(|s| s.idle()) {
+                        self.write_checkpoint().await?;
+                    }
+                }
+                batch = subscription.next_batch() => match batch {
+                    None => break,
+                    Some(Err(source)) => return Err(ModelError::Store { model: M::NAME, source }),
+                    Some(Ok(events)) => {
+                        let at_head = (events.len() as u64) < crate::store::SUBSCRIPTION_BATCH.get();
+                        self.handle_page(&events).await?;
+                        if at_head && self.strategy_says(|s| s.idle()) {
+                            self.write_checkpoint().await?;
+                        }
+                    }
+                },
+            }
+        }
+        let on_shutdown = self
+            .config
+            .checkpoints
+            .as_ref()
+            .is_some_and(|(_, s)| s.on_shutdown());
+        if on_shutdown {
+            self.write_checkpoint().await?;
+        }
+        Ok(self.metrics)
+    }
+
+    /// Writes a checkpoint at the current position now (if checkpoints are configured and the
+    /// position moved since the last one).
+    pub async fn checkpoint_now(&mut self) -> Result<bool, ModelError> {
+        self.write_checkpoint().await
+    }
+
+    fn strategy_says(&mut self, ask: impl FnOnce(&mut dyn CheckpointStrategy) -> bool) -> bool {
+        match &mut self.config.checkpoints {
+            Some((_, strategy)) => ask(strategy.as_mut()),
+            None => false,
+        }
+    }
+
+    /// Loads the checkpoint once: restores it, or discards it and starts from the beginning.
+    async fn start(&mut self) -> Result<(), ModelError> {
+        if self.started {
+            return Ok(());
+        }
+        if self.config.batch_size == 0 {
+            return Err(ModelError::ZeroBatchSize { model: M::NAME });
+        }
+        if let Some((storage, _)) = &self.config.checkpoints {
+            let storage = storage.clone();
+            let loaded = match storage.load(M::NAME).await {
+                Ok(loaded) => loaded,
+                Err(CheckpointStorageError::Corrupt {
+                    location, source, ..
+                }) => {
+                    self.discard(format!("corrupt checkpoint at {location}: {source}"))?;
+                    None
+                }
+                Err(source) => {
+                    return Err(ModelError::Storage {
+                        model: M::NAME,
+                        source,
+                    });
+                }
+            };
+            if let Some(checkpoint) = loaded {
+                match self.check(&checkpoint) {
+                    Ok(()) => match self.model.restore_checkpoint(&checkpoint.state) {
+                        Ok(()) => {
+                            self.position = checkpoint.position;
+                            self.last_checkpoint = Some(checkpoint.position);
+                            self.metrics.restored_from = Some(checkpoint.position);
+                            self.metrics.position = checkpoint.position;
+                            tracing::info!(
+                                model = M::NAME,
+                                position = checkpoint.position,
+                                "restored from checkpoint"
+                            );
+                        }
+                        Err(e) => self.discard(format!("restore failed: {e}"))?,
+                    },
+                    Err(reason) => self.discard(reason)?,
+                }
+            }
+        }
+        self.started = true;
+        if let Some((_, strategy)) = &mut self.config.checkpoints {
+            strategy.started();
+        }
+        Ok(())
+    }
+
+    fn check(&self, checkpoint: &StoredCheckpoint) -> Result<(), String> {
+        let expected = Self::version();
+        if checkpoint.model != M::NAME {
+            return Err(format!("it belongs to model `{}`", checkpoint.model));
+        }
+        if checkpoint.version != expected {
+            return Err(format!(
+                "its version ({}) does not match the model's ({expected})",
+                checkpoint.version
+            ));
+        }
+        if !self.model.validate_checkpoint(&checkpoint.state) {
+            return Err("the model's validation rejected it".into());
+        }
+        Ok(())
+    }
+
+    /// A checkpoint cannot be used: rebuild from the beginning, or fail.
+    fn discard(&self, reason: String) -> Result<(), ModelError> {
+        if self.config.rebuild_on_invalid {
+            tracing::warn!(model = M::NAME, %reason, "discarding checkpoint; rebuilding from the beginning");
+            Ok(())
+        } else {
+            Err(ModelError::CheckpointInvalid {
+                model: M::NAME,
+                reason,
+            })
+        }
+    }
+
+    async fn read_to_head<S: EventStore + ?Sized>(&mut self, store: &S) -> Result<(), ModelError> {
+        let batch = self.config.batch_size;
+        let limit = Limit::new(batch).map_err(|_| ModelError::ZeroBatchSize { model: M::NAME })?;
+        let base = self.model.event_query().forward().with_limit(Some(limit));
+        loop {
+            let page = store
+                .read(&base.clone().after(self.position))
+                .await
+                .map_err(|source| ModelError::Store {
+                    model: M::NAME,
+                    source,
+                })?;
+            self.handle_page(&page).await?;
+            if (page.len() as u64) < batch {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles a page event by event; checkpoints at the boundaries the strategy picks.
+    async fn handle_page(&mut self, page: &[RecordedEvent]) -> Result<(), ModelError> {
+        for raw in page {
+            if raw.position <= self.position {
+                continue;
+            }
+            let event = raw
+                .decode::<M::Event>()
+                .map_err(|source| ModelError::Decode {
+                    model: M::NAME,
+                    source,
+                })?;
+            let outcome = self
+                .model
+                .when(&event)
+                .map_err(|source| ModelError::Handler {
+                    model: M::NAME,
+                    position: raw.position,
+                    event_type: raw.event_type.to_string(),
+                    source,
+                })?;
+            self.position = raw.position;
+            self.metrics.position = raw.position;
+            let handled = outcome == EventOutcome::Handled;
+            if handled {
+                self.metrics.events_handled += 1;
+            } else {
+                self.metrics.events_skipped += 1;
+            }
+            if self.strategy_says(|s| s.event_done(handled)) {
+                self.write_checkpoint().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_checkpoint(&mut self) -> Result<bool, ModelError> {
+        let Some((storage, _)) = &self.config.checkpoints else {
+            return Ok(false);
+        };
+        if self.last_checkpoint == Some(self.position)
+            || (self.last_checkpoint.is_none() && self.position == 0)
+        {
+            return Ok(false);
+        }
+        let mut state = CheckpointBucket::new();
+        self.model.create_checkpoint(&mut state).map_err(|source| {
+            ModelError::CreateCheckpoint {
+                model: M::NAME,
+                position: self.position,
+                source,
+            }
+        })?;
+        let checkpoint = StoredCheckpoint {
+            model: M::NAME.to_owned(),
+            version: Self::version(),
+            position: self.position,
+            timestamp: Utc::now(),
+            state,
+        };
+        storage
+            .store(&checkpoint)
+            .await
+            .map_err(|source| ModelError::Storage {
+                model: M::NAME,
+                source,
+            })?;
+        self.last_checkpoint = Some(self.position);
+        self.metrics.checkpoints_written += 1;
+        if let Some((_, strategy)) = &mut self.config.checkpoints {
+            strategy.written();
+        }
+        tracing::debug!(
+            model = M::NAME,
+            position = self.position,
+            "checkpoint written"
+        );
+        Ok(true)
+    }
+}
+
+/// Waits for the manual trigger, or forever when there is none.
+async fn wait_for(waker: Option<&tokio::sync::Notify>) {
+    match waker {
+        Some(notify) => notify.notified().await,
+        None => std::future::pending().await,
+    }
+}
