@@ -39,6 +39,10 @@ pub enum EventOutcome {
 
 /// What a handler method of a derived read model may return: nothing (handled), an
 /// [`EventOutcome`], or a `Result` of either whose error converts into [`HandlerError`].
+#[diagnostic::on_unimplemented(
+    message = "a read model handler cannot return `{Self}`",
+    note = "return `()`, `EventOutcome`, or a `Result` of either whose error converts into `krescent::HandlerError`"
+)]
 pub trait ModelHandlerResult {
     /// The result as the model's.
     fn into_outcome(self) -> Result<EventOutcome, HandlerError>;

@@ -54,6 +54,10 @@ pub trait Projection: Send {
 
 /// What a handler method may return: nothing, or a `Result` whose error converts into
 /// [`HandlerError`].
+#[diagnostic::on_unimplemented(
+    message = "a projection handler cannot return `{Self}`",
+    note = "return `()` or a `Result<(), E>` whose error converts into `krescent::HandlerError`"
+)]
 pub trait HandlerResult {
     /// The result as the projection's.
     fn into_handler_result(self) -> Result<(), HandlerError>;

@@ -1,0 +1,8 @@
+use krescent::prelude::*;
+
+#[derive(CheckpointSupport)]
+enum E {
+    A,
+}
+
+fn main() {}
