@@ -299,10 +299,25 @@ impl<M: ReadModel> ModelRunner<M> {
             shutdown.child_token(),
         );
         loop {
+            // A time-based strategy saves unsaved progress once its interval passes, even
+            // when no further event arrives.
+            let deadline = if self.has_unsaved_progress() {
+                self.config
+                    .checkpoints
+                    .as_ref()
+                    .and_then(|(_, s)| s.idle_deadline())
+            } else {
+                None
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 () = wait_for(waker.as_deref()) => {
+                    if self.strategy_says(|s| s.idle()) {
+                        self.write_checkpoint().await?;
+                    }
+                }
+                () = sleep_until(deadline) => {
                     if self.strategy_says(|s| s.idle()) {
                         self.write_checkpoint().await?;
                     }
@@ -335,6 +350,11 @@ impl<M: ReadModel> ModelRunner<M> {
     /// position moved since the last one).
     pub async fn checkpoint_now(&mut self) -> Result<bool, ModelError> {
         self.write_checkpoint().await
+    }
+
+    /// Whether events were processed since the last checkpoint.
+    fn has_unsaved_progress(&self) -> bool {
+        self.position > self.last_checkpoint.unwrap_or(0)
     }
 
     fn strategy_says(&mut self, ask: impl FnOnce(&mut dyn CheckpointStrategy) -> bool) -> bool {
@@ -530,6 +550,14 @@ impl<M: ReadModel> ModelRunner<M> {
 async fn wait_for(waker: Option<&tokio::sync::Notify>) {
     match waker {
         Some(notify) => notify.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
     }
 }
