@@ -422,8 +422,6 @@ fn on_shutdown_resolves_to_the_combinator_on_values_and_the_question_on_referenc
     // On references (how a runner holding a strategy asks): the question.
     let by_ref: &OnShutdown<Never> = &wrapped;
     assert!(by_ref.on_shutdown());
-    let boxed: Box<dyn CheckpointStrategy> = Box::new(Never);
-    assert!(!(&boxed).on_shutdown());
     let boxed: Box<dyn CheckpointStrategy> = Never.on_shutdown().boxed();
     let checkpoints = Some((0_u8, boxed));
     assert!(checkpoints.as_ref().is_some_and(|(_, s)| s.on_shutdown()));
