@@ -208,27 +208,28 @@ pub(crate) struct ProjectionStruct<'a> {
     pub field_names: Vec<String>,
 }
 
+/// The fields of a struct input; an enum or a union is the wrong shape.
+fn struct_fields(input: &DeriveInput) -> Result<&syn::Fields, WrongShape> {
+    match &input.data {
+        syn::Data::Struct(s) => Ok(&s.fields),
+        syn::Data::Enum(e) => Err(WrongShape {
+            span: e.enum_token.span,
+            what: "an enum",
+        }),
+        syn::Data::Union(u) => Err(WrongShape {
+            span: u.union_token.span,
+            what: "a union",
+        }),
+    }
+}
+
 impl<'a> ProjectionStruct<'a> {
     pub(crate) fn from_syn(
         cx: &mut Ctxt,
         input: &'a DeriveInput,
         derive: crate::attr::StructDerive,
     ) -> Result<Self, WrongShape> {
-        let fields = match &input.data {
-            syn::Data::Struct(s) => &s.fields,
-            syn::Data::Enum(e) => {
-                return Err(WrongShape {
-                    span: e.enum_token.span,
-                    what: "an enum",
-                });
-            }
-            syn::Data::Union(u) => {
-                return Err(WrongShape {
-                    span: u.union_token.span,
-                    what: "a union",
-                });
-            }
-        };
+        let fields = struct_fields(input)?;
         Ok(ProjectionStruct {
             input,
             attrs: crate::attr::ProjectionAttrs::from_attrs(cx, &input.attrs, derive),
@@ -280,21 +281,7 @@ impl CheckpointField<'_> {
 
 impl<'a> CheckpointStruct<'a> {
     pub(crate) fn from_syn(cx: &mut Ctxt, input: &'a DeriveInput) -> Result<Self, WrongShape> {
-        let fields = match &input.data {
-            syn::Data::Struct(s) => &s.fields,
-            syn::Data::Enum(e) => {
-                return Err(WrongShape {
-                    span: e.enum_token.span,
-                    what: "an enum",
-                });
-            }
-            syn::Data::Union(u) => {
-                return Err(WrongShape {
-                    span: u.union_token.span,
-                    what: "a union",
-                });
-            }
-        };
+        let fields = struct_fields(input)?;
         Ok(CheckpointStruct {
             input,
             attrs: crate::attr::CheckpointAttrs::from_attrs(cx, &input.attrs),

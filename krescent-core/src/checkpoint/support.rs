@@ -100,7 +100,8 @@ macro_rules! int_primitive {
     ($put:ident, $get:ident, $wide:ty => $($ty:ty),*) => {$(
         impl CheckpointPrimitive for $ty {
             fn put(&self, bucket: &mut CheckpointBucket, key: &str) {
-                bucket.$put(key, <$wide>::from(*self));
+                // Widening: every integer type here is at most 64 bits on supported targets.
+                bucket.$put(key, *self as $wide);
             }
             fn get(bucket: &CheckpointBucket, key: &str) -> Result<Self, CheckpointError> {
                 let wide = bucket.$get(key)?;
@@ -114,30 +115,8 @@ macro_rules! int_primitive {
     )*};
 }
 
-int_primitive!(put_i64, i64, i64 => i8, i16, i32, i64);
-int_primitive!(put_u64, u64, u64 => u8, u16, u32, u64);
-
-macro_rules! size_primitive {
-    ($put:ident, $get:ident, $wide:ty => $ty:ty) => {
-        impl CheckpointPrimitive for $ty {
-            fn put(&self, bucket: &mut CheckpointBucket, key: &str) {
-                // usize/isize are at most 64 bits on every supported target.
-                bucket.$put(key, *self as $wide);
-            }
-            fn get(bucket: &CheckpointBucket, key: &str) -> Result<Self, CheckpointError> {
-                let wide = bucket.$get(key)?;
-                <$ty>::try_from(wide).map_err(|_| CheckpointError::OutOfRange {
-                    key: key.into(),
-                    value: wide.to_string(),
-                    ty: stringify!($ty),
-                })
-            }
-        }
-    };
-}
-
-size_primitive!(put_i64, i64, i64 => isize);
-size_primitive!(put_u64, u64, u64 => usize);
+int_primitive!(put_i64, i64, i64 => i8, i16, i32, i64, isize);
+int_primitive!(put_u64, u64, u64 => u8, u16, u32, u64, usize);
 
 impl CheckpointPrimitive for f64 {
     fn put(&self, bucket: &mut CheckpointBucket, key: &str) {
