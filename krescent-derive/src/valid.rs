@@ -201,16 +201,24 @@ pub(crate) fn check_projection(
             }
         }
     }
+    let name = match derive {
+        crate::attr::StructDerive::Projection => "Projection",
+        crate::attr::StructDerive::ReadModel => "ReadModel",
+    };
     if attrs.events.is_none() {
         cx.error_spanned_by(
             &input.input.ident,
-            "this derive needs `#[krescent(events = YourEventEnum)]`",
+            format!("`#[derive({name})]` needs `#[krescent(events = YourEventEnum)]`"),
         );
     }
     if attrs.handles.is_empty() && attrs.savepoints.is_empty() {
+        let lists = match derive {
+            crate::attr::StructDerive::Projection => "`handles(...)` or `savepoint(...)`",
+            crate::attr::StructDerive::ReadModel => "`handles(...)`",
+        };
         cx.error_spanned_by(
             &input.input.ident,
-            "this derive needs at least one variant in `handles(...)` (or `savepoint(...)`)",
+            format!("`#[derive({name})]` needs at least one variant in {lists}"),
         );
     }
     for (list, what) in [
