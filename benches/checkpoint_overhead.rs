@@ -37,11 +37,11 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn on_added(&mut self, key: &String, by: &i64) {
-        match self.map.get_mut(key.as_str()) {
+    fn on_added(&mut self, key: &str, by: &i64) {
+        match self.map.get_mut(key) {
             Some(v) => *v += by,
             None => {
-                self.map.insert(key.clone(), *by);
+                self.map.insert(key.to_owned(), *by);
             }
         }
     }

@@ -32,10 +32,10 @@ pub struct AvailableBooks {
 }
 
 impl AvailableBooks {
-    fn on_stocked(&mut self, isbn: &String, copies: &u32) {
-        *self.copies.entry(isbn.clone()).or_default() += copies;
+    fn on_stocked(&mut self, isbn: &str, copies: &u32) {
+        *self.copies.entry(isbn.to_owned()).or_default() += copies;
     }
-    fn on_sold(&mut self, isbn: &String) -> EventOutcome {
+    fn on_sold(&mut self, isbn: &str) -> EventOutcome {
         match self.copies.get_mut(isbn) {
             Some(n) if *n > 0 => {
                 *n -= 1;

@@ -47,13 +47,13 @@ impl StockLevel {
             level: 0,
         }
     }
-    fn on_stock_added(&mut self, _product: &String, quantity: &i64) {
+    fn on_stock_added(&mut self, _product: &str, quantity: &i64) {
         self.level += quantity;
     }
-    fn on_stock_picked(&mut self, _product: &String, quantity: &i64) {
+    fn on_stock_picked(&mut self, _product: &str, quantity: &i64) {
         self.level -= quantity;
     }
-    fn on_stock_counted(&mut self, _product: &String, counted: &i64) {
+    fn on_stock_counted(&mut self, _product: &str, counted: &i64) {
         self.level = *counted;
     }
 }

@@ -76,7 +76,7 @@ pub mod __private {
     pub use krescent_core::model::{
         EventOutcome, ModelHandlerResult, ModelRegistration, ReadModel,
     };
-    pub use krescent_core::projection::{HandlerError, HandlerResult, Projection};
+    pub use krescent_core::projection::{FieldArg, HandlerError, HandlerResult, Projection};
     pub use krescent_core::query::{Direction, EventQuery, Limit, QueryItem};
 }
 

@@ -37,8 +37,8 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn on_up(&mut self, key: &String, by: &u32) {
-        *self.counts.entry(key.clone()).or_default() += u64::from(*by);
+    fn on_up(&mut self, key: &str, by: &u32) {
+        *self.counts.entry(key.to_owned()).or_default() += u64::from(*by);
     }
     fn on_poison(&mut self, at: &u32) -> Result<(), String> {
         Err(format!("poisoned at {at}"))
@@ -55,8 +55,8 @@ pub struct CountsV2 {
     counts: BTreeMap<String, u64>,
 }
 impl CountsV2 {
-    fn on_up(&mut self, key: &String, by: &u32) {
-        *self.counts.entry(key.clone()).or_default() += u64::from(*by);
+    fn on_up(&mut self, key: &str, by: &u32) {
+        *self.counts.entry(key.to_owned()).or_default() += u64::from(*by);
     }
 }
 
@@ -68,8 +68,8 @@ pub struct CountsReshaped {
     total: u64,
 }
 impl CountsReshaped {
-    fn on_up(&mut self, key: &String, by: &u32) {
-        *self.counts.entry(key.clone()).or_default() += u64::from(*by);
+    fn on_up(&mut self, key: &str, by: &u32) {
+        *self.counts.entry(key.to_owned()).or_default() += u64::from(*by);
         self.total += u64::from(*by);
     }
 }

@@ -23,8 +23,12 @@ pub use projection::{
     BookmarkError, BookmarkReader, BookmarkStorage, InMemoryBookmarkStorage, Projector,
     ProjectorBuilder, ProjectorError, ProjectorMetrics, ReadPolicy,
 };
-pub use projection::{HandlerError, HandlerResult, Projection};
+pub use projection::{FieldArg, HandlerError, HandlerResult, Projection};
 pub use query::{AppendCondition, Direction, EventQuery, Limit, QueryError, QueryItem};
+#[cfg(feature = "postgres")]
+pub use store::postgres::{PostgresError, PostgresEventStore, PostgresOptions};
+#[cfg(feature = "sqlite")]
+pub use store::sqlite::SqliteEventStore;
 pub use store::{EventStore, EventStoreExt, InMemoryEventStore, StoreError, Subscription};
 
 /// Items used by code that `#[derive(...)]` generates. Not public API.

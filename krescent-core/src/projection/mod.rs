@@ -76,3 +76,32 @@ impl<E: Into<HandlerError>> HandlerResult for Result<(), E> {
         self.map_err(Into::into)
     }
 }
+
+/// How a handler receives one field of an event variant: `&T` as stored, or a borrowed view
+/// of it — `&str` for a `String` field, `&[T]` for a `Vec<T>` field — so that handlers can
+/// take the idiomatic parameter types.
+pub trait FieldArg<'a, T: ?Sized>: Sized {
+    /// The view of `field`.
+    fn from_field(field: &'a T) -> Self;
+}
+
+impl<'a, T: ?Sized> FieldArg<'a, T> for &'a T {
+    #[inline(always)]
+    fn from_field(field: &'a T) -> Self {
+        field
+    }
+}
+
+impl<'a> FieldArg<'a, String> for &'a str {
+    #[inline(always)]
+    fn from_field(field: &'a String) -> Self {
+        field.as_str()
+    }
+}
+
+impl<'a, T> FieldArg<'a, Vec<T>> for &'a [T] {
+    #[inline(always)]
+    fn from_field(field: &'a Vec<T>) -> Self {
+        field.as_slice()
+    }
+}

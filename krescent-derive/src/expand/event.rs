@@ -111,7 +111,7 @@ fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream {
             }
         });
 
-    let helpers = input.variants.iter().map(variant_helpers);
+    let helpers = input.variants.iter().map(|v| variant_helpers(v, &p));
 
     // Spanned on the enum's name, so a missing serde implementation is reported there.
     let encode = quote_spanned!(ident.span()=> #p::encode_content::<Self>(self));
@@ -178,7 +178,7 @@ fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream {
 /// Hidden items `#[derive(Projection)]` builds on, per variant: the tag keys the variant
 /// carries, and `__krescent_apply_<Variant>` / `__krescent_apply_meta_<Variant>`, which call a
 /// handler with the variant's fields (a newtype's content, or the named fields in order).
-fn variant_helpers(v: &Variant<'_>) -> TokenStream {
+fn variant_helpers(v: &Variant<'_>, p: &TokenStream) -> TokenStream {
     let ident = v.ident;
     let keys: Vec<String> = v.tags().into_iter().map(|t| t.key).collect();
     let keys_ident = format_ident!("__KRESCENT_TAG_KEYS_{}", ident);
@@ -196,6 +196,9 @@ fn variant_helpers(v: &Variant<'_>) -> TokenStream {
         }
         Shape::Newtype | Shape::Tuple => quote!(Self::#ident(#(#bindings),*)),
     };
+    let args: Vec<syn::Ident> = (0..v.fields.len())
+        .map(|i| format_ident!("__A{}", i))
+        .collect();
     quote! {
         #[doc(hidden)]
         #[allow(non_upper_case_globals, dead_code)]
@@ -204,13 +207,18 @@ fn variant_helpers(v: &Variant<'_>) -> TokenStream {
         #[doc(hidden)]
         #[allow(non_snake_case, dead_code, unreachable_patterns)]
         #[inline(always)]
-        pub fn #apply<__P: ?::core::marker::Sized, __R>(
-            &self,
+        pub fn #apply<'__s, __P: ?::core::marker::Sized, __R #(, #args)*>(
+            &'__s self,
             projection: &mut __P,
-            handler: impl ::core::ops::FnOnce(&mut __P #(, &#tys)*) -> __R,
-        ) -> ::core::option::Option<__R> {
+            handler: impl ::core::ops::FnOnce(&mut __P #(, #args)*) -> __R,
+        ) -> ::core::option::Option<__R>
+        where
+            #(#args: #p::FieldArg<'__s, #tys>,)*
+        {
             match self {
-                #pattern => ::core::option::Option::Some(handler(projection #(, #bindings)*)),
+                #pattern => ::core::option::Option::Some(handler(
+                    projection #(, #p::FieldArg::from_field(#bindings))*
+                )),
                 _ => ::core::option::Option::None,
             }
         }
@@ -218,14 +226,19 @@ fn variant_helpers(v: &Variant<'_>) -> TokenStream {
         #[doc(hidden)]
         #[allow(non_snake_case, dead_code, unreachable_patterns)]
         #[inline(always)]
-        pub fn #apply_meta<__P: ?::core::marker::Sized, __M, __R>(
-            &self,
+        pub fn #apply_meta<'__s, __P: ?::core::marker::Sized, __M, __R #(, #args)*>(
+            &'__s self,
             projection: &mut __P,
             meta: __M,
-            handler: impl ::core::ops::FnOnce(&mut __P #(, &#tys)*, __M) -> __R,
-        ) -> ::core::option::Option<__R> {
+            handler: impl ::core::ops::FnOnce(&mut __P #(, #args)*, __M) -> __R,
+        ) -> ::core::option::Option<__R>
+        where
+            #(#args: #p::FieldArg<'__s, #tys>,)*
+        {
             match self {
-                #pattern => ::core::option::Option::Some(handler(projection #(, #bindings)*, meta)),
+                #pattern => ::core::option::Option::Some(handler(
+                    projection #(, #p::FieldArg::from_field(#bindings))*, meta
+                )),
                 _ => ::core::option::Option::None,
             }
         }
