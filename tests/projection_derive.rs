@@ -85,9 +85,10 @@ impl Journal {
     fn on_reset(&mut self) {
         self.lines.clear();
     }
+    // A `String` field may arrive as `&str` or as `&String`.
     fn on_counted(
         &mut self,
-        product: &String,
+        product: &str,
         _w: &String,
         counted: &i64,
         meta: &Recorded<StockEvent>,
