@@ -23,7 +23,7 @@ pub use bucket::{CheckpointBucket, CheckpointValue, IntoIter, Iter, ValueKind};
 pub use error::{BucketError, Corruption, KeyError};
 pub use storage::{
     CheckpointInfo, CheckpointStorage, CheckpointStorageError, FileCheckpointStorage,
-    InMemoryCheckpointStorage, ModelNameError, validate_model_name,
+    InMemoryCheckpointStorage, ModelNameError, PendingWrites, validate_model_name,
 };
 pub use stored::{CheckpointVersion, StoredCheckpoint};
 pub use strategy::{

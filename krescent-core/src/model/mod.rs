@@ -99,4 +99,13 @@ pub trait ReadModel: CheckpointSupport + Send {
 
     /// Handles one event.
     fn when(&mut self, event: &Recorded<Self::Event>) -> Result<EventOutcome, HandlerError>;
+
+    /// Projection writes buffered since the last checkpoint, for models that project into
+    /// tables of the checkpoint storage's database. When this returns `Some`, the runner
+    /// writes each checkpoint with
+    /// [`CheckpointStorage::store_with_writes`](crate::checkpoint::CheckpointStorage::store_with_writes),
+    /// so the tables and the checkpoint change in one transaction. Default: `None`.
+    fn pending_writes(&mut self) -> Option<&mut dyn crate::checkpoint::PendingWrites> {
+        None
+    }
 }

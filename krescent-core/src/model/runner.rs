@@ -525,13 +525,14 @@ impl<M: ReadModel> ModelRunner<M> {
             timestamp: Utc::now(),
             state,
         };
-        storage
-            .store(&checkpoint)
-            .await
-            .map_err(|source| ModelError::Storage {
-                model: M::NAME,
-                source,
-            })?;
+        let stored = match self.model.pending_writes() {
+            Some(writes) => storage.store_with_writes(&checkpoint, writes).await,
+            None => storage.store(&checkpoint).await,
+        };
+        stored.map_err(|source| ModelError::Storage {
+            model: M::NAME,
+            source,
+        })?;
         self.last_checkpoint = Some(self.position);
         self.metrics.checkpoints_written += 1;
         if let Some((_, strategy)) = &mut self.config.checkpoints {

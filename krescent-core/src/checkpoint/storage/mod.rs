@@ -58,6 +58,34 @@ pub trait CheckpointStorage: Send + Sync {
 
     /// What is stored: one [`CheckpointInfo`] per model, sorted by model name (byte order).
     async fn list(&self) -> Result<Vec<CheckpointInfo>, CheckpointStorageError>;
+
+    /// Stores `checkpoint` and applies the model's pending projection `writes` in ONE
+    /// transaction, so that after a crash the projection tables and the checkpoint always
+    /// agree. Only storages in the same database as the projection tables can do this; the
+    /// default refuses with [`CheckpointStorageError::WritesUnsupported`] and writes nothing.
+    ///
+    /// A storage takes the writes it understands (e.g. SQL statements for its own database)
+    /// through [`PendingWrites::as_any`]; the writes are cleared once committed.
+    async fn store_with_writes(
+        &self,
+        checkpoint: &StoredCheckpoint,
+        writes: &mut (dyn PendingWrites + '_),
+    ) -> Result<(), CheckpointStorageError> {
+        let _ = writes;
+        Err(CheckpointStorageError::WritesUnsupported {
+            model: checkpoint.model.clone(),
+        })
+    }
+}
+
+/// Projection writes a read model buffers between checkpoints (for example SQL statements
+/// against tables in the checkpoint's database). The runner hands them to
+/// [`CheckpointStorage::store_with_writes`], which commits them together with the checkpoint.
+pub trait PendingWrites: Send {
+    /// Whether there is nothing to write.
+    fn is_empty(&self) -> bool;
+    /// The concrete buffer, for the storage that knows its type.
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
 }
 
 /// A shared storage is a storage: `Arc<FileCheckpointStorage>` and
@@ -78,6 +106,14 @@ impl<S: CheckpointStorage + ?Sized> CheckpointStorage for Arc<S> {
 
     async fn list(&self) -> Result<Vec<CheckpointInfo>, CheckpointStorageError> {
         (**self).list().await
+    }
+
+    async fn store_with_writes(
+        &self,
+        checkpoint: &StoredCheckpoint,
+        writes: &mut (dyn PendingWrites + '_),
+    ) -> Result<(), CheckpointStorageError> {
+        (**self).store_with_writes(checkpoint, writes).await
     }
 }
 
@@ -121,6 +157,25 @@ impl From<StoredCheckpoint> for CheckpointInfo {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CheckpointStorageError {
+    /// The storage cannot commit projection writes with a checkpoint (it does not share a
+    /// database with them). Nothing was written.
+    #[error(
+        "the checkpoint storage of model `{model}` cannot write projection changes in the same transaction"
+    )]
+    WritesUnsupported {
+        /// The model.
+        model: String,
+    },
+    /// The storage does not understand the pending writes' type. Nothing was written.
+    #[error(
+        "the checkpoint storage of model `{model}` does not understand pending writes of type `{found}`"
+    )]
+    WritesMismatch {
+        /// The model.
+        model: String,
+        /// What it got.
+        found: &'static str,
+    },
     /// The model name is not acceptable (see [`validate_model_name`]).
     #[error("invalid checkpoint model name {}: {reason}", abbreviate(.name))]
     InvalidModelName {
