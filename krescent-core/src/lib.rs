@@ -25,6 +25,10 @@ pub use projection::{
 };
 pub use projection::{FieldArg, HandlerError, HandlerResult, Projection};
 pub use query::{AppendCondition, Direction, EventQuery, Limit, QueryError, QueryItem};
+#[cfg(feature = "postgres")]
+pub use store::postgres::{PostgresError, PostgresEventStore, PostgresOptions};
+#[cfg(feature = "sqlite")]
+pub use store::sqlite::SqliteEventStore;
 pub use store::{EventStore, EventStoreExt, InMemoryEventStore, StoreError, Subscription};
 
 /// Items used by code that `#[derive(...)]` generates. Not public API.

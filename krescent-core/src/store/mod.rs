@@ -1,6 +1,10 @@
 //! Event stores: the [`EventStore`] trait and the [`InMemoryEventStore`].
 
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 mod subscription;
 
 use std::error::Error as StdError;

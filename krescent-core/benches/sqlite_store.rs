@@ -1,0 +1,282 @@
+//! SQLite event store benchmarks.
+//!
+//! Workload: a stock ledger of 1,000,000 JSON events of about 110 bytes, 3 event types
+//! (`stock.added`, `stock.picked`, `stock.counted` — the savepoint, one event in ten), each
+//! tagged with one of 10,000 products (`product:P-01234`). The 1M-event file is built once
+//! per run, in a temporary directory, through the store (batches of 10,000).
+//!
+//! - `append/batch_1000`: appends in batches of 1,000 such events to a growing store
+//!   (events/s).
+//! - `append/single_conditional`: appends of one event with a DCB condition ("no event of
+//!   this product after the position I read") to the 1M-event store (events/s).
+//! - `catch_up/store_read_pages`: a read model's catch-up of the 1M events through
+//!   `SqliteEventStore::read`, in pages of 1,000 (query: the three types), decoding each
+//!   payload with serde_json into a small struct and folding it into a `HashMap<String, i64>`
+//!   of 10,000 keys.
+//! - `catch_up/store_read_pages_two_types`: the same over two of the three types (an index
+//!   merge instead of a primary-key scan).
+//! - `catch_up/handwritten_scan`: the same decode and fold over one hand-written rusqlite
+//!   statement, `SELECT payload FROM events ORDER BY position`, on the same file.
+//! - `init_query/latest_savepoint_of_product`: the projection init query (latest
+//!   `stock.counted` of one product, backwards, limit 1) at 1M events, through the store.
+//!
+//! Run: `cargo bench -p krescent-core --bench sqlite_store --features sqlite`.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use krescent_core::store::sqlite::SqliteEventStore;
+use krescent_core::{AppendCondition, EventQuery, EventStore, NewEvent, QueryItem, Tag, Tags};
+use serde::Deserialize;
+use tokio::runtime::Runtime;
+
+const EVENTS: u64 = 1_000_000;
+const PRODUCTS: u64 = 10_000;
+const BUILD_BATCH: u64 = 10_000;
+const PAGE: u64 = 1_000;
+const TYPES: [&str; 3] = ["stock.added", "stock.picked", "stock.counted"];
+
+/// What a consumer decodes from each payload.
+#[derive(Deserialize)]
+struct Movement {
+    product: String,
+    quantity: i64,
+}
+
+fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+/// The directory of the files: a new temporary one, or `KRESCENT_BENCH_DIR` (kept, so that
+/// a ledger built by an earlier run of the same schema is reused while tuning).
+fn dir() -> &'static Path {
+    static DIR: OnceLock<(Option<tempfile::TempDir>, PathBuf)> = OnceLock::new();
+    let (_, path) = DIR.get_or_init(|| match std::env::var_os("KRESCENT_BENCH_DIR") {
+        Some(dir) => (None, PathBuf::from(dir)),
+        None => {
+            let tmp = tempfile::tempdir().expect("temporary directory");
+            let path = tmp.path().to_path_buf();
+            (Some(tmp), path)
+        }
+    });
+    path
+}
+
+fn product_tag(product: u64) -> Tag {
+    Tag::new("product", format_args!("P-{product:05}")).expect("valid tag")
+}
+
+/// Event number `n` of the workload.
+fn event(n: u64) -> NewEvent {
+    let product = (n * 7919) % PRODUCTS;
+    let ty = match n % 10 {
+        0 => TYPES[2],
+        k if k % 2 == 1 => TYPES[0],
+        _ => TYPES[1],
+    };
+    let payload = format!(
+        r#"{{"product":"P-{product:05}","quantity":{q},"warehouse":"main-hall-{w}","reason":"scheduled replenishment","seq":{n}}}"#,
+        q = n % 97 + 1,
+        w = n % 5,
+    );
+    NewEvent::new(ty, Tags::from_tags([product_tag(product)]), payload).expect("valid event")
+}
+
+/// The 1M-event file, built once per run.
+fn ledger() -> &'static (PathBuf, SqliteEventStore) {
+    static LEDGER: OnceLock<(PathBuf, SqliteEventStore)> = OnceLock::new();
+    LEDGER.get_or_init(|| {
+        let path = dir().join("ledger.db");
+        runtime().block_on(async {
+            let store = SqliteEventStore::open(&path).await.expect("open");
+            let head = store.head().await.expect("head");
+            if head == EVENTS {
+                eprintln!(
+                    "reusing the ledger of {EVENTS} events in {}",
+                    path.display()
+                );
+                return (path, store);
+            }
+            assert_eq!(
+                head,
+                0,
+                "{} holds {head} events, not {EVENTS}",
+                path.display()
+            );
+            let started = Instant::now();
+            for chunk in 0..EVENTS / BUILD_BATCH {
+                let batch = (chunk * BUILD_BATCH..(chunk + 1) * BUILD_BATCH)
+                    .map(event)
+                    .collect();
+                store.append(batch, None).await.expect("append");
+            }
+            let took = started.elapsed();
+            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+            eprintln!(
+                "built {EVENTS} events in {took:.2?} ({:.0} events/s, batches of {BUILD_BATCH}); \
+                 file {:.0} MiB",
+                EVENTS as f64 / took.as_secs_f64(),
+                size as f64 / (1 << 20) as f64
+            );
+            (path, store)
+        })
+    })
+}
+
+fn fold(levels: &mut HashMap<String, i64>, payload: &[u8]) {
+    let m: Movement = serde_json::from_slice(payload).expect("payload decodes");
+    *levels.entry(m.product).or_insert(0) += m.quantity;
+}
+
+fn appends(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("append");
+    group.sample_size(10);
+
+    let store = rt
+        .block_on(SqliteEventStore::open(
+            dir().join(format!("appends-{}.db", std::process::id())),
+        ))
+        .expect("open");
+    let mut n = 0u64;
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("batch_1000", |b| {
+        b.iter_batched(
+            || {
+                let batch: Vec<NewEvent> = (n..n + 1000).map(event).collect();
+                n += 1000;
+                batch
+            },
+            |batch| rt.block_on(store.append(batch, None)).expect("append"),
+            criterion::BatchSize::PerIteration,
+        );
+    });
+
+    // On the store the batches grew (the 1M-event ledger stays as built, for the reads).
+    let mut head = rt.block_on(store.head()).expect("head");
+    let mut k = 0u64;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("single_conditional", |b| {
+        b.iter(|| {
+            k += 1;
+            let e = event(n + k);
+            let condition = AppendCondition::none_match_after(
+                EventQuery::item(QueryItem::types(TYPES).and_tags(e.tags.iter().cloned())),
+                head,
+            );
+            let recorded = rt
+                .block_on(store.append(vec![e], Some(condition)))
+                .expect("conditional append");
+            head = recorded[0].position;
+        });
+    });
+    group.finish();
+}
+
+/// Reads every event of `query` in pages through the store and folds them.
+fn catch_up(store: &SqliteEventStore, query: &EventQuery) -> HashMap<String, i64> {
+    runtime().block_on(async {
+        let mut levels = HashMap::with_capacity(PRODUCTS as usize);
+        let mut cursor = 0;
+        loop {
+            let page = query
+                .clone()
+                .after(cursor)
+                .limit(PAGE)
+                .expect("non-zero page");
+            let events = store.read(&page).await.expect("read");
+            let Some(last) = events.last() else { break };
+            cursor = last.position;
+            for e in &events {
+                fold(&mut levels, &e.data);
+            }
+        }
+        levels
+    })
+}
+
+fn handwritten_scan(path: &PathBuf) -> HashMap<String, i64> {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    let mut levels = HashMap::with_capacity(PRODUCTS as usize);
+    let mut stmt = conn
+        .prepare("SELECT payload FROM events ORDER BY position")
+        .expect("prepare");
+    let mut rows = stmt.query([]).expect("query");
+    while let Some(row) = rows.next().expect("row") {
+        let payload = row.get_ref(0).expect("payload").as_blob().expect("blob");
+        fold(&mut levels, payload);
+    }
+    levels
+}
+
+fn catch_ups(c: &mut Criterion) {
+    let (path, store) = ledger();
+    let mut group = c.benchmark_group("catch_up");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.measurement_time(Duration::from_secs(15));
+    group.throughput(Throughput::Elements(EVENTS));
+
+    let all_types = EventQuery::item(QueryItem::types(TYPES));
+    // Both sides see the same events (the append benchmarks may have added some).
+    let total = runtime().block_on(store.head()).expect("head");
+    let expected = handwritten_scan(path);
+    assert_eq!(
+        catch_up(store, &all_types),
+        expected,
+        "store read and hand-written scan fold to the same levels"
+    );
+    group.throughput(Throughput::Elements(total));
+    group.bench_function("store_read_pages", |b| {
+        b.iter(|| black_box(catch_up(store, &all_types)));
+    });
+    group.bench_function("handwritten_scan", |b| {
+        b.iter(|| black_box(handwritten_scan(path)));
+    });
+    let two_types = EventQuery::item(QueryItem::types(TYPES[..2].iter().copied()));
+    group.bench_function("store_read_pages_two_types", |b| {
+        b.iter(|| black_box(catch_up(store, &two_types)));
+    });
+    group.finish();
+}
+
+fn init_query(c: &mut Criterion) {
+    let (_, store) = ledger();
+    let rt = runtime();
+    let mut group = c.benchmark_group("init_query");
+    let queries: Vec<EventQuery> = (0..1000)
+        .map(|p| {
+            EventQuery::item(QueryItem::types([TYPES[2]]).and_tag(product_tag(p * 10)))
+                .backward()
+                .limit(1)
+                .expect("limit 1")
+        })
+        .collect();
+    for q in &queries[..10] {
+        let found = rt.block_on(store.read(q)).expect("read");
+        assert_eq!(found.len(), 1, "every product has a savepoint");
+    }
+    let mut i = 0;
+    group.bench_function("latest_savepoint_of_product", |b| {
+        b.iter(|| {
+            i = (i + 1) % queries.len();
+            black_box(rt.block_on(store.read(&queries[i])).expect("read"))
+        });
+    });
+    group.finish();
+}
+
+// Reads first, so that they see exactly the 1M events the appends then add to.
+criterion_group!(benches, catch_ups, init_query, appends);
+criterion_main!(benches);

@@ -1,0 +1,544 @@
+//! The SQL of the PostgreSQL store: table names, the schema, and the translation of
+//! [`EventQuery`] shapes into parameterized statements.
+//!
+//! The validated table prefix is the only text ever formatted into SQL; every value (positions,
+//! limits, type names, tags, payloads) is a bind parameter.
+
+use std::fmt::Write as _;
+
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::query::{Direction, EventQuery};
+
+/// The columns every event read returns, in this order.
+pub(super) const EVENT_COLUMNS: &str = "position, id, type, tags, recorded_at, payload";
+
+/// The schema version this code writes and reads.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// The longest accepted table prefix, in bytes (PostgreSQL identifiers hold 63 bytes; the
+/// longest derived name is the prefix plus `event_tags_pkey`).
+pub(super) const MAX_PREFIX_LEN: usize = 41;
+
+/// Whether `prefix` is a valid table prefix: `^[a-z_][a-z0-9_]{0,40}$`.
+pub(super) fn is_valid_prefix(prefix: &str) -> bool {
+    let bytes = prefix.as_bytes();
+    match bytes.first() {
+        Some(b) if b.is_ascii_lowercase() || *b == b'_' => {}
+        _ => return false,
+    }
+    bytes.len() <= MAX_PREFIX_LEN
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+}
+
+/// The names and fixed statements of one store, derived from its (validated) prefix.
+#[derive(Debug)]
+pub(super) struct Tables {
+    pub prefix: String,
+    pub events: String,
+    pub tags: String,
+    pub head: String,
+    pub meta: String,
+    /// The LISTEN/NOTIFY channel.
+    pub channel: String,
+    pub select_head: String,
+    pub lock_head: String,
+    pub insert_events: String,
+    pub insert_tags: String,
+}
+
+impl Tables {
+    /// Names for a prefix that [`is_valid_prefix`] accepted.
+    pub fn new(prefix: &str) -> Self {
+        let events = format!("{prefix}events");
+        let tags = format!("{prefix}event_tags");
+        let head = format!("{prefix}head");
+        Tables {
+            prefix: prefix.to_owned(),
+            select_head: format!("SELECT position FROM {head}"),
+            // The row lock on the single counter row serialises appenders: positions are
+            // assigned in commit order and a rolled back append gives its positions back.
+            lock_head: format!(
+                "UPDATE {head} SET position = position + $1 RETURNING position, clock_timestamp()"
+            ),
+            insert_events: format!(
+                "INSERT INTO {events} (position, id, type, tags, recorded_at, payload) \
+                 SELECT u.position, u.id, u.type, u.tags::json, $6, u.payload \
+                 FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::bytea[]) \
+                 AS u(position, id, type, tags, payload)"
+            ),
+            insert_tags: format!(
+                "INSERT INTO {tags} (tag, type, position) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])"
+            ),
+            meta: format!("{prefix}meta"),
+            channel: format!("{prefix}events"),
+            events,
+            tags,
+            head,
+        }
+    }
+
+    /// The statement creating the meta table (run under the schema lock before reading the
+    /// version).
+    pub fn create_meta(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value bigint NOT NULL)",
+            self.meta
+        )
+    }
+
+    /// The statement reading the schema version.
+    pub fn select_version(&self) -> String {
+        format!(
+            "SELECT value FROM {} WHERE name = 'schema_version'",
+            self.meta
+        )
+    }
+
+    /// The idempotent statements creating schema version [`SCHEMA_VERSION`].
+    pub fn create_schema(&self) -> String {
+        let Tables {
+            prefix,
+            events,
+            tags,
+            head,
+            meta,
+            ..
+        } = self;
+        format!(
+            "CREATE TABLE IF NOT EXISTS {events} (
+                 position bigint PRIMARY KEY,
+                 id uuid NOT NULL,
+                 type text NOT NULL,
+                 tags json NOT NULL,
+                 recorded_at timestamptz NOT NULL,
+                 payload bytea NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS {prefix}events_type_idx ON {events} (type, position);
+             CREATE TABLE IF NOT EXISTS {tags} (
+                 tag text NOT NULL,
+                 type text NOT NULL,
+                 position bigint NOT NULL,
+                 PRIMARY KEY (tag, type, position)
+             );
+             CREATE TABLE IF NOT EXISTS {head} (
+                 id boolean PRIMARY KEY DEFAULT true CHECK (id),
+                 position bigint NOT NULL
+             );
+             INSERT INTO {head} (id, position) VALUES (true, 0) ON CONFLICT DO NOTHING;
+             INSERT INTO {meta} (name, value) VALUES ('schema_version', {SCHEMA_VERSION})
+                 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value;"
+        )
+    }
+
+    /// The statement dropping every table of the store.
+    pub fn drop_schema(&self) -> String {
+        format!(
+            "DROP TABLE IF EXISTS {}, {}, {}, {}",
+            self.events, self.tags, self.head, self.meta
+        )
+    }
+}
+
+/// What a statement returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Output {
+    /// Whole events ([`EVENT_COLUMNS`]).
+    Rows,
+    /// Positions only.
+    Positions,
+}
+
+/// The shape of one query item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ItemShape {
+    /// Any event: the events primary key.
+    Any,
+    /// Some types, no tags: one `text[]` parameter.
+    Types,
+    /// Tags (and maybe types): one `text` parameter per type and per tag.
+    Tagged { types: usize, tags: usize },
+}
+
+/// The shape of a query: everything that changes its SQL text (not its values). Statements
+/// are generated once per shape.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Shape {
+    output: Output,
+    direction: Direction,
+    items: Vec<ItemShape>,
+}
+
+impl Shape {
+    /// The shape of `query` read as `output`.
+    pub fn of(query: &EventQuery, output: Output) -> Self {
+        Shape {
+            output,
+            direction: query.direction_value(),
+            items: query
+                .items()
+                .iter()
+                .map(|i| match (i.type_names().len(), i.required_tags().len()) {
+                    (0, 0) => ItemShape::Any,
+                    (_, 0) => ItemShape::Types,
+                    (types, tags) => ItemShape::Tagged { types, tags },
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the best plan depends on the values: a filter on types alone may select most
+    /// events (scan by position, filter by type) or few (the type index), which only a plan
+    /// made for the actual values (and the table statistics) can tell. Such statements are
+    /// planned for each execution; all others keep one prepared, generic plan.
+    pub fn is_value_sensitive(&self) -> bool {
+        self.items.contains(&ItemShape::Types)
+    }
+}
+
+/// One bind parameter after the first three.
+pub(super) enum Value<'q> {
+    Text(&'q str),
+    TextArray(Vec<&'q str>),
+}
+
+/// The bind parameters of a query, in the order the SQL of its shape numbers them: `$1` after
+/// (exclusive), `$2` until (inclusive), `$3` limit, then for each item its types (one array
+/// for an untagged item, one value per type for a tagged one) and its tags.
+pub(super) struct Params<'q> {
+    pub after: i64,
+    pub until: i64,
+    pub limit: i64,
+    pub values: Vec<Value<'q>>,
+}
+
+impl<'q> Params<'q> {
+    /// The values of `query`. Positions beyond `i64::MAX` never exist, so they clamp.
+    pub fn of(query: &'q EventQuery) -> Self {
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut values = Vec::new();
+        for item in query.items() {
+            let types = item.type_names().iter().map(|t| t.as_ref());
+            if item.required_tags().is_empty() {
+                if !item.type_names().is_empty() {
+                    values.push(Value::TextArray(types.collect()));
+                }
+            } else {
+                values.extend(types.map(Value::Text));
+                values.extend(item.required_tags().iter().map(|t| Value::Text(t.as_str())));
+            }
+        }
+        Params {
+            after: clamp(query.after_position()),
+            until: query.until_position().map_or(i64::MAX, clamp),
+            limit: query.limit_value().map_or(i64::MAX, |l| clamp(l.get())),
+            values,
+        }
+    }
+
+    /// The values with their types, for statements prepared or planned per execution.
+    pub fn typed(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        let mut out: Vec<(&(dyn ToSql + Sync), Type)> = Vec::with_capacity(3 + self.values.len());
+        out.push((&self.after, Type::INT8));
+        out.push((&self.until, Type::INT8));
+        out.push((&self.limit, Type::INT8));
+        for v in &self.values {
+            out.push(match v {
+                Value::Text(t) => (t, Type::TEXT),
+                Value::TextArray(a) => (a, Type::TEXT_ARRAY),
+            });
+        }
+        out
+    }
+
+    /// The values alone.
+    pub fn untyped(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.typed().into_iter().map(|(v, _)| v).collect()
+    }
+
+    /// The values as text, for `EXPLAIN EXECUTE` (arrays in PostgreSQL's array syntax).
+    pub fn texts(&self) -> Vec<String> {
+        let mut out = vec![
+            self.after.to_string(),
+            self.until.to_string(),
+            self.limit.to_string(),
+        ];
+        for v in &self.values {
+            out.push(match v {
+                Value::Text(t) => (*t).to_owned(),
+                Value::TextArray(a) => {
+                    let mut s = String::new();
+                    array_literal(a.iter().copied(), &mut s);
+                    s
+                }
+            });
+        }
+        out
+    }
+}
+
+/// Tags as a JSON array of strings (the `tags` column of the events table).
+pub(super) fn json_array<'a>(texts: impl Iterator<Item = &'a str>, out: &mut String) {
+    out.push('[');
+    for (i, text) in texts.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in text.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if u32::from(c) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", u32::from(c));
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push(']');
+}
+
+/// Texts as a PostgreSQL array literal (`{"a:1","b:2"}`).
+pub(super) fn array_literal<'a>(texts: impl Iterator<Item = &'a str>, out: &mut String) {
+    out.push('{');
+    for (i, text) in texts.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in text.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+}
+
+/// The parameter numbers of one item.
+enum ItemParams {
+    Any,
+    Types(usize),
+    Tagged { types: Vec<usize>, tags: Vec<usize> },
+}
+
+/// The SQL text of a query shape.
+///
+/// - An item without tags reads the events table: `type = ANY($n)` (no types: every event)
+///   within the position range, by the primary key or by the `(type, position)` index,
+///   whichever the statistics favour for the values at hand (see
+///   [`Shape::is_value_sensitive`]).
+/// - An item with tags drives from the `event_tags` primary key `(tag, type, position)`: the
+///   first tag with each type is an index range read in position order, each further tag an
+///   `EXISTS` probe of the same key. The per-type branches are disjoint; each is ordered and
+///   limited, and `UNION ALL` merges them in position order (Merge Append) without a sort.
+/// - Several items may select the same event: each item is ordered and limited on its own,
+///   then they are combined with `UNION` (no duplicates), ordered and limited again.
+/// - Tagged and multi-item reads select positions first and join the events by primary key.
+pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
+    let dir = match shape.direction {
+        Direction::Forward => "ASC",
+        Direction::Backward => "DESC",
+    };
+    let mut next = 4;
+    let items: Vec<ItemParams> = shape
+        .items
+        .iter()
+        .map(|item| match *item {
+            ItemShape::Any => ItemParams::Any,
+            ItemShape::Types => {
+                next += 1;
+                ItemParams::Types(next - 1)
+            }
+            ItemShape::Tagged { types, tags } => {
+                let t = (next..next + types).collect();
+                next += types;
+                let g = (next..next + tags).collect();
+                next += tags;
+                ItemParams::Tagged { types: t, tags: g }
+            }
+        })
+        .collect();
+
+    let events = &tables.events;
+    let untagged = |item: &ItemParams, cols: &str| -> Option<String> {
+        let of_type = match item {
+            ItemParams::Any => String::new(),
+            ItemParams::Types(t) => format!("type = ANY(${t}) AND "),
+            ItemParams::Tagged { .. } => return None,
+        };
+        Some(format!(
+            "SELECT {cols} FROM {events} WHERE {of_type}position > $1 AND position <= $2 \
+             ORDER BY position {dir} LIMIT $3"
+        ))
+    };
+    if let ([item], Output::Rows) = (items.as_slice(), shape.output) {
+        if let Some(sql) = untagged(item, EVENT_COLUMNS) {
+            return sql;
+        }
+    }
+    let item_positions = |item: &ItemParams| -> String {
+        if let Some(sql) = untagged(item, "position") {
+            return sql;
+        }
+        let ItemParams::Tagged { types, tags } = item else {
+            return String::new();
+        };
+        let branches = tagged_branches(tables, types, tags, dir);
+        match branches.as_slice() {
+            [one] => one.clone(),
+            _ => format!(
+                "SELECT position FROM ({}) b ORDER BY position {dir} LIMIT $3",
+                branches
+                    .iter()
+                    .map(|b| format!("({b})"))
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ")
+            ),
+        }
+    };
+    let positions = match items.as_slice() {
+        [item] => item_positions(item),
+        _ => format!(
+            "SELECT position FROM ({}) u ORDER BY position {dir} LIMIT $3",
+            items
+                .iter()
+                .map(|i| format!("({})", item_positions(i)))
+                .collect::<Vec<_>>()
+                .join(" UNION ")
+        ),
+    };
+    match shape.output {
+        Output::Positions => positions,
+        Output::Rows => {
+            let mut cols = String::new();
+            for (i, c) in EVENT_COLUMNS.split(", ").enumerate() {
+                if i > 0 {
+                    cols.push_str(", ");
+                }
+                let _ = write!(cols, "e.{c}");
+            }
+            format!(
+                "SELECT {cols} FROM ({positions}) p JOIN {events} e ON e.position = p.position \
+                 ORDER BY e.position {dir}"
+            )
+        }
+    }
+}
+
+/// The disjoint, ordered and limited branches of a tagged item: one per type (one for any
+/// type), each selecting `position`.
+fn tagged_branches(tables: &Tables, types: &[usize], tags: &[usize], dir: &str) -> Vec<String> {
+    let tag_table = &tables.tags;
+    let (first_tag, more_tags) = match tags.split_first() {
+        Some(split) => split,
+        None => return Vec::new(),
+    };
+    let mut more = String::new();
+    for g in more_tags {
+        let _ = write!(
+            more,
+            " AND EXISTS (SELECT 1 FROM {tag_table} x \
+             WHERE x.tag = ${g} AND x.type = t.type AND x.position = t.position)"
+        );
+    }
+    let types: Vec<Option<usize>> = if types.is_empty() {
+        vec![None]
+    } else {
+        types.iter().copied().map(Some).collect()
+    };
+    types
+        .into_iter()
+        .map(|t| {
+            let of_type = t.map_or_else(String::new, |t| format!(" AND t.type = ${t}"));
+            format!(
+                "SELECT t.position FROM {tag_table} t WHERE t.tag = ${first_tag}{of_type} \
+                 AND t.position > $1 AND t.position <= $2{more} \
+                 ORDER BY t.position {dir} LIMIT $3"
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Tag;
+    use crate::query::QueryItem;
+
+    #[test]
+    fn prefixes() {
+        for ok in ["a", "_", "krescent_", "t_0123abc_", &"a".repeat(41)] {
+            assert!(is_valid_prefix(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "0a",
+            "A",
+            "a-b",
+            "a b",
+            "a;drop",
+            "a.b",
+            "é",
+            "\"a",
+            &"a".repeat(42),
+        ] {
+            assert!(!is_valid_prefix(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shapes_and_params() {
+        let tag = |t: &str| Tag::parse(t).unwrap();
+        let q = EventQuery::item(QueryItem::types(["a", "b"]).and_tag(tag("k:1")))
+            .or(QueryItem::tagged([tag("x:1"), tag("y:2")]))
+            .backward()
+            .after(5)
+            .limit(3)
+            .unwrap();
+        let p = Params::of(&q);
+        assert_eq!((p.after, p.until, p.limit), (5, i64::MAX, 3));
+        assert_eq!(
+            p.texts(),
+            [
+                "5",
+                &i64::MAX.to_string(),
+                "3",
+                "a",
+                "b",
+                "k:1",
+                "x:1",
+                "y:2"
+            ]
+        );
+        let sql = build(&Tables::new("p_"), &Shape::of(&q, Output::Rows));
+        for needle in [
+            "$4",
+            "$5",
+            "$6",
+            "$7",
+            "$8",
+            "UNION ALL",
+            " UNION (",
+            "DESC",
+        ] {
+            assert!(sql.contains(needle), "{needle} in {sql}");
+        }
+        assert!(!sql.contains("$9"));
+        // Values never appear in the text.
+        assert!(!sql.contains("k:1"));
+        let q = EventQuery::item(QueryItem::types(["a", "b"])).or(QueryItem::any());
+        let p = Params::of(&q);
+        assert_eq!(p.texts()[3..], ["{\"a\",\"b\"}".to_owned()]);
+        let shape = Shape::of(&q, Output::Positions);
+        assert!(shape.is_value_sensitive());
+        assert!(build(&Tables::new("p_"), &shape).contains("type = ANY($4)"));
+    }
+}

@@ -1,0 +1,513 @@
+//! One SQLite connection with its caches: opening, schema, reads and row decoding.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::DateTime;
+use rusqlite::config::DbConfig;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, OpenFlags, Row};
+use uuid::Uuid;
+
+use super::sql::{self, Kind};
+use super::{SCHEMA_VERSION, SqliteStoreError};
+use crate::event::{Payload, RecordedEvent, Tag, Tags};
+use crate::query::EventQuery;
+
+/// How long a connection waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements kept per connection (query shapes differ by item count and tags).
+const STATEMENT_CACHE: usize = 128;
+
+/// Distinct tag lists remembered per connection for decoding without allocating.
+const TAG_CACHE: usize = 65_536;
+
+/// The page size of new files, in bytes.
+const PAGE_SIZE: u32 = 4096;
+
+/// Memory-mapped I/O for reads of file stores, in bytes.
+const MMAP_SIZE: u64 = 1 << 30;
+
+/// The page cache of each connection, in KiB (negative `cache_size`).
+const CACHE_KIB: i64 = 32 * 1024;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    position INTEGER PRIMARY KEY,
+    id BLOB NOT NULL,
+    type TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_type_position ON events (type, position);
+CREATE TABLE IF NOT EXISTS event_tags (
+    tag TEXT NOT NULL,
+    type TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (tag, type, position)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_types (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+";
+
+/// A connection and what it remembers between statements.
+pub(super) struct Conn {
+    pub(super) conn: Connection,
+    pub(super) cache: Cache,
+    /// The file, for error messages (`:memory:` in memory).
+    path: String,
+}
+
+/// The type names stored (from `event_types`), and interned names and tag lists for decoding.
+#[derive(Default)]
+pub(super) struct Cache {
+    /// The largest `event_types.id` loaded; 0 when nothing is loaded.
+    known_max_id: i64,
+    /// The stored type names, in id order.
+    pub(super) known: Vec<Arc<str>>,
+    pub(super) known_set: HashSet<Arc<str>>,
+    /// Type names seen while decoding, shared by all rows of that type.
+    names: HashSet<Arc<str>>,
+    /// Tag lists by their stored text.
+    tags: HashMap<Box<str>, Tags>,
+}
+
+impl Cache {
+    /// Forgets the stored type names (after a rollback, which may have removed some).
+    pub(super) fn forget_known(&mut self) {
+        self.known_max_id = 0;
+        self.known.clear();
+        self.known_set.clear();
+    }
+
+    fn intern_name(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(name) {
+            return Arc::clone(n);
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.names.insert(Arc::clone(&n));
+        n
+    }
+
+    fn tags(&mut self, text: &str, position: u64) -> Result<Tags, SqliteStoreError> {
+        if let Some(tags) = self.tags.get(text) {
+            return Ok(tags.clone());
+        }
+        let tags = decode_tags(text).map_err(|what| SqliteStoreError::CorruptRow {
+            position: Some(position),
+            what,
+        })?;
+        if self.tags.len() >= TAG_CACHE {
+            self.tags.clear();
+        }
+        self.tags.insert(Box::from(text), tags.clone());
+        Ok(tags)
+    }
+}
+
+impl Conn {
+    /// The write connection of a file store: creates the file, sets WAL mode.
+    pub(super) fn open_writer(path: &Path) -> Result<Self, SqliteStoreError> {
+        let display = path.display().to_string();
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(e, &display))?;
+        let conn = Conn::new(conn, display)?;
+        conn.configure(true)
+            .map_err(|e| open_error(e, &conn.path))?;
+        Ok(conn)
+    }
+
+    /// A read connection of a file store.
+    pub(super) fn open_reader(path: &Path) -> Result<Self, SqliteStoreError> {
+        let display = path.display().to_string();
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(e, &display))?;
+        let conn = Conn::new(conn, display)?;
+        conn.configure(false)
+            .map_err(|e| open_error(e, &conn.path))?;
+        Ok(conn)
+    }
+
+    /// The single connection of an in-memory store.
+    pub(super) fn open_in_memory() -> Result<Self, SqliteStoreError> {
+        let conn = Connection::open_in_memory()?;
+        Conn::new(conn, ":memory:".into())
+    }
+
+    fn new(conn: Connection, path: String) -> Result<Self, SqliteStoreError> {
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Plans are fixed by the statements' shape (INDEXED BY, CROSS JOIN); without this,
+        // SQLite's STAT4 build re-prepares a statement whenever a parameter is rebound.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        Ok(Conn {
+            conn,
+            cache: Cache::default(),
+            path,
+        })
+    }
+
+    fn configure(&self, writer: bool) -> rusqlite::Result<()> {
+        let c = &self.conn;
+        c.busy_timeout(BUSY_TIMEOUT)?;
+        if writer {
+            // Only takes effect while the file is still empty.
+            c.pragma_update(None, "page_size", PAGE_SIZE)?;
+            // The first statement that reads the file: a non-database fails here.
+            let mode: String = c.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                tracing::warn!(path = %self.path, mode, "SQLite refused WAL mode");
+            }
+        } else {
+            c.pragma_update(None, "query_only", true)?;
+            c.pragma_update(None, "mmap_size", MMAP_SIZE)?;
+        }
+        c.pragma_update(None, "synchronous", "NORMAL")?;
+        c.pragma_update(None, "cache_size", -CACHE_KIB)?;
+        Ok(())
+    }
+
+    /// Creates the schema if the file has none; checks its version otherwise.
+    pub(super) fn ensure_schema(&mut self) -> Result<(), SqliteStoreError> {
+        let path = self.path.clone();
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| open_error(e, &path))?;
+        let result = self.ensure_schema_in_txn();
+        match result {
+            Ok(()) => self.exec("COMMIT"),
+            Err(e) => {
+                self.rollback_quietly();
+                Err(e)
+            }
+        }
+    }
+
+    fn ensure_schema_in_txn(&mut self) -> Result<(), SqliteStoreError> {
+        let has_meta: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'krescent_meta')",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_meta {
+            let version: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT value FROM krescent_meta WHERE key = 'schema_version'",
+                    [],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    rusqlite::Error::InvalidColumnType(..) => Ok(None),
+                    e => Err(e),
+                })?;
+            match version {
+                Some(SCHEMA_VERSION) => {}
+                Some(found) => {
+                    return Err(SqliteStoreError::UnsupportedSchemaVersion {
+                        path: self.path.clone(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                None => {
+                    return Err(SqliteStoreError::MissingSchemaVersion {
+                        path: self.path.clone(),
+                    });
+                }
+            }
+        } else {
+            self.conn.execute_batch(
+                "CREATE TABLE krescent_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;",
+            )?;
+            self.conn.execute(
+                "INSERT INTO krescent_meta (key, value) VALUES ('schema_version', ?1)",
+                [SCHEMA_VERSION],
+            )?;
+        }
+        // Idempotent; also restores an index someone dropped.
+        self.conn.execute_batch(SCHEMA)?;
+        Ok(())
+    }
+
+    /// Runs a statement without parameters or results, prepared once per connection.
+    pub(super) fn exec(&self, sql: &str) -> Result<(), SqliteStoreError> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
+    /// Rolls back the open transaction, if any; used on error paths.
+    pub(super) fn rollback_quietly(&mut self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::warn!(path = %self.path, error = %e, "SQLite rollback failed");
+            }
+        }
+        self.cache.forget_known();
+    }
+
+    /// The position of the last event.
+    pub(super) fn head(&mut self) -> Result<u64, SqliteStoreError> {
+        let max: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT max(position) FROM events")?
+            .query_row([], |r| r.get(0))?;
+        position_of(max.unwrap_or(0))
+    }
+
+    /// Loads type names added to `event_types` since the last call.
+    pub(super) fn refresh_known(&mut self) -> Result<(), SqliteStoreError> {
+        let max: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT max(id) FROM event_types")?
+            .query_row([], |r| r.get(0))?;
+        let max = max.unwrap_or(0);
+        if max == self.cache.known_max_id {
+            return Ok(());
+        }
+        if max < self.cache.known_max_id {
+            // Rows went away (a rollback elsewhere cannot do this, but be safe): reload.
+            self.cache.forget_known();
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, name FROM event_types WHERE id > ?1 ORDER BY id")?;
+        let mut rows = stmt.query([self.cache.known_max_id])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let name = match row.get_ref(1)? {
+                ValueRef::Text(t) => std::str::from_utf8(t).map_err(|_| corrupt_type(id))?,
+                _ => return Err(corrupt_type(id)),
+            };
+            let name = self.cache.intern_name(name);
+            if self.cache.known_set.insert(Arc::clone(&name)) {
+                self.cache.known.push(name);
+            }
+            self.cache.known_max_id = id;
+        }
+        Ok(())
+    }
+
+    /// The events `query` selects, in one read transaction.
+    pub(super) fn read(
+        &mut self,
+        query: &EventQuery,
+    ) -> Result<Vec<RecordedEvent>, SqliteStoreError> {
+        self.in_read_txn(|c| c.select(query))
+    }
+
+    /// `EXPLAIN QUERY PLAN` of the statement for `query`.
+    pub(super) fn explain(&mut self, query: &EventQuery) -> Result<String, SqliteStoreError> {
+        self.in_read_txn(|c| {
+            c.refresh_known()?;
+            let sql = sql::translate(query, &c.cache.known, &c.cache.known_set);
+            if let Kind::Empty = sql.kind {
+                return Ok("EMPTY (no statement: the query matches nothing stored)".to_owned());
+            }
+            let mut stmt = c
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", sql.text))?;
+            sql.bind(&mut stmt)?;
+            let mut rows = stmt.raw_query();
+            let mut depth: HashMap<i64, usize> = HashMap::new();
+            let mut out = String::new();
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let parent: i64 = row.get(1)?;
+                let detail: String = row.get(3)?;
+                let d = depth.get(&parent).map_or(0, |d| d + 1);
+                depth.insert(id, d);
+                out.push_str(&"  ".repeat(d));
+                out.push_str(&detail);
+                out.push('\n');
+            }
+            Ok(out)
+        })
+    }
+
+    fn in_read_txn<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, SqliteStoreError>,
+    ) -> Result<T, SqliteStoreError> {
+        if !self.conn.is_autocommit() {
+            self.rollback_quietly();
+        }
+        self.exec("BEGIN")?;
+        let result = f(self);
+        if let Err(e) = self.exec("COMMIT") {
+            self.rollback_quietly();
+            result?;
+            return Err(e);
+        }
+        result
+    }
+
+    /// The events `query` selects, in the current transaction.
+    pub(super) fn select(
+        &mut self,
+        query: &EventQuery,
+    ) -> Result<Vec<RecordedEvent>, SqliteStoreError> {
+        if query.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.refresh_known()?;
+        let Conn { conn, cache, .. } = self;
+        let (mut stmt, kind) = {
+            let sql = sql::translate(query, &cache.known, &cache.known_set);
+            if let Kind::Empty = sql.kind {
+                return Ok(Vec::new());
+            }
+            let mut stmt = conn.prepare_cached(&sql.text)?;
+            sql.bind(&mut stmt)?;
+            (stmt, sql.kind)
+        };
+        let limit = query.limit_value().map_or(usize::MAX, |l| {
+            usize::try_from(l.get()).unwrap_or(usize::MAX)
+        });
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next()? {
+            let event = decode_row(row, cache)?;
+            if let Kind::Filter = kind {
+                if !query.matches_filter(&event.event_type, &event.tags) {
+                    continue;
+                }
+            }
+            out.push(event);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes `position, id, type, tags, ts, payload`.
+fn decode_row(row: &Row<'_>, cache: &mut Cache) -> Result<RecordedEvent, SqliteStoreError> {
+    let position = match row.get_ref(0)? {
+        ValueRef::Integer(p) => position_of(p)?,
+        _ => return Err(corrupt(None, "position is not an integer")),
+    };
+    let id = match row.get_ref(1)? {
+        ValueRef::Blob(b) => {
+            Uuid::from_slice(b).map_err(|_| corrupt(Some(position), "id is not 16 bytes"))?
+        }
+        _ => return Err(corrupt(Some(position), "id is not a blob")),
+    };
+    let event_type = match row.get_ref(2)? {
+        ValueRef::Text(t) => {
+            let t =
+                std::str::from_utf8(t).map_err(|_| corrupt(Some(position), "type is not UTF-8"))?;
+            cache.intern_name(t)
+        }
+        _ => return Err(corrupt(Some(position), "type is not text")),
+    };
+    let tags = match row.get_ref(3)? {
+        ValueRef::Text(t) => {
+            let t = std::str::from_utf8(t)
+                .map_err(|_| corrupt(Some(position), "tags are not UTF-8"))?;
+            cache.tags(t, position)?
+        }
+        _ => return Err(corrupt(Some(position), "tags are not text")),
+    };
+    let timestamp = match row.get_ref(4)? {
+        ValueRef::Integer(micros) => DateTime::from_timestamp_micros(micros)
+            .ok_or_else(|| corrupt(Some(position), "timestamp out of range"))?,
+        _ => return Err(corrupt(Some(position), "timestamp is not an integer")),
+    };
+    let data = match row.get_ref(5)? {
+        ValueRef::Blob(b) => Payload::copy_from_slice(b),
+        _ => return Err(corrupt(Some(position), "payload is not a blob")),
+    };
+    Ok(RecordedEvent {
+        position,
+        id,
+        event_type,
+        tags,
+        timestamp,
+        data,
+    })
+}
+
+fn position_of(p: i64) -> Result<u64, SqliteStoreError> {
+    u64::try_from(p).map_err(|_| corrupt(None, format!("negative position {p}")))
+}
+
+fn corrupt(position: Option<u64>, what: impl Into<String>) -> SqliteStoreError {
+    SqliteStoreError::CorruptRow {
+        position,
+        what: what.into(),
+    }
+}
+
+fn corrupt_type(id: i64) -> SqliteStoreError {
+    corrupt(None, format!("event_types row {id} has no text name"))
+}
+
+/// The error for a failure while opening `path`, typed where the cause is known.
+fn open_error(e: rusqlite::Error, path: &str) -> SqliteStoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => SqliteStoreError::NotADatabase { path: path.into() },
+        _ => e.into(),
+    }
+}
+
+/// Appends the stored form of `tags` to `out`: `<byte length>:<tag>` for each tag.
+pub(super) fn encode_tags(tags: &Tags, out: &mut String) {
+    use std::fmt::Write;
+    out.clear();
+    for tag in tags {
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{}:{}", tag.as_str().len(), tag.as_str());
+    }
+}
+
+/// Parses the stored form of a tag list.
+fn decode_tags(mut text: &str) -> Result<Tags, String> {
+    let mut tags = Vec::new();
+    while !text.is_empty() {
+        let (len, rest) = text
+            .split_once(':')
+            .ok_or_else(|| format!("tags `{text}` lack a length prefix"))?;
+        let len: usize = len
+            .parse()
+            .map_err(|_| format!("tags have a bad length prefix `{len}`"))?;
+        let tag = rest
+            .get(..len)
+            .ok_or_else(|| format!("tags `{rest}` are shorter than their length prefix {len}"))?;
+        tags.push(Tag::parse(tag).map_err(|e| format!("bad tag `{tag}`: {e}"))?);
+        text = &rest[len..];
+    }
+    Ok(Tags::from_tags(tags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_round_trip() {
+        let tags = Tags::parse(["product:P-1", "note:with:colons", "x:1"]).unwrap();
+        let mut text = String::new();
+        encode_tags(&tags, &mut text);
+        assert_eq!(decode_tags(&text).unwrap(), tags);
+        encode_tags(&Tags::empty(), &mut text);
+        assert_eq!(text, "");
+        assert_eq!(decode_tags("").unwrap(), Tags::empty());
+    }
+
+    #[test]
+    fn corrupt_tags_are_errors() {
+        for bad in ["x", "3:ab", "zz:abc", "3:abc", "99:a:b"] {
+            assert!(decode_tags(bad).is_err(), "{bad}");
+        }
+    }
+}

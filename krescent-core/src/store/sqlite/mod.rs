@@ -1,0 +1,354 @@
+//! The SQLite event store: the embedded default backend, one file in WAL mode (feature
+//! `sqlite`).
+//!
+//! # Threads
+//!
+//! SQLite calls block, so none of them runs on the async runtime's worker threads. One
+//! dedicated writer thread owns the write connection and receives appends through a channel;
+//! appends that queue up while it works are committed together in one transaction (each in
+//! its own savepoint, so a failing condition rolls back only its own batch). Reads run on
+//! tokio's blocking pool with a small pool of read connections; in WAL mode they never wait
+//! for the writer. An in-memory store has a single connection, so its reads go to the writer
+//! thread too.
+//!
+//! # Schema (version 1)
+//!
+//! ```sql
+//! CREATE TABLE krescent_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+//! CREATE TABLE events (
+//!     position INTEGER PRIMARY KEY,  -- the global position, from 1, without gaps
+//!     id BLOB NOT NULL,              -- UUID v7, 16 bytes
+//!     type TEXT NOT NULL,
+//!     tags TEXT NOT NULL,            -- `<len>:<tag>` for each tag, concatenated
+//!     ts INTEGER NOT NULL,           -- microseconds since the Unix epoch, UTC
+//!     payload BLOB NOT NULL
+//! );
+//! CREATE INDEX events_type_position ON events (type, position);
+//! CREATE TABLE event_tags (
+//!     tag TEXT NOT NULL, type TEXT NOT NULL, position INTEGER NOT NULL,
+//!     PRIMARY KEY (tag, type, position)
+//! ) WITHOUT ROWID;
+//! CREATE TABLE event_types (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+//! ```
+//!
+//! `krescent_meta` holds the `schema_version`; a file with a newer version than this crate
+//! knows is refused with [`SqliteStoreError::UnsupportedSchemaVersion`]. `event_types` is the
+//! dictionary of the type names stored so far; queries use it to skip types that are not
+//! stored, to expand tag-only query items into one index range per type, and to read a query
+//! naming every stored type as a plain scan of the primary key.
+//!
+//! # Queries
+//!
+//! An [`EventQuery`] becomes one parameterised statement. Each (item, type) pair is an *arm*
+//! that yields positions in order from an index: `events_type_position` for an item with types
+//! only, the `event_tags` primary key `(tag, type, position)` for an item with tags (further
+//! tags are `EXISTS` look-ups on the same key). One arm is joined with `events` directly;
+//! several are combined with `UNION ... ORDER BY position LIMIT n`, which SQLite evaluates as
+//! a lazy merge of the ordered arms, then joined with `events`. A query without items, or
+//! whose items match every event, reads the `events` primary key range. So a backwards
+//! limit-1 query for the latest event of a type with a tag, and a read of a type or tag after
+//! a position, cost index seeks, not scans.
+//!
+//! # Several processes
+//!
+//! Several processes may open the same file: appends are serialised by SQLite and positions
+//! stay dense. A subscription wakes up for appends made through its own store, though; events
+//! appended by another process reach it with the next local append.
+
+mod conn;
+mod sql;
+mod writer;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{EventStore, StoreError, Subscription};
+use crate::event::{NewEvent, RecordedEvent, validate_type_name};
+use crate::query::{AppendCondition, EventQuery};
+use conn::Conn;
+use writer::Job;
+
+/// The schema version this crate writes and reads.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How many idle read connections a store keeps open.
+const MAX_IDLE_READERS: usize = 4;
+
+/// Why the SQLite backend failed; the `source` of [`StoreError::Backend`] with backend
+/// `"sqlite"`. Find it with `error.source()` and `downcast_ref::<SqliteStoreError>()`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqliteStoreError {
+    /// The file exists but is not a SQLite database.
+    #[error("`{path}` is not a SQLite database")]
+    NotADatabase {
+        /// The file.
+        path: String,
+    },
+    /// The file was written by a newer krescent with a schema this version does not know.
+    #[error(
+        "`{path}` has krescent schema version {found}; this krescent supports version \
+         {supported} (open it with a newer krescent)"
+    )]
+    UnsupportedSchemaVersion {
+        /// The file.
+        path: String,
+        /// The version stored in `krescent_meta`.
+        found: i64,
+        /// The newest version this crate knows.
+        supported: i64,
+    },
+    /// The file has a `krescent_meta` table without a usable schema version.
+    #[error("`{path}` has a krescent_meta table without a schema version")]
+    MissingSchemaVersion {
+        /// The file.
+        path: String,
+    },
+    /// A stored event row could not be read back (a damaged file, or a row written by
+    /// something other than krescent).
+    #[error("corrupt event row{}: {what}", at(*.position))]
+    CorruptRow {
+        /// The position of the row, when it could be read.
+        position: Option<u64>,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// SQLite reported an error.
+    #[error("SQLite error: {0}")]
+    Sqlite(#[source] Arc<rusqlite::Error>),
+    /// The writer thread stopped, so nothing can be appended any more.
+    #[error("the SQLite writer thread has stopped")]
+    WriterStopped,
+    /// A thread for SQLite work could not be started, or a blocking task failed.
+    #[error("cannot run SQLite work on a blocking thread: {0}")]
+    Thread(String),
+}
+
+fn at(position: Option<u64>) -> String {
+    position.map_or_else(String::new, |p| format!(" at position {p}"))
+}
+
+impl From<rusqlite::Error> for SqliteStoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        SqliteStoreError::Sqlite(Arc::new(e))
+    }
+}
+
+impl From<SqliteStoreError> for StoreError {
+    fn from(e: SqliteStoreError) -> Self {
+        StoreError::Backend {
+            backend: "sqlite",
+            source: Box::new(e),
+        }
+    }
+}
+
+/// An [`EventStore`] in one SQLite file (WAL mode), or in memory for tests.
+///
+/// Cloning gives another handle to the same store. The threads and connections close when
+/// the last handle (and the last subscription) is dropped.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), krescent_core::StoreError> {
+/// use krescent_core::store::sqlite::SqliteEventStore;
+/// use krescent_core::{EventQuery, EventStore};
+///
+/// let store = SqliteEventStore::open("warehouse.db").await?;
+/// let everything = store.read(&EventQuery::match_all()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqliteEventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: mpsc::Sender<Job>,
+    /// Read connections of a file store; `None` in memory, where the writer thread reads.
+    readers: Option<Readers>,
+    head: watch::Receiver<u64>,
+    path: Option<PathBuf>,
+}
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the last connection of a WAL database checkpoints it: let the writer thread
+        // do that rather than whichever (possibly async) thread drops the last handle.
+        if let Some(readers) = &self.readers {
+            let idle = std::mem::take(&mut *readers.idle.lock());
+            if !idle.is_empty() {
+                let _ = self.writer.send(Job::Close(idle));
+            }
+        }
+    }
+}
+
+impl fmt::Debug for SqliteEventStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteEventStore")
+            .field("path", &self.inner.path)
+            .field("head", &*self.inner.head.borrow())
+            .finish()
+    }
+}
+
+impl SqliteEventStore {
+    /// The schema version this crate creates and reads.
+    pub const SCHEMA_VERSION: i64 = SCHEMA_VERSION;
+
+    /// Opens the store in the file at `path`, creating the file and the schema if needed.
+    ///
+    /// Opening is idempotent. A file that is not a SQLite database gives
+    /// [`SqliteStoreError::NotADatabase`], one written by a newer krescent
+    /// [`SqliteStoreError::UnsupportedSchemaVersion`] (both inside [`StoreError::Backend`]).
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let opening = path.clone();
+        let (conn, head) = blocking(move || {
+            let mut conn = Conn::open_writer(&opening)?;
+            conn.ensure_schema()?;
+            let head = conn.head()?;
+            Ok((conn, head))
+        })
+        .await?;
+        Self::start(conn, head, Some(path))
+    }
+
+    /// A new, empty store in memory, lost when the last handle is dropped. For tests.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let mut conn = Conn::open_in_memory()?;
+        conn.ensure_schema()?;
+        Self::start(conn, 0, None)
+    }
+
+    fn start(conn: Conn, head: u64, path: Option<PathBuf>) -> Result<Self, StoreError> {
+        let (head_tx, head_rx) = watch::channel(head);
+        let writer = writer::spawn(conn, head_tx)?;
+        let readers = path.as_ref().map(|p| Readers {
+            path: p.clone(),
+            idle: Mutex::new(Vec::new()),
+        });
+        Ok(SqliteEventStore {
+            inner: Arc::new(Inner {
+                writer,
+                readers,
+                head: head_rx,
+                path,
+            }),
+        })
+    }
+
+    /// The file of the store; `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    /// The SQLite query plan (`EXPLAIN QUERY PLAN`) of the statement that
+    /// [`read`](EventStore::read) runs for `query` on the store's current contents, one line
+    /// per step. For tests of the index design; not a stable format.
+    #[doc(hidden)]
+    pub async fn explain(&self, query: &EventQuery) -> Result<String, StoreError> {
+        let query = query.clone();
+        self.with_reader(move |conn| conn.explain(&query)).await
+    }
+
+    /// Runs `f` with a read connection, off the async runtime's workers.
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, SqliteStoreError> + Send + 'static,
+    {
+        if self.inner.readers.is_none() {
+            let (tx, rx) = oneshot::channel();
+            let job = Job::Run(Box::new(move |conn: &mut Conn| {
+                let _ = tx.send(f(conn));
+            }));
+            self.inner
+                .writer
+                .send(job)
+                .map_err(|_| SqliteStoreError::WriterStopped)?;
+            return Ok(rx.await.map_err(|_| SqliteStoreError::WriterStopped)??);
+        }
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let Some(readers) = &inner.readers else {
+                return Err(SqliteStoreError::Thread("no read connections".into()));
+            };
+            let popped = readers.idle.lock().pop();
+            let mut conn = match popped {
+                Some(conn) => conn,
+                None => Conn::open_reader(&readers.path)?,
+            };
+            let result = f(&mut conn);
+            let mut idle = readers.idle.lock();
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+    }
+}
+
+/// Runs blocking SQLite work on tokio's blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, SqliteStoreError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(SqliteStoreError::Thread(e.to_string()).into()),
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        condition: Option<AppendCondition>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        for (index, e) in events.iter().enumerate() {
+            validate_type_name(&e.event_type)
+                .map_err(|source| StoreError::InvalidEvent { index, source })?;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .writer
+            .send(Job::Append {
+                events,
+                condition,
+                reply,
+            })
+            .map_err(|_| SqliteStoreError::WriterStopped)?;
+        rx.await.map_err(|_| SqliteStoreError::WriterStopped)?
+    }
+
+    async fn read(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>, StoreError> {
+        if query.is_empty() {
+            return Ok(Vec::new());
+        }
+        let query = query.clone();
+        self.with_reader(move |conn| conn.read(&query)).await
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        self.with_reader(Conn::head).await
+    }
+
+    fn subscribe(&self, query: EventQuery, after: u64, cancel: CancellationToken) -> Subscription {
+        Subscription::polling(self.clone(), query, after, self.inner.head.clone(), cancel)
+    }
+}

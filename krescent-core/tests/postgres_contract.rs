@@ -1,0 +1,858 @@
+//! The event store contract and PostgreSQL-specific behaviour, against the database named by
+//! `KRESCENT_POSTGRES_URL` (for example `postgres://postgres@127.0.0.1:5432/test`).
+//!
+//! Without that variable every test prints that it was skipped and passes. Each test works in
+//! tables of its own (a random prefix) and drops them at the end.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use krescent_core::testing::EventStoreFactory;
+use krescent_core::{
+    AppendCondition, EventQuery, EventStore, NewEvent, PostgresError, PostgresEventStore,
+    PostgresOptions, QueryItem, RecordedEvent, StoreError, Subscription, Tag, Tags,
+};
+use parking_lot::Mutex;
+use tokio::sync::Barrier;
+use tokio_util::sync::CancellationToken;
+
+const URL_VAR: &str = "KRESCENT_POSTGRES_URL";
+
+/// How long a test waits for something that should happen (a failure guard, not a timing).
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Runs `test` with the database URL on a two-worker runtime, or reports the skip.
+fn with_database<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Ok(url) = std::env::var(URL_VAR) else {
+        println!("skipped: {URL_VAR} not set");
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(test(url));
+}
+
+/// A fresh, unique table prefix.
+fn fresh_prefix() -> String {
+    format!("t_{}_", uuid::Uuid::now_v7().simple())
+}
+
+async fn connect(url: &str, prefix: &str) -> PostgresEventStore {
+    connect_with(url, PostgresOptions::default().table_prefix(prefix)).await
+}
+
+async fn connect_with(url: &str, options: PostgresOptions) -> PostgresEventStore {
+    match PostgresEventStore::connect(url, options).await {
+        Ok(store) => store,
+        Err(e) => panic!("cannot connect to {url}: {e}"),
+    }
+}
+
+/// A plain client for statements the store does not offer.
+async fn raw_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("raw connection");
+    tokio::spawn(connection);
+    client
+}
+
+/// Drops the tables of `prefix`.
+async fn drop_tables(url: &str, prefix: &str) {
+    let client = raw_client(url).await;
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {prefix}events, {prefix}event_tags, {prefix}head, {prefix}meta"
+        ))
+        .await
+        .expect("drop tables");
+}
+
+/// Makes a store in fresh tables for each contract case and drops them afterwards.
+struct Factory {
+    url: String,
+    prefixes: Arc<Mutex<Vec<String>>>,
+}
+
+impl EventStoreFactory for Factory {
+    type Store = PostgresEventStore;
+
+    async fn create(&self) -> PostgresEventStore {
+        let prefix = fresh_prefix();
+        self.prefixes.lock().push(prefix.clone());
+        connect(&self.url, &prefix).await
+    }
+}
+
+/// One `#[test]` per contract case, each on fresh tables.
+macro_rules! contract_cases {
+    ($($case:ident),+ $(,)?) => {
+        mod contract {
+            $(
+                #[test]
+                fn $case() {
+                    super::with_database(|url| async move {
+                        let prefixes = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+                        let factory = super::Factory { url: url.clone(), prefixes: prefixes.clone() };
+                        let result = krescent_core::testing::event_store::$case(&factory).await;
+                        let made: Vec<String> = prefixes.lock().clone();
+                        for prefix in made {
+                            super::drop_tables(&url, &prefix).await;
+                        }
+                        if let Err(failure) = result {
+                            panic!("{failure}");
+                        }
+                    });
+                }
+            )+
+        }
+    };
+}
+
+contract_cases!(
+    empty_store,
+    append_and_read_back,
+    read_position_ranges,
+    backward_limit_one_finds_latest_match,
+    query_filter_semantics,
+    match_none_matches_nothing,
+    conditional_append,
+    failed_conditional_append_stores_nothing,
+    subscribe_from_start_while_appending,
+    subscribe_from_head_sees_only_new_events,
+    subscription_sees_burst_of_appends,
+    concurrent_appenders_with_live_subscribers,
+    subscription_filter_delivers_only_matches,
+    invalid_event_is_rejected,
+    read_pages_yields_every_event_once,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn tag(text: &str) -> Tag {
+    Tag::parse(text).expect("valid tag")
+}
+
+fn event(event_type: &str, tags: &[&str], payload: String) -> NewEvent {
+    NewEvent::new(
+        event_type,
+        Tags::parse(tags.iter().copied()).expect("valid tags"),
+        payload.into_bytes(),
+    )
+    .expect("valid type name")
+}
+
+fn positions(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.position).collect()
+}
+
+/// Receives batches until `want` events arrived; panics on an error, an end or a timeout.
+async fn collect(sub: &mut Subscription, want: usize, what: &str) -> Vec<RecordedEvent> {
+    let mut got = Vec::new();
+    let outcome = tokio::time::timeout(WAIT, async {
+        while got.len() < want {
+            match sub.next_batch().await {
+                Some(Ok(batch)) => got.extend(batch),
+                Some(Err(e)) => panic!("{what}: subscription failed: {e}"),
+                None => panic!("{what}: subscription ended after {} events", got.len()),
+            }
+        }
+    })
+    .await;
+    if outcome.is_err() {
+        panic!(
+            "{what}: only {} of {want} events within {WAIT:?}",
+            got.len()
+        );
+    }
+    got
+}
+
+/// The process ids of the connections with this `application_name`.
+async fn backends(client: &tokio_postgres::Client, application_name: &str) -> Vec<i32> {
+    client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid",
+            &[&application_name],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Polls `pg_stat_activity` (there is no signal to wait for) until `done` holds for the
+/// backends of `application_name`.
+async fn wait_for_backends(
+    client: &tokio_postgres::Client,
+    application_name: &str,
+    what: &str,
+    done: impl Fn(&[i32]) -> bool,
+) -> Vec<i32> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let pids = backends(client, application_name).await;
+        if done(&pids) {
+            return pids;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{what}: backends of `{application_name}` are {pids:?} after {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn postgres_error(e: &StoreError) -> &PostgresError {
+    PostgresError::of(e).unwrap_or_else(|| panic!("not a postgres backend error: {e:?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL-specific behaviour
+
+/// Writers on two store instances (two pools) append concurrently while subscribers on a
+/// writing instance and on a third, read-only instance run: every event arrives exactly once,
+/// in position order, without gaps, each writer's events in its order.
+#[test]
+fn concurrent_appenders_on_two_pools_with_live_subscribers() {
+    with_database(|url| async move {
+        const WRITERS: usize = 6;
+        const PER_WRITER: usize = 60;
+        const TOTAL: usize = WRITERS * PER_WRITER;
+        let prefix = fresh_prefix();
+        let stores = [connect(&url, &prefix).await, connect(&url, &prefix).await];
+        let watcher = connect(&url, &prefix).await;
+        let cancel = CancellationToken::new();
+        let subs = [
+            stores[0].subscribe(EventQuery::match_all(), 0, cancel.clone()),
+            watcher.subscribe(EventQuery::match_all(), 0, cancel.clone()),
+        ];
+        let readers: Vec<_> = subs
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut sub)| {
+                tokio::spawn(
+                    async move { collect(&mut sub, TOTAL, &format!("subscriber {i}")).await },
+                )
+            })
+            .collect();
+        let start = Arc::new(Barrier::new(WRITERS));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let store = stores[w % 2].clone();
+                let start = Arc::clone(&start);
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let mut seq = 0;
+                    while seq < PER_WRITER {
+                        let size = (1 + (seq + w) % 3).min(PER_WRITER - seq);
+                        let batch = (seq..seq + size)
+                            .map(|s| {
+                                event(
+                                    "pg.concurrent",
+                                    &[&format!("writer:{w}")],
+                                    format!(r#"{{"w":{w},"s":{s}}}"#),
+                                )
+                            })
+                            .collect();
+                        let recorded = store.append(batch, None).await.expect("append");
+                        let p = positions(&recorded);
+                        assert_eq!(p, (p[0]..p[0] + size as u64).collect::<Vec<_>>());
+                        seq += size;
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.expect("writer");
+        }
+        let expected = (1..=TOTAL as u64).collect::<Vec<_>>();
+        let stored = stores[1]
+            .read(&EventQuery::match_all())
+            .await
+            .expect("read");
+        assert_eq!(positions(&stored), expected);
+        for reader in readers {
+            let got = reader.await.expect("subscriber");
+            assert_eq!(positions(&got), expected, "each event once, in order");
+            assert_eq!(got, stored);
+        }
+        for w in 0..WRITERS {
+            let t = tag(&format!("writer:{w}"));
+            let seqs: Vec<String> = stored
+                .iter()
+                .filter(|e| e.tags.contains(&t))
+                .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+                .collect();
+            let want: Vec<String> = (0..PER_WRITER)
+                .map(|s| format!(r#"{{"w":{w},"s":{s}}}"#))
+                .collect();
+            assert_eq!(seqs, want, "writer {w}'s events in its order");
+        }
+        cancel.cancel();
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// Two writers on separate pools append with the same DCB condition at the same time: in every
+/// round exactly one wins and the other gets a conflict naming the winner's position.
+#[test]
+fn conditional_append_race_has_exactly_one_winner() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let a = connect(&url, &prefix).await;
+        let b = connect(&url, &prefix).await;
+        for round in 0..25 {
+            let product = format!("product:{round}");
+            let query = EventQuery::item(QueryItem::types(["pg.reserved"]).and_tag(tag(&product)));
+            let head = a.head().await.expect("head");
+            let start = Arc::new(Barrier::new(2));
+            let tasks: Vec<_> = [a.clone(), b.clone()]
+                .into_iter()
+                .enumerate()
+                .map(|(i, store)| {
+                    let start = Arc::clone(&start);
+                    let condition = AppendCondition::none_match_after(query.clone(), head);
+                    let e = event("pg.reserved", &[&product], format!(r#"{{"by":{i}}}"#));
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        store.append(vec![e], Some(condition)).await
+                    })
+                })
+                .collect();
+            let mut won = Vec::new();
+            let mut lost = Vec::new();
+            for t in tasks {
+                match t.await.expect("writer") {
+                    Ok(r) => won.extend(r),
+                    Err(StoreError::Conflict { position }) => lost.push(position),
+                    Err(e) => panic!("round {round}: unexpected error {e}"),
+                }
+            }
+            assert_eq!(won.len(), 1, "round {round}: exactly one winner");
+            assert_eq!(
+                lost,
+                vec![won[0].position],
+                "round {round}: the loser names it"
+            );
+            assert_eq!(won[0].position, head + 1, "round {round}: no gap");
+            let stored = a.read(&query).await.expect("read");
+            assert_eq!(stored, won, "round {round}: only the winner is stored");
+        }
+        assert_eq!(b.head().await.expect("head"), 25);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// Concurrent first uses of a prefix all succeed; connecting again keeps the data; a schema
+/// version newer than the code knows is refused with a typed error.
+#[test]
+fn schema_creation_is_idempotent_and_versioned() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let connects: Vec<_> = (0..8)
+            .map(|_| {
+                let (url, prefix) = (url.clone(), prefix.clone());
+                tokio::spawn(async move {
+                    PostgresEventStore::connect(
+                        &url,
+                        PostgresOptions::default().table_prefix(prefix),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for c in connects {
+            stores.push(c.await.expect("task").expect("concurrent first use"));
+        }
+        stores[0]
+            .append(vec![event("pg.kept", &["k:1"], "{}".into())], None)
+            .await
+            .expect("append");
+        drop(stores);
+        let again = connect(&url, &prefix).await;
+        assert_eq!(again.head().await.expect("head"), 1);
+        assert_eq!(
+            again
+                .read(&EventQuery::match_all())
+                .await
+                .expect("read")
+                .len(),
+            1
+        );
+
+        let client = raw_client(&url).await;
+        let version: i64 = client
+            .query_one(
+                &format!("SELECT value FROM {prefix}meta WHERE name = 'schema_version'"),
+                &[],
+            )
+            .await
+            .expect("version")
+            .get(0);
+        assert_eq!(version, 1);
+        client
+            .batch_execute(&format!(
+                "UPDATE {prefix}meta SET value = 99 WHERE name = 'schema_version'"
+            ))
+            .await
+            .expect("bump version");
+        let err =
+            PostgresEventStore::connect(&url, PostgresOptions::default().table_prefix(&prefix))
+                .await
+                .expect_err("a newer schema is refused");
+        match postgres_error(&err) {
+            PostgresError::UnsupportedSchemaVersion {
+                found: 99,
+                supported: 1,
+                ..
+            } => {}
+            other => panic!("expected UnsupportedSchemaVersion, got {other:?}"),
+        }
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+        drop(again);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// Invalid prefixes, pool sizes and URLs are typed errors, and no table is created.
+#[test]
+fn invalid_settings_are_rejected() {
+    with_database(|url| async move {
+        for bad in [
+            "",
+            "Upper_",
+            "1starts_with_digit",
+            "has-dash",
+            "semi;colon",
+            "quote\"",
+            "dot.ted",
+            "space d",
+            "ünïcode",
+            "a23456789012345678901234567890123456789012",
+        ] {
+            let err =
+                PostgresEventStore::connect(&url, PostgresOptions::default().table_prefix(bad))
+                    .await
+                    .expect_err("invalid prefix");
+            match postgres_error(&err) {
+                PostgresError::InvalidTablePrefix { prefix } => assert_eq!(prefix, bad),
+                other => panic!("prefix {bad:?}: expected InvalidTablePrefix, got {other:?}"),
+            }
+        }
+        let err = PostgresEventStore::connect(&url, PostgresOptions::default().pool_size(0))
+            .await
+            .expect_err("pool size 0");
+        assert!(matches!(
+            postgres_error(&err),
+            PostgresError::InvalidPoolSize
+        ));
+        let err =
+            PostgresEventStore::connect("postgres://host:notaport/db", PostgresOptions::default())
+                .await
+                .expect_err("bad url");
+        assert!(matches!(
+            postgres_error(&err),
+            PostgresError::InvalidUrl { .. }
+        ));
+    });
+}
+
+/// With 200k events stored, the init query (latest of one type with one tag, backwards,
+/// limit 1) and reads after a position use indexes, in the custom and in the generic plan.
+#[test]
+fn queries_use_indexes_at_scale() {
+    with_database(|url| async move {
+        const EVENTS: usize = 200_000;
+        const PRODUCTS: usize = 2_000;
+        let prefix = fresh_prefix();
+        let store = connect(&url, &prefix).await;
+        let types = ["pg.added", "pg.picked", "pg.counted"];
+        let mut n = 0;
+        while n < EVENTS {
+            let batch = (n..n + 1000)
+                .map(|i| {
+                    event(
+                        types[i % 3],
+                        &[&format!("product:{}", i % PRODUCTS)],
+                        format!(r#"{{"quantity":{i}}}"#),
+                    )
+                })
+                .collect();
+            store.append(batch, None).await.expect("append");
+            n += 1000;
+        }
+        raw_client(&url)
+            .await
+            .batch_execute(&format!(
+                "ANALYZE {prefix}events; ANALYZE {prefix}event_tags"
+            ))
+            .await
+            .expect("analyze");
+
+        let init = EventQuery::item(QueryItem::types(["pg.counted"]).and_tag(tag("product:42")))
+            .backward()
+            .limit(1)
+            .expect("limit");
+        let cases = [
+            ("init query", init.clone()),
+            (
+                "everything after a position",
+                EventQuery::match_all()
+                    .after(150_000)
+                    .limit(1000)
+                    .expect("limit"),
+            ),
+            (
+                "types after a position",
+                EventQuery::item(QueryItem::types(types))
+                    .after(150_000)
+                    .limit(1000)
+                    .expect("limit"),
+            ),
+            (
+                "one type after a position",
+                EventQuery::item(QueryItem::types(["pg.picked"]))
+                    .after(150_000)
+                    .limit(1000)
+                    .expect("limit"),
+            ),
+            (
+                "one tag after a position",
+                EventQuery::item(QueryItem::tagged([tag("product:7")]))
+                    .after(150_000)
+                    .limit(1000)
+                    .expect("limit"),
+            ),
+            (
+                "init query with two types",
+                EventQuery::item(
+                    QueryItem::types(["pg.counted", "pg.added"]).and_tag(tag("product:42")),
+                )
+                .backward()
+                .limit(1)
+                .expect("limit"),
+            ),
+        ];
+        for (what, query) in cases {
+            let plan = store.explain(&query).await.expect("explain");
+            println!("{what}:\n{plan}");
+            for table in ["events", "event_tags"] {
+                assert!(
+                    !plan.contains(&format!("Seq Scan on {prefix}{table} ")),
+                    "{what}: sequential scan of {table}:\n{plan}"
+                );
+            }
+            assert!(plan.contains("Index"), "{what}: no index scan:\n{plan}");
+            assert!(plan.contains("-- generic plan"), "{what}:\n{plan}");
+        }
+        // The init query finds the latest count of product 42.
+        let latest = store.read(&init).await.expect("init query");
+        let expected = (0..EVENTS)
+            .filter(|i| i % 3 == 2 && i % PRODUCTS == 42)
+            .max()
+            .map(|i| i as u64 + 1);
+        assert_eq!(latest.first().map(|e| e.position), expected);
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// The listening connection is terminated by the server; the store reconnects and a
+/// subscription sees an event appended afterwards by another store instance (the polling
+/// fallback is set to an hour, so only the new LISTEN connection can deliver it).
+#[test]
+fn subscription_survives_a_forced_disconnect() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let app = format!("krescent test {prefix}");
+        let store = connect_with(
+            &url,
+            PostgresOptions::default()
+                .table_prefix(&prefix)
+                .application_name(&app)
+                .poll_interval(Duration::from_secs(3600)),
+        )
+        .await;
+        let other = connect(&url, &prefix).await;
+        let admin = raw_client(&url).await;
+        let listener = store.listener_application_name().to_owned();
+        let cancel = CancellationToken::new();
+        let mut sub = store.subscribe(EventQuery::match_all(), 0, cancel.clone());
+
+        let before =
+            wait_for_backends(&admin, &listener, "listener started", |p| p.len() == 1).await;
+        other
+            .append(vec![event("pg.before", &[], "{}".into())], None)
+            .await
+            .expect("append");
+        assert_eq!(
+            positions(&collect(&mut sub, 1, "before the disconnect").await),
+            [1]
+        );
+
+        let terminated: bool = admin
+            .query_one("SELECT pg_terminate_backend($1)", &[&before[0]])
+            .await
+            .expect("terminate")
+            .get(0);
+        assert!(terminated);
+        wait_for_backends(&admin, &listener, "listener reconnected", |p| {
+            p.len() == 1 && p[0] != before[0]
+        })
+        .await;
+        other
+            .append(vec![event("pg.after", &[], "{}".into())], None)
+            .await
+            .expect("append after the disconnect");
+        let got = collect(&mut sub, 1, "after the disconnect").await;
+        assert_eq!(positions(&got), [2]);
+        assert_eq!(&*got[0].event_type, "pg.after");
+        cancel.cancel();
+        drop(sub);
+        drop(store);
+        drop(other);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// A database that cannot be reached, or connections the server closed, give
+/// `StoreError::Backend` errors, never panics; the store recovers with new connections.
+#[test]
+fn database_gone_is_a_backend_error() {
+    with_database(|url| async move {
+        let err = PostgresEventStore::connect(
+            "postgres://postgres@127.0.0.1:1/none",
+            PostgresOptions::default().connect_timeout(Duration::from_secs(2)),
+        )
+        .await
+        .expect_err("nothing listens on port 1");
+        assert!(
+            matches!(
+                err,
+                StoreError::Backend {
+                    backend: "postgres",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+
+        let prefix = fresh_prefix();
+        let app = format!("krescent test {prefix}");
+        let store = connect_with(
+            &url,
+            PostgresOptions::default()
+                .table_prefix(&prefix)
+                .application_name(&app)
+                .pool_size(2),
+        )
+        .await;
+        store
+            .append(vec![event("pg.one", &[], "{}".into())], None)
+            .await
+            .expect("append");
+        let admin = raw_client(&url).await;
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .expect("terminate the pool's connections");
+        let mut recovered = false;
+        for _ in 0..20 {
+            match store.read(&EventQuery::match_all()).await {
+                Ok(events) => {
+                    assert_eq!(positions(&events), [1]);
+                    recovered = true;
+                    break;
+                }
+                Err(e) => assert!(
+                    matches!(
+                        e,
+                        StoreError::Backend {
+                            backend: "postgres",
+                            ..
+                        }
+                    ),
+                    "{e:?}"
+                ),
+            }
+        }
+        assert!(recovered, "the store did not recover with new connections");
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// When the last handle (and subscription) of a store is dropped, its listener and pool
+/// connections close.
+#[test]
+fn listener_ends_with_the_last_store_handle() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let app = format!("krescent test {prefix}");
+        let store = connect_with(
+            &url,
+            PostgresOptions::default()
+                .table_prefix(&prefix)
+                .application_name(&app),
+        )
+        .await;
+        let admin = raw_client(&url).await;
+        let listener = store.listener_application_name().to_owned();
+        wait_for_backends(&admin, &listener, "listener started", |p| p.len() == 1).await;
+        let clone = store.clone();
+        let cancel = CancellationToken::new();
+        let sub = clone.subscribe(EventQuery::match_all(), 0, cancel.clone());
+        drop(store);
+        drop(clone);
+        // The subscription still holds the store: the listener stays.
+        assert_eq!(backends(&admin, &listener).await.len(), 1);
+        drop(sub);
+        wait_for_backends(&admin, &listener, "listener ended", |p| p.is_empty()).await;
+        wait_for_backends(&admin, &app, "pool closed", |p| p.is_empty()).await;
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// Tags with quotes, backslashes, braces, commas and non-ASCII text round-trip; batches larger
+/// than one insert statement are stored whole; a tag PostgreSQL cannot store (a NUL byte)
+/// fails the whole batch with a backend error and stores nothing.
+#[test]
+fn awkward_tags_and_large_batches() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let store = connect(&url, &prefix).await;
+        let awkward = [
+            "k:\"quoted\"",
+            "k:back\\slash",
+            "k:{braces},commas",
+            "k:NULL",
+            "k:",
+            "k:grüße ☃",
+        ];
+        let recorded = store
+            .append(vec![event("pg.awkward", &awkward, "{}".into())], None)
+            .await
+            .expect("append");
+        let read = store.read(&EventQuery::match_all()).await.expect("read");
+        assert_eq!(read, recorded);
+        for t in awkward {
+            let found = store
+                .read(&EventQuery::item(QueryItem::tagged([tag(t)])))
+                .await
+                .expect("read by tag");
+            assert_eq!(positions(&found), [1], "tag {t:?}");
+        }
+
+        let big: Vec<NewEvent> = (0..2500)
+            .map(|i| {
+                event(
+                    ["pg.a", "pg.b"][i % 2],
+                    &[&format!("n:{i}"), &format!("m:{}", i % 7)],
+                    format!(r#"{{"i":{i}}}"#),
+                )
+            })
+            .collect();
+        let recorded = store.append(big, None).await.expect("large batch");
+        assert_eq!(positions(&recorded), (2..=2501).collect::<Vec<_>>());
+        let read = store
+            .read(&EventQuery::match_all().after(1))
+            .await
+            .expect("read");
+        assert_eq!(read, recorded);
+        let sevens = store
+            .read(&EventQuery::item(
+                QueryItem::types(["pg.b"]).and_tags([tag("m:3")]),
+            ))
+            .await
+            .expect("read");
+        let want: Vec<u64> = (0..2500u64)
+            .filter(|i| i % 2 == 1 && i % 7 == 3)
+            .map(|i| i + 2)
+            .collect();
+        assert_eq!(positions(&sevens), want);
+
+        let nul = NewEvent::new(
+            "pg.nul",
+            Tags::from_tags([Tag::new("k", "a\0b").expect("tag")]),
+            b"{}".to_vec(),
+        )
+        .expect("event");
+        let err = store
+            .append(vec![event("pg.fine", &[], "{}".into()), nul], None)
+            .await
+            .expect_err("NUL in a tag");
+        assert!(
+            matches!(
+                err,
+                StoreError::Backend {
+                    backend: "postgres",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(store.head().await.expect("head"), 2501);
+        let after = store
+            .append(vec![event("pg.fine", &[], "{}".into())], None)
+            .await
+            .expect("append after the failure");
+        assert_eq!(
+            positions(&after),
+            [2502],
+            "the failed batch consumed no position"
+        );
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// Pages of a long read come back in order without duplicates, also through `read_pages`.
+#[test]
+fn paged_reads_through_the_extension() {
+    with_database(|url| async move {
+        use krescent_core::EventStoreExt;
+        let prefix = fresh_prefix();
+        let store = connect(&url, &prefix).await;
+        let batch: Vec<NewEvent> = (0..3000)
+            .map(|i| event("pg.paged", &[], format!(r#"{{"i":{i}}}"#)))
+            .collect();
+        store.append(batch, None).await.expect("append");
+        let pages: Vec<_> = store
+            .read_pages(
+                EventQuery::match_all(),
+                krescent_core::Limit::from_const(1000),
+            )
+            .collect()
+            .await;
+        let all: Vec<u64> = pages
+            .into_iter()
+            .flat_map(|p| positions(&p.expect("page")))
+            .collect();
+        assert_eq!(all, (1..=3000).collect::<Vec<_>>());
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// The store and its error can move between threads.
+#[test]
+fn store_types_are_send_and_sync() {
+    fn assert<T: Send + Sync + 'static>() {}
+    assert::<PostgresEventStore>();
+    assert::<PostgresError>();
+}

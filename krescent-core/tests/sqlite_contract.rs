@@ -1,0 +1,572 @@
+//! The event store contract, run against the SQLite store (a fresh temporary file per case,
+//! and in memory), and the SQLite-specific behaviour: reopening, the schema version, errors
+//! for files that are not stores, and the query plans of the index design.
+
+use std::error::Error as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use krescent_core::store::sqlite::{SqliteEventStore, SqliteStoreError};
+use krescent_core::testing::EventStoreFactory;
+use krescent_core::{
+    AppendCondition, EventQuery, EventStore, NewEvent, QueryItem, StoreError, Tag, Tags,
+};
+use tempfile::TempDir;
+
+/// Makes each store in a new file of one temporary directory, which the factory owns and
+/// removes when the test is over.
+struct TempFileFactory {
+    dir: TempDir,
+    next: AtomicU64,
+}
+
+impl TempFileFactory {
+    fn new() -> Self {
+        TempFileFactory {
+            dir: tempfile::tempdir().expect("cannot create a temporary directory"),
+            next: AtomicU64::new(0),
+        }
+    }
+}
+
+impl EventStoreFactory for TempFileFactory {
+    type Store = SqliteEventStore;
+
+    async fn create(&self) -> SqliteEventStore {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.path().join(format!("store-{n}.db"));
+        SqliteEventStore::open(&path)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
+    }
+}
+
+/// One test per contract case, each on a new file.
+mod file {
+    krescent_core::event_store_contract_tests!(super::TempFileFactory::new());
+}
+
+/// One test per contract case, in memory.
+mod in_memory {
+    use krescent_core::store::sqlite::SqliteEventStore;
+
+    krescent_core::event_store_contract_tests!(|| async {
+        SqliteEventStore::open_in_memory().expect("cannot open an in-memory SQLite store")
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite-specific behaviour
+
+fn tag(text: &str) -> Tag {
+    Tag::parse(text).unwrap()
+}
+
+fn event(ty: &str, tags: &[&str], payload: &str) -> NewEvent {
+    NewEvent::new(
+        ty,
+        Tags::parse(tags.iter().copied()).unwrap(),
+        payload.as_bytes().to_vec(),
+    )
+    .unwrap()
+}
+
+/// The `SqliteStoreError` inside a backend error.
+fn sqlite_error(e: &StoreError) -> &SqliteStoreError {
+    match e {
+        StoreError::Backend { backend, source } => {
+            assert_eq!(*backend, "sqlite");
+            source
+                .downcast_ref::<SqliteStoreError>()
+                .unwrap_or_else(|| panic!("the source of {e} is not a SqliteStoreError"))
+        }
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+}
+
+#[test]
+fn store_is_send_sync_clone_debug() {
+    fn assert<T: Send + Sync + Clone + std::fmt::Debug + 'static>() {}
+    assert::<SqliteEventStore>();
+    assert::<SqliteStoreError>();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopened_file_keeps_events_and_positions_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let first = {
+        let store = SqliteEventStore::open(&path).await.unwrap();
+        assert_eq!(store.path(), Some(path.as_path()));
+        store
+            .append(
+                vec![
+                    event("t.a", &["k:1"], r#"{"n":1}"#),
+                    event("t.b", &["k:1", "k:2"], r#"{"n":2}"#),
+                    event("t.a", &[], r#"{"n":3}"#),
+                ],
+                None,
+            )
+            .await
+            .unwrap()
+    };
+    // Every handle is gone; open the file again.
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    assert_eq!(store.head().await.unwrap(), 3);
+    assert_eq!(store.read(&EventQuery::match_all()).await.unwrap(), first);
+    let tagged = EventQuery::item(QueryItem::types(["t.b"]).and_tag(tag("k:2")));
+    assert_eq!(store.read(&tagged).await.unwrap(), vec![first[1].clone()]);
+
+    let more = store
+        .append(vec![event("t.c", &["k:2"], "{}")], None)
+        .await
+        .unwrap();
+    assert_eq!(more[0].position, 4);
+    // A condition sees the events of the earlier session.
+    let conflict = store
+        .append(
+            vec![event("t.c", &[], "{}")],
+            Some(AppendCondition::none_match(EventQuery::item(
+                QueryItem::tagged([tag("k:1")]),
+            ))),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(conflict.conflict_position(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handles_on_one_file_share_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let a = SqliteEventStore::open(&path).await.unwrap();
+    let b = SqliteEventStore::open(&path).await.unwrap();
+    a.append(vec![event("t.a", &[], "{}")], None).await.unwrap();
+    let from_b = b.append(vec![event("t.b", &[], "{}")], None).await.unwrap();
+    assert_eq!(from_b[0].position, 2);
+    assert_eq!(a.head().await.unwrap(), 2);
+    let types = EventQuery::item(QueryItem::types(["t.b"]));
+    assert_eq!(a.read(&types).await.unwrap(), from_b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_creation_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idempotent.db");
+    for round in 0..3u64 {
+        let store = SqliteEventStore::open(&path).await.unwrap();
+        assert_eq!(store.head().await.unwrap(), round);
+        store
+            .append(vec![event("t.a", &["k:1"], "{}")], None)
+            .await
+            .unwrap();
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row(
+            "SELECT value FROM krescent_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, SqliteEventStore::SCHEMA_VERSION);
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM krescent_meta", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1);
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let tag_rows: i64 = conn
+        .query_row("SELECT count(*) FROM event_tags", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tag_rows, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("newer.db");
+    drop(SqliteEventStore::open(&path).await.unwrap());
+    let newer = SqliteEventStore::SCHEMA_VERSION + 1;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE krescent_meta SET value = ?1 WHERE key = 'schema_version'",
+            [newer],
+        )
+        .unwrap();
+    let err = SqliteEventStore::open(&path).await.unwrap_err();
+    match sqlite_error(&err) {
+        SqliteStoreError::UnsupportedSchemaVersion {
+            found, supported, ..
+        } => {
+            assert_eq!(*found, newer);
+            assert_eq!(*supported, SqliteEventStore::SCHEMA_VERSION);
+        }
+        other => panic!("expected UnsupportedSchemaVersion, got {other:?}"),
+    }
+    assert!(err.to_string().contains("sqlite"), "{err}");
+    assert!(
+        err.source().unwrap().to_string().contains("schema version"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_table_without_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-version.db");
+    drop(SqliteEventStore::open(&path).await.unwrap());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("DELETE FROM krescent_meta", [])
+        .unwrap();
+    let err = SqliteEventStore::open(&path).await.unwrap_err();
+    assert!(
+        matches!(
+            sqlite_error(&err),
+            SqliteStoreError::MissingSchemaVersion { .. }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_that_is_not_a_database_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-a-db.txt");
+    std::fs::write(&path, "this is a text file, not a database\n".repeat(200)).unwrap();
+    let err = SqliteEventStore::open(&path).await.unwrap_err();
+    match sqlite_error(&err) {
+        SqliteStoreError::NotADatabase { path: p } => {
+            assert!(p.ends_with("not-a-db.txt"), "{p}")
+        }
+        other => panic!("expected NotADatabase, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_path_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = SqliteEventStore::open(dir.path()).await.unwrap_err();
+    sqlite_error(&err);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_rows_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corrupt.db");
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    store
+        .append(
+            vec![
+                event("t.a", &["k:1"], "{}"),
+                event("t.a", &["k:1"], "{}"),
+                event("t.a", &["k:1"], "{}"),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("UPDATE events SET id = x'0102' WHERE position = 1", [])
+        .unwrap();
+    conn.execute("UPDATE events SET tags = '9:k:1' WHERE position = 2", [])
+        .unwrap();
+    conn.execute("UPDATE events SET payload = 42 WHERE position = 3", [])
+        .unwrap();
+    for (position, what) in [(1, "id"), (2, "tags"), (3, "payload")] {
+        let query = EventQuery::match_all().after(position - 1).until(position);
+        let err = store.read(&query).await.unwrap_err();
+        match sqlite_error(&err) {
+            SqliteStoreError::CorruptRow {
+                position: p,
+                what: w,
+            } => {
+                assert_eq!(*p, Some(position));
+                assert!(w.contains(what), "{w}");
+            }
+            other => panic!("expected CorruptRow, got {other:?}"),
+        }
+        assert!(err.to_string().contains("sqlite"), "{err}");
+    }
+}
+
+/// Asserts that every step of a plan that reads a table uses an index (scanning `s`, the
+/// merged positions of a co-routine, is no table scan) and that nothing is sorted.
+fn assert_indexed(what: &str, plan: &str) {
+    eprintln!("plan of {what}:\n{plan}");
+    assert!(!plan.trim().is_empty(), "{what}: empty plan");
+    assert!(
+        !plan.contains("SCAN events"),
+        "{what}: scans events:\n{plan}"
+    );
+    assert!(!plan.contains("SCAN e"), "{what}: scans events:\n{plan}");
+    assert!(
+        !plan.contains("SCAN t"),
+        "{what}: scans event_tags:\n{plan}"
+    );
+    assert!(!plan.contains("TEMP B-TREE"), "{what}: sorts:\n{plan}");
+    let indexed = [
+        "USING INDEX",
+        "USING COVERING INDEX",
+        "USING INTEGER PRIMARY KEY",
+        "USING PRIMARY KEY",
+    ];
+    for line in plan.lines() {
+        let line = line.trim();
+        if line == "SCAN s" {
+            continue;
+        }
+        if line.starts_with("SEARCH") || line.starts_with("SCAN") {
+            assert!(
+                indexed.iter().any(|i| line.contains(i)),
+                "{what}: a step without an index: `{line}` in\n{plan}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_use_the_indexes_with_many_events() {
+    const EVENTS: u64 = 120_000;
+    const PRODUCTS: u64 = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteEventStore::open(dir.path().join("plans.db"))
+        .await
+        .unwrap();
+    let types = ["stock.added", "stock.picked", "stock.counted"];
+    for chunk in 0..EVENTS / 10_000 {
+        let batch = (0..10_000)
+            .map(|i| {
+                let n = chunk * 10_000 + i;
+                let product = format!("product:P-{}", n % PRODUCTS);
+                event(
+                    types[(n % 3) as usize],
+                    &[&product, "warehouse:main"],
+                    &format!(r#"{{"n":{n}}}"#),
+                )
+            })
+            .collect();
+        store.append(batch, None).await.unwrap();
+    }
+    assert_eq!(store.head().await.unwrap(), EVENTS);
+    let product = tag("product:P-42");
+
+    // The init query: the latest savepoint of one product.
+    let init = EventQuery::item(QueryItem::types(["stock.counted"]).and_tag(product.clone()))
+        .backward()
+        .limit(1)
+        .unwrap();
+    let plan = store.explain(&init).await.unwrap();
+    assert_indexed("init query", &plan);
+    let latest = store.read(&init).await.unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(&*latest[0].event_type, "stock.counted");
+    assert!(latest[0].tags.contains(&product));
+    let expected_latest = (0..EVENTS)
+        .rev()
+        .find(|n| n % 3 == 2 && n % PRODUCTS == 42)
+        .unwrap()
+        + 1;
+    assert_eq!(latest[0].position, expected_latest);
+
+    // The event query: the movements of one product after the savepoint.
+    let movements = EventQuery::item(
+        QueryItem::types(["stock.added", "stock.picked"]).and_tag(product.clone()),
+    )
+    .after(EVENTS / 2)
+    .limit(500)
+    .unwrap();
+    assert_indexed(
+        "movements after a position",
+        &store.explain(&movements).await.unwrap(),
+    );
+    let got = store.read(&movements).await.unwrap();
+    let expected: Vec<u64> = (EVENTS / 2..EVENTS)
+        .filter(|n| n % PRODUCTS == 42 && n % 3 != 2)
+        .map(|n| n + 1)
+        .collect();
+    assert_eq!(got.iter().map(|e| e.position).collect::<Vec<_>>(), expected);
+
+    // One type after a position, with two tags, a tag alone, everything after a position.
+    let cases = [
+        (
+            "one type after a position",
+            EventQuery::item(QueryItem::types(["stock.picked"]))
+                .after(100_000)
+                .limit(1000)
+                .unwrap(),
+        ),
+        (
+            "two types after a position",
+            EventQuery::item(QueryItem::types(["stock.picked", "stock.added"]))
+                .after(100_000)
+                .limit(1000)
+                .unwrap(),
+        ),
+        (
+            "type with two tags, backwards",
+            EventQuery::item(
+                QueryItem::types(["stock.added"])
+                    .and_tag(product.clone())
+                    .and_tag(tag("warehouse:main")),
+            )
+            .backward()
+            .limit(1)
+            .unwrap(),
+        ),
+        (
+            "a tag alone, backwards",
+            EventQuery::item(QueryItem::tagged([product.clone()]))
+                .backward()
+                .limit(1)
+                .unwrap(),
+        ),
+        (
+            "everything after a position",
+            EventQuery::match_all().after(110_000).limit(1000).unwrap(),
+        ),
+        (
+            "every stored type after a position",
+            EventQuery::item(QueryItem::types(types))
+                .after(110_000)
+                .limit(1000)
+                .unwrap(),
+        ),
+        (
+            "two items",
+            EventQuery::item(QueryItem::types(["stock.counted"]).and_tag(product.clone()))
+                .or(QueryItem::types(["stock.added"]).and_tag(tag("product:P-7")))
+                .after(1000)
+                .limit(10)
+                .unwrap(),
+        ),
+    ];
+    for (what, query) in cases {
+        assert_indexed(what, &store.explain(&query).await.unwrap());
+        // And the results are what a filter over everything gives.
+        let got = store.read(&query).await.unwrap();
+        let mut all = store
+            .read(&EventQuery::match_all().after(query.after_position()))
+            .await
+            .unwrap();
+        if query.direction_value() == krescent_core::Direction::Backward {
+            all.reverse();
+        }
+        let expected: Vec<u64> = all
+            .iter()
+            .filter(|e| query.matches(e.position, &e.event_type, &e.tags))
+            .map(|e| e.position)
+            .take(query.limit_value().map_or(usize::MAX, |l| l.get() as usize))
+            .collect();
+        assert_eq!(
+            got.iter().map(|e| e.position).collect::<Vec<_>>(),
+            expected,
+            "{what}"
+        );
+    }
+
+    // A type that is not stored needs no statement at all.
+    let unknown = EventQuery::item(QueryItem::types(["stock.never"]).and_tag(product));
+    assert!(store.explain(&unknown).await.unwrap().starts_with("EMPTY"));
+    assert!(store.read(&unknown).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_types_fall_back_to_correct_results() {
+    // More types than a query expands into index ranges, and more arms than it merges.
+    let store = SqliteEventStore::open_in_memory().unwrap();
+    let batch: Vec<NewEvent> = (0..400)
+        .map(|n| {
+            event(
+                &format!("t.{}", n % 80),
+                &[&format!("k:{}", n % 7)],
+                &format!(r#"{{"n":{n}}}"#),
+            )
+        })
+        .collect();
+    let stored = store.append(batch, None).await.unwrap();
+    let many_types: Vec<String> = (0..70).map(|t| format!("t.{t}")).collect();
+    let queries = [
+        EventQuery::item(QueryItem::tagged([tag("k:3")])),
+        EventQuery::item(QueryItem::tagged([tag("k:3")]))
+            .backward()
+            .limit(5)
+            .unwrap(),
+        EventQuery::item(QueryItem::types(many_types.clone())),
+        EventQuery::item(QueryItem::types(many_types.clone()).and_tag(tag("k:2")))
+            .backward()
+            .limit(7)
+            .unwrap(),
+        EventQuery::item(QueryItem::types(many_types))
+            .after(100)
+            .until(300)
+            .limit(9)
+            .unwrap(),
+    ];
+    for query in queries {
+        let got: Vec<u64> = store
+            .read(&query)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.position)
+            .collect();
+        let mut expected: Vec<u64> = stored
+            .iter()
+            .filter(|e| query.matches(e.position, &e.event_type, &e.tags))
+            .map(|e| e.position)
+            .collect();
+        if query.direction_value() == krescent_core::Direction::Backward {
+            expected.reverse();
+        }
+        expected.truncate(query.limit_value().map_or(usize::MAX, |l| l.get() as usize));
+        assert_eq!(got, expected, "{query:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_conditional_appends_admit_exactly_one() {
+    // Many writers race to claim the same name; the grouped commit must let exactly one win.
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteEventStore::open(dir.path().join("race.db"))
+        .await
+        .unwrap();
+    let claim = || {
+        AppendCondition::none_match(EventQuery::item(
+            QueryItem::types(["name.claimed"]).and_tag(tag("name:alice")),
+        ))
+    };
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let store = store.clone();
+            let condition = claim();
+            tokio::spawn(async move {
+                store
+                    .append(
+                        vec![event(
+                            "name.claimed",
+                            &["name:alice"],
+                            &format!(r#"{{"by":{i}}}"#),
+                        )],
+                        Some(condition),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => {
+                assert_eq!(r[0].position, 1);
+                won += 1;
+            }
+            Err(e) => assert_eq!(e.conflict_position(), Some(1), "{e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(store.head().await.unwrap(), 1);
+}
