@@ -10,6 +10,7 @@ use crate::event::{Event, Recorded};
 use crate::query::EventQuery;
 
 mod bookmark;
+mod bookmark_file;
 mod error;
 mod metrics;
 mod projector;
@@ -18,6 +19,7 @@ pub use bookmark::{
     BookmarkError, BookmarkReader, BookmarkStorage, InMemoryBookmarkStorage, MAX_READER_NAME_LEN,
     ReadPolicy, validate_reader_name,
 };
+pub use bookmark_file::{FileBookmarkError, FileBookmarkStorage};
 pub use error::ProjectorError;
 pub use metrics::ProjectorMetrics;
 pub use projector::{DEFAULT_BATCH_SIZE, Projector, ProjectorBuilder};

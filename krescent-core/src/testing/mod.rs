@@ -59,6 +59,7 @@
 //! concurrency cases; a multi-thread runtime is what the macro uses and what gives those cases
 //! real parallelism.
 
+pub mod bookmark_storage;
 pub mod checkpoint_storage;
 pub mod event_store;
 
@@ -67,6 +68,10 @@ use std::future::Future;
 
 use crate::store::EventStore;
 
+/// Also reachable as `testing::bookmark_storage_contract_tests!` (and, through the facade,
+/// `krescent::testing::bookmark_storage_contract_tests!`).
+#[doc(inline)]
+pub use crate::bookmark_storage_contract_tests;
 /// Also reachable as `testing::checkpoint_storage_contract_tests!` (and, through the facade,
 /// `krescent::testing::checkpoint_storage_contract_tests!`).
 #[doc(inline)]
@@ -75,6 +80,7 @@ pub use crate::checkpoint_storage_contract_tests;
 /// facade's users find it (`krescent::testing::event_store_contract_tests!`).
 #[doc(inline)]
 pub use crate::event_store_contract_tests;
+pub use bookmark_storage::{BookmarkStorageFactory, run_bookmark_storage_contract};
 pub use checkpoint_storage::{CheckpointStorageFactory, run_checkpoint_storage_contract};
 pub use event_store::run_event_store_contract;
 

@@ -304,7 +304,7 @@ fn decode_file(
 }
 
 /// Creates `path` (which must not exist), writes `bytes` and flushes them to disk.
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
@@ -312,14 +312,14 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Flushes the directory entry changes (a rename, a removal) to disk.
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Directories cannot be opened for flushing on this platform; renames are flushed with the
 /// file system's own journal.
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 

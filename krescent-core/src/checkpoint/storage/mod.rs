@@ -16,7 +16,7 @@
 //! keeps names safe to use as file names, keys and table values in every storage; every
 //! storage rejects other names with [`CheckpointStorageError::InvalidModelName`].
 
-mod file;
+pub(crate) mod file;
 mod memory;
 
 use std::error::Error as StdError;
