@@ -66,8 +66,8 @@ pub mod __private {
 
     pub use krescent_core::__private::*;
     pub use krescent_core::checkpoint::{
-        CheckpointBucket, CheckpointError, CheckpointPrimitive, CheckpointSupport, get_binary,
-        get_json, get_nested, mix_shape, put_binary, put_json, put_nested,
+        CheckpointBucket, CheckpointError, CheckpointPrimitive, CheckpointSupport, PendingWrites,
+        get_binary, get_json, get_nested, mix_shape, put_binary, put_json, put_nested,
     };
     pub use krescent_core::event::{
         DecodeError, EncodeError, Event, EventRegistration, EventType, Payload, Recorded, TagValue,

@@ -29,9 +29,10 @@ pub(crate) mod sym {
     pub const SKIP: &str = "skip";
     pub const RENAME: &str = "rename";
     pub const NESTED: &str = "nested";
+    pub const WRITES: &str = "writes";
     /// Container keys of `#[derive(ReadModel)]`, which `#[derive(CheckpointSupport)]` on the
     /// same struct leaves to it.
-    pub const READ_MODEL_KEYS: &[&str] = &[NAME, VERSION, EVENTS, HANDLES, TAGS, META];
+    pub const READ_MODEL_KEYS: &[&str] = &[NAME, VERSION, EVENTS, HANDLES, TAGS, META, WRITES];
 }
 
 /// Which derive parses a struct's container attributes.
@@ -301,6 +302,8 @@ pub(crate) struct ProjectionAttrs {
     pub tags: Vec<TagFilter>,
     pub init: InitOverrides,
     pub meta: Vec<syn::Ident>,
+    /// `ReadModel` only: the field holding the model's pending projection writes.
+    pub writes: Option<(syn::Ident, Span)>,
     pub krate: Option<(Path, Span)>,
 }
 
@@ -330,10 +333,12 @@ impl ProjectionAttrs {
         let mut tags = Once::new(sym::TAGS);
         let mut init = Once::new(sym::INIT);
         let mut meta_list = Once::new(sym::META);
+        let mut writes = Once::new(sym::WRITES);
         let mut krate = Once::new(sym::CRATE);
         each_krescent_key(cx, attrs, |cx, meta, key| {
             let span = meta.path.span();
             match key {
+                sym::WRITES if model => writes.set(cx, span, meta.value()?.parse::<syn::Ident>()?),
                 sym::NAME if model => name.set(cx, span, meta.value()?.parse::<LitStr>()?),
                 sym::VERSION if model => version.set(cx, span, meta.value()?.parse::<LitInt>()?),
                 sym::EVENTS => events.set(cx, span, meta.value()?.parse::<syn::Path>()?),
@@ -403,6 +408,7 @@ impl ProjectionAttrs {
             tags: tags.get().map(|(v, _)| v).unwrap_or_default(),
             init: init.get().map(|(v, _)| v).unwrap_or_default(),
             meta: meta_list.get().map(|(v, _)| v).unwrap_or_default(),
+            writes: writes.get(),
             krate: krate.get(),
         }
     }

@@ -105,6 +105,15 @@ pub trait ReadModel: CheckpointSupport + Send {
     /// writes each checkpoint with
     /// [`CheckpointStorage::store_with_writes`](crate::checkpoint::CheckpointStorage::store_with_writes),
     /// so the tables and the checkpoint change in one transaction. Default: `None`.
+    ///
+    /// Writes buffered after the last checkpoint are dropped when the model stops on a
+    /// handler error or is killed; the next start resumes after the checkpoint and buffers
+    /// them again, so the tables never hold an event twice. A model with pending writes needs
+    /// checkpoints ([`ModelError::WritesWithoutCheckpoints`](crate::model::ModelError) otherwise).
+    /// When its checkpoint is discarded (a version change, a failed validation) the model
+    /// rebuilds from the first event: clear its tables then, e.g. keep a checkpointed
+    /// `cleared: bool` (false in a fresh model, true once restored) and queue a `DELETE`
+    /// before the first write while it is false.
     fn pending_writes(&mut self) -> Option<&mut dyn crate::checkpoint::PendingWrites> {
         None
     }

@@ -89,6 +89,16 @@ pub enum ModelError {
         /// The model's name.
         model: &'static str,
     },
+    /// The model buffers projection writes ([`ReadModel::pending_writes`] returns `Some`) but
+    /// no checkpoint storage is configured, so nothing would ever commit them.
+    #[error(
+        "model `{model}` buffers projection writes but has no checkpoint storage to commit them \
+         with; configure `use_checkpoints` with a storage of the same database"
+    )]
+    WritesWithoutCheckpoints {
+        /// The model's name.
+        model: &'static str,
+    },
 }
 
 /// Counts of one runner, accumulated since it was created.
@@ -371,6 +381,9 @@ impl<M: ReadModel> ModelRunner<M> {
         }
         if self.config.batch_size == 0 {
             return Err(ModelError::ZeroBatchSize { model: M::NAME });
+        }
+        if self.config.checkpoints.is_none() && self.model.pending_writes().is_some() {
+            return Err(ModelError::WritesWithoutCheckpoints { model: M::NAME });
         }
         if let Some((storage, _)) = &self.config.checkpoints {
             let storage = storage.clone();

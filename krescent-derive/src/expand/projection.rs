@@ -67,6 +67,13 @@ fn expand_model(input: &ProjectionStruct<'_>, krate: &TokenStream) -> TokenStrea
         event_item,
         key_checks,
     } = parts(input, events, &p, StructDerive::ReadModel);
+    let pending_writes = input.attrs.writes.as_ref().map(|(field, span)| {
+        quote_spanned! {*span=>
+            fn pending_writes(&mut self) -> ::core::option::Option<&mut dyn #p::PendingWrites> {
+                ::core::option::Option::Some(&mut self.#field)
+            }
+        }
+    });
     let register = if input.input.generics.params.is_empty() {
         quote! {
             #p::inventory::submit! {
@@ -103,6 +110,8 @@ fn expand_model(input: &ProjectionStruct<'_>, krate: &TokenStream) -> TokenStrea
                 fn event_query(&self) -> #p::EventQuery {
                     #p::EventQuery::item(#event_item)
                 }
+
+                #pending_writes
             }
 
             #register
