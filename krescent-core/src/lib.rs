@@ -28,7 +28,9 @@ pub use query::{AppendCondition, Direction, EventQuery, Limit, QueryError, Query
 #[cfg(feature = "postgres")]
 pub use store::postgres::{PostgresError, PostgresEventStore, PostgresOptions};
 #[cfg(feature = "sqlite")]
-pub use store::sqlite::SqliteEventStore;
+pub use store::sqlite::{
+    SqliteBookmarkStorage, SqliteCheckpointStorage, SqliteEventStore, SqliteWrites,
+};
 pub use store::{EventStore, EventStoreExt, InMemoryEventStore, StoreError, Subscription};
 
 /// Items used by code that `#[derive(...)]` generates. Not public API.

@@ -54,6 +54,15 @@ CREATE TABLE IF NOT EXISTS event_types (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE
 );
+CREATE TABLE IF NOT EXISTS krescent_checkpoints (
+    model TEXT PRIMARY KEY NOT NULL,
+    position INTEGER NOT NULL,
+    bytes BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS krescent_bookmarks (
+    reader TEXT PRIMARY KEY NOT NULL,
+    position INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// A connection and what it remembers between statements.

@@ -1,5 +1,7 @@
-//! The SQLite event store: the embedded default backend, one file in WAL mode (feature
-//! `sqlite`).
+//! The SQLite backend: the embedded default, one file in WAL mode (feature `sqlite`). The
+//! event store [`SqliteEventStore`], and in the same file the checkpoints of read models
+//! ([`SqliteCheckpointStorage`], with [`SqliteWrites`] for projection tables committed in the
+//! checkpoint's transaction) and the bookmarks of projectors ([`SqliteBookmarkStorage`]).
 //!
 //! # Threads
 //!
@@ -10,6 +12,12 @@
 //! tokio's blocking pool with a small pool of read connections; in WAL mode they never wait
 //! for the writer. An in-memory store has a single connection, so its reads go to the writer
 //! thread too.
+//!
+//! The checkpoint and bookmark storages are handles to a store
+//! ([`SqliteEventStore::checkpoint_storage`], [`SqliteEventStore::bookmark_storage`], or a
+//! store they open themselves): their writes run on its writer thread between appends, their
+//! reads on its read connections. A model's [`SqliteWrites`] therefore run on the writer
+//! thread too, and appends wait while they do.
 //!
 //! # Schema (version 1)
 //!
@@ -29,13 +37,34 @@
 //!     PRIMARY KEY (tag, type, position)
 //! ) WITHOUT ROWID;
 //! CREATE TABLE event_types (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+//! CREATE TABLE krescent_checkpoints (
+//!     model TEXT PRIMARY KEY NOT NULL,   -- the model name
+//!     position INTEGER NOT NULL,         -- the checkpoint's position, for people reading
+//!     bytes BLOB NOT NULL                -- StoredCheckpoint::encode: metadata and state
+//! );
+//! CREATE TABLE krescent_bookmarks (
+//!     reader TEXT PRIMARY KEY NOT NULL,  -- the reader name
+//!     position INTEGER NOT NULL
+//! ) WITHOUT ROWID;
 //! ```
 //!
-//! `krescent_meta` holds the `schema_version`; a file with a newer version than this crate
-//! knows is refused with [`SqliteStoreError::UnsupportedSchemaVersion`]. `event_types` is the
-//! dictionary of the type names stored so far; queries use it to skip types that are not
-//! stored, to expand tag-only query items into one index range per type, and to read a query
-//! naming every stored type as a plain scan of the primary key.
+//! `krescent_meta` holds the `schema_version`, one for all the tables above; a file with a
+//! newer version than this crate knows is refused with
+//! [`SqliteStoreError::UnsupportedSchemaVersion`]. Whoever opens a file first (a store or a
+//! storage) creates the whole schema; every open runs the `CREATE TABLE IF NOT EXISTS`
+//! statements again, so a version-1 file written before the checkpoint and bookmark tables
+//! existed gets them. The version changes only when an existing table changes.
+//!
+//! `event_types` is the dictionary of the type names stored so far; queries use it to skip
+//! types that are not stored, to expand tag-only query items into one index range per type,
+//! and to read a query naming every stored type as a plain scan of the primary key.
+//!
+//! Positions in `krescent_checkpoints` and `krescent_bookmarks` are `u64`s stored as the same
+//! 64 bits in SQLite's signed integers: those above `i64::MAX` read as negative numbers in
+//! SQL, and round-trip exactly. The checkpoint `bytes` are authoritative (their checksum covers
+//! the model name, version, position, time and state); `position` is a copy for queries by
+//! hand. Delete a model's row (and clear its projection tables) to make it rebuild from the
+//! first event.
 //!
 //! # Queries
 //!
@@ -55,9 +84,17 @@
 //! stay dense. A subscription wakes up for appends made through its own store, though; events
 //! appended by another process reach it with the next local append.
 
+mod bookmark;
+mod checkpoint;
 mod conn;
 mod sql;
 mod writer;
+
+pub use bookmark::SqliteBookmarkStorage;
+pub use checkpoint::{SqliteCheckpointStorage, SqliteStorageError, SqliteWrites};
+/// The `rusqlite` this crate uses, for [`SqliteWrites`]' parameter values and closures: use it
+/// instead of a `rusqlite` dependency of your own, so that the versions always match.
+pub use rusqlite;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
