@@ -26,7 +26,10 @@ pub use projection::{
 pub use projection::{FieldArg, HandlerError, HandlerResult, Projection};
 pub use query::{AppendCondition, Direction, EventQuery, Limit, QueryError, QueryItem};
 #[cfg(feature = "postgres")]
-pub use store::postgres::{PostgresError, PostgresEventStore, PostgresOptions};
+pub use store::postgres::{
+    PostgresBookmarkStorage, PostgresCheckpointStorage, PostgresError, PostgresEventStore,
+    PostgresOptions, PostgresWrites,
+};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::{
     SqliteBookmarkStorage, SqliteCheckpointStorage, SqliteEventStore, SqliteWrites,

@@ -1,4 +1,13 @@
-//! The PostgreSQL event store (feature `postgres`).
+//! The PostgreSQL backend (feature `postgres`): the event store ([`PostgresEventStore`]),
+//! checkpoint storage ([`PostgresCheckpointStorage`], with [`PostgresWrites`] for projection
+//! writes committed in the same transaction as a checkpoint) and bookmark storage
+//! ([`PostgresBookmarkStorage`]).
+//!
+//! The storages live in the event store's database next to its tables; get them from an open
+//! store ([`PostgresEventStore::checkpoint_storage`], [`PostgresEventStore::bookmark_storage`])
+//! to share its pool, or connect them on their own. [`tokio_postgres`] is re-exported, so
+//! that users bind [`PostgresWrites`] parameters ([`ToSql`] values) with the same version of
+//! the driver.
 //!
 //! # Schema
 //!
@@ -10,6 +19,8 @@
 //! | `<prefix>head` | one row: the position of the last committed event |
 //! | `<prefix>events` | `position` (primary key), `id uuid`, `type`, `tags json` (an array of `key:value` strings), `recorded_at`, `payload bytea`; index `(type, position)` |
 //! | `<prefix>event_tags` | one row per tag of each event: primary key `(tag, type, position)` |
+//! | `<prefix>checkpoints` | one row per read model: `model` (primary key), `catalog_revision`, `model_version`, `shape`, `position`, `taken_at`, `checkpoint bytea` (see [`PostgresCheckpointStorage`]) |
+//! | `<prefix>bookmarks` | one row per projector: `reader` (primary key), `position` |
 //!
 //! The schema is created on first use, idempotently, under an advisory lock; a schema written
 //! by a newer version of krescent is refused ([`PostgresError::UnsupportedSchemaVersion`]).
@@ -31,8 +42,18 @@
 //! lost; subscriptions read in batches whenever the head moves. The task ends when the last
 //! handle of the store (and the last subscription, which holds one) is dropped.
 
+mod bookmark;
+mod checkpoint;
 mod listener;
 mod sql;
+
+pub use bookmark::PostgresBookmarkStorage;
+pub use checkpoint::{
+    PostgresCheckpointStorage, PostgresParam, PostgresWriteError, PostgresWrites,
+};
+/// The PostgreSQL driver, re-exported: bind [`PostgresWrites`] parameters with its
+/// [`ToSql`] types.
+pub use tokio_postgres;
 
 use std::collections::HashMap;
 use std::fmt;

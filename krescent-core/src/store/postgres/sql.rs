@@ -41,6 +41,10 @@ pub(super) struct Tables {
     pub tags: String,
     pub head: String,
     pub meta: String,
+    /// Checkpoints of read models ([`CheckpointSql`]).
+    pub checkpoints: String,
+    /// Bookmarks of projectors ([`BookmarkSql`]).
+    pub bookmarks: String,
     /// The LISTEN/NOTIFY channel.
     pub channel: String,
     pub select_head: String,
@@ -74,6 +78,8 @@ impl Tables {
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])"
             ),
             meta: format!("{prefix}meta"),
+            checkpoints: format!("{prefix}checkpoints"),
+            bookmarks: format!("{prefix}bookmarks"),
             channel: format!("{prefix}events"),
             events,
             tags,
@@ -106,6 +112,8 @@ impl Tables {
             tags,
             head,
             meta,
+            checkpoints,
+            bookmarks,
             ..
         } = self;
         format!(
@@ -129,6 +137,20 @@ impl Tables {
                  position bigint NOT NULL
              );
              INSERT INTO {head} (id, position) VALUES (true, 0) ON CONFLICT DO NOTHING;
+             CREATE TABLE IF NOT EXISTS {checkpoints} (
+                 model text COLLATE \"C\" PRIMARY KEY,
+                 catalog_revision bigint NOT NULL
+                     CHECK (catalog_revision BETWEEN 0 AND 4294967295),
+                 model_version bigint NOT NULL CHECK (model_version BETWEEN 0 AND 4294967295),
+                 shape bigint NOT NULL,
+                 position bigint NOT NULL,
+                 taken_at timestamptz NOT NULL,
+                 checkpoint bytea NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS {bookmarks} (
+                 reader text COLLATE \"C\" PRIMARY KEY,
+                 position bigint NOT NULL
+             );
              INSERT INTO {meta} (name, value) VALUES ('schema_version', {SCHEMA_VERSION})
                  ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value;"
         )
@@ -137,9 +159,91 @@ impl Tables {
     /// The statement dropping every table of the store.
     pub fn drop_schema(&self) -> String {
         format!(
-            "DROP TABLE IF EXISTS {}, {}, {}, {}",
-            self.events, self.tags, self.head, self.meta
+            "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {}",
+            self.events, self.tags, self.head, self.meta, self.checkpoints, self.bookmarks
         )
+    }
+}
+
+/// A `u64` (a position, a shape) in a `bigint` column: the same 64 bits, so values from 2^63
+/// up read as negative numbers in SQL. Every value round-trips.
+pub(super) fn u64_to_sql(value: u64) -> i64 {
+    i64::from_ne_bytes(value.to_ne_bytes())
+}
+
+/// The `u64` stored by [`u64_to_sql`].
+pub(super) fn u64_from_sql(value: i64) -> u64 {
+    u64::from_ne_bytes(value.to_ne_bytes())
+}
+
+/// The statements of the checkpoint storage on `<prefix>checkpoints`.
+#[derive(Debug)]
+pub(super) struct CheckpointSql {
+    /// The table name.
+    pub table: String,
+    /// `$1` model → the encoded checkpoint.
+    pub load: String,
+    /// `$1` model, `$2` catalog revision, `$3` model version, `$4` shape, `$5` position,
+    /// `$6` time, `$7` the encoded checkpoint: insert or replace.
+    pub upsert: String,
+    /// `$1` model → one row if it was deleted.
+    pub delete: String,
+    /// Every checkpoint's metadata, in byte order of the model names.
+    pub list: String,
+}
+
+impl CheckpointSql {
+    /// The statements for a prefix that [`is_valid_prefix`] accepted.
+    pub fn new(prefix: &str) -> Self {
+        let table = format!("{prefix}checkpoints");
+        CheckpointSql {
+            load: format!("SELECT checkpoint FROM {table} WHERE model = $1"),
+            upsert: format!(
+                "INSERT INTO {table} \
+                 (model, catalog_revision, model_version, shape, position, taken_at, checkpoint) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (model) DO UPDATE SET \
+                 catalog_revision = EXCLUDED.catalog_revision, \
+                 model_version = EXCLUDED.model_version, shape = EXCLUDED.shape, \
+                 position = EXCLUDED.position, taken_at = EXCLUDED.taken_at, \
+                 checkpoint = EXCLUDED.checkpoint"
+            ),
+            delete: format!("DELETE FROM {table} WHERE model = $1 RETURNING true"),
+            list: format!(
+                "SELECT model, catalog_revision, model_version, shape, position, taken_at \
+                 FROM {table} ORDER BY model"
+            ),
+            table,
+        }
+    }
+}
+
+/// The statements of the bookmark storage on `<prefix>bookmarks`.
+#[derive(Debug)]
+pub(super) struct BookmarkSql {
+    /// The table name.
+    pub table: String,
+    /// `$1` reader → its position.
+    pub load: String,
+    /// `$1` reader, `$2` position: insert or replace.
+    pub upsert: String,
+    /// `$1` reader.
+    pub delete: String,
+}
+
+impl BookmarkSql {
+    /// The statements for a prefix that [`is_valid_prefix`] accepted.
+    pub fn new(prefix: &str) -> Self {
+        let table = format!("{prefix}bookmarks");
+        BookmarkSql {
+            load: format!("SELECT position FROM {table} WHERE reader = $1"),
+            upsert: format!(
+                "INSERT INTO {table} (reader, position) VALUES ($1, $2) \
+                 ON CONFLICT (reader) DO UPDATE SET position = EXCLUDED.position"
+            ),
+            delete: format!("DELETE FROM {table} WHERE reader = $1"),
+            table,
+        }
     }
 }
 
@@ -472,6 +576,28 @@ mod tests {
     use super::*;
     use crate::event::Tag;
     use crate::query::QueryItem;
+
+    #[test]
+    fn storage_tables_belong_to_the_schema() {
+        let tables = Tables::new("p_");
+        let schema = tables.create_schema();
+        for table in ["p_checkpoints", "p_bookmarks"] {
+            assert!(
+                schema.contains(&format!("CREATE TABLE IF NOT EXISTS {table} (")),
+                "{table}"
+            );
+            assert!(tables.drop_schema().contains(table), "{table}");
+        }
+        assert!(
+            CheckpointSql::new("p_")
+                .upsert
+                .starts_with("INSERT INTO p_checkpoints ")
+        );
+        assert!(BookmarkSql::new("p_").load.contains("FROM p_bookmarks "));
+        for value in [0, 1, i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
+            assert_eq!(u64_from_sql(u64_to_sql(value)), value);
+        }
+    }
 
     #[test]
     fn prefixes() {

@@ -1,0 +1,1325 @@
+//! The PostgreSQL checkpoint and bookmark storages: their contract suites, projection writes
+//! committed with checkpoints in one transaction, corrupt rows, lost connections, and a
+//! process killed between its projection writes and its checkpoint.
+//!
+//! They run against the database named by `KRESCENT_POSTGRES_URL` (for example
+//! `postgres://postgres@127.0.0.1:5432/test`). Without that variable every test that needs the
+//! database prints that it was skipped and passes. Each test works in tables of its own (a
+//! random prefix) and drops them at the end.
+
+use std::future::Future;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use krescent_core::checkpoint::{
+    CheckpointBucket, CheckpointInfo, CheckpointStorage, CheckpointStorageError, CheckpointVersion,
+    FixedEventRate, PendingWrites, StoredCheckpoint,
+};
+use krescent_core::model::ReadModelExt;
+use krescent_core::projection::{BookmarkError, BookmarkStorage};
+use krescent_core::store::postgres::tokio_postgres;
+use krescent_core::store::postgres::tokio_postgres::error::SqlState;
+use krescent_core::store::postgres::{
+    PostgresBookmarkStorage, PostgresCheckpointStorage, PostgresParam, PostgresWriteError,
+    PostgresWrites,
+};
+use krescent_core::testing::{BookmarkStorageFactory, CheckpointStorageFactory};
+use krescent_core::{
+    EventStore, EventStoreExt, PostgresError, PostgresEventStore, PostgresOptions, Recorded,
+};
+use parking_lot::Mutex;
+
+const URL_VAR: &str = "KRESCENT_POSTGRES_URL";
+
+/// How long a test waits for something that should happen (a failure guard, not a timing).
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Runs `test` with the database URL on a two-worker runtime, or reports the skip.
+fn with_database<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Ok(url) = std::env::var(URL_VAR) else {
+        println!("skipped: {URL_VAR} not set");
+        return;
+    };
+    runtime().block_on(test(url));
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A fresh, unique table prefix.
+fn fresh_prefix() -> String {
+    format!("t_{}_", uuid::Uuid::now_v7().simple())
+}
+
+fn options(prefix: &str) -> PostgresOptions {
+    PostgresOptions::default().table_prefix(prefix)
+}
+
+async fn connect_store(url: &str, options: PostgresOptions) -> PostgresEventStore {
+    match PostgresEventStore::connect(url, options).await {
+        Ok(store) => store,
+        Err(e) => panic!("cannot connect to {url}: {e}"),
+    }
+}
+
+/// A plain client for statements the storages do not offer.
+async fn raw_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("raw connection");
+    tokio::spawn(connection);
+    client
+}
+
+/// Drops every table of `prefix` (the event store's, the storages', the tests' own).
+async fn drop_tables(url: &str, prefix: &str) {
+    let client = raw_client(url).await;
+    let extra: Vec<String> = client
+        .query(
+            "SELECT tablename::text FROM pg_tables \
+             WHERE schemaname = current_schema() AND starts_with(tablename, $1)",
+            &[&prefix],
+        )
+        .await
+        .expect("tables of the prefix")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if !extra.is_empty() {
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {}", extra.join(", ")))
+            .await
+            .expect("drop tables");
+    }
+}
+
+/// A checkpoint of `model` at `position` with a small state and a fixed time.
+fn checkpoint(model: &str, position: u64) -> StoredCheckpoint {
+    StoredCheckpoint {
+        model: model.to_owned(),
+        version: CheckpointVersion::new(2, 3, 0xfeed_f00d),
+        position,
+        timestamp: chrono::DateTime::from_timestamp_micros(1_730_000_000_000_000 + position as i64)
+            .expect("timestamp"),
+        state: CheckpointBucket::new().with("position", position),
+    }
+}
+
+/// The `(position, label)` rows of a test table, by position.
+async fn rows(client: &tokio_postgres::Client, table: &str) -> Vec<(i64, String)> {
+    client
+        .query(
+            &format!("SELECT position, label FROM {table} ORDER BY position"),
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Creates the test table `<prefix>rows`.
+async fn create_rows_table(client: &tokio_postgres::Client, prefix: &str) -> String {
+    let table = format!("{prefix}rows");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (position bigint PRIMARY KEY, label text NOT NULL)"
+        ))
+        .await
+        .expect("create the rows table");
+    table
+}
+
+/// Queues an insert of `(position, "row <position>")` into `table`.
+fn insert_row(writes: &mut PostgresWrites, table: &str, position: i64) {
+    writes.execute(
+        format!("INSERT INTO {table} (position, label) VALUES ($1, $2)"),
+        vec![Box::new(position), Box::new(format!("row {position}"))],
+    );
+}
+
+fn expected_rows(positions: impl IntoIterator<Item = i64>) -> Vec<(i64, String)> {
+    positions
+        .into_iter()
+        .map(|p| (p, format!("row {p}")))
+        .collect()
+}
+
+/// The process ids of the connections with this `application_name`.
+async fn backends(client: &tokio_postgres::Client, application_name: &str) -> Vec<i32> {
+    client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid",
+            &[&application_name],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Polls (there is no signal to wait for) until `done` holds, or panics after [`WAIT`].
+async fn wait_until<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not the case after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Terminates every connection named `application_name` and waits until they are gone.
+async fn terminate_backends(admin: &tokio_postgres::Client, application_name: &str) {
+    let pids = backends(admin, application_name).await;
+    assert!(!pids.is_empty(), "no connections of `{application_name}`");
+    for pid in &pids {
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[pid])
+            .await
+            .expect("pg_terminate_backend");
+    }
+    wait_until("the terminated connections are gone", || async {
+        let now = backends(admin, application_name).await;
+        !pids.iter().any(|pid| now.contains(pid))
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contract suites
+
+/// Makes a standalone storage in fresh tables for each contract case; the tables are dropped
+/// after the case.
+struct Factory {
+    url: String,
+    prefixes: Arc<Mutex<Vec<String>>>,
+}
+
+impl Factory {
+    fn prefix(&self) -> String {
+        let prefix = fresh_prefix();
+        self.prefixes.lock().push(prefix.clone());
+        prefix
+    }
+}
+
+impl CheckpointStorageFactory for Factory {
+    type Storage = PostgresCheckpointStorage;
+
+    async fn create(&self) -> PostgresCheckpointStorage {
+        let prefix = self.prefix();
+        match PostgresCheckpointStorage::connect(&self.url, options(&prefix)).await {
+            Ok(storage) => storage,
+            Err(e) => panic!("cannot connect a checkpoint storage to {}: {e}", self.url),
+        }
+    }
+}
+
+impl BookmarkStorageFactory for Factory {
+    type Storage = PostgresBookmarkStorage;
+
+    async fn create(&self) -> PostgresBookmarkStorage {
+        let prefix = self.prefix();
+        match PostgresBookmarkStorage::connect(&self.url, options(&prefix)).await {
+            Ok(storage) => storage,
+            Err(e) => panic!("cannot connect a bookmark storage to {}: {e}", self.url),
+        }
+    }
+}
+
+/// One `#[test]` per case of a contract suite, each on fresh tables. (The suites' own
+/// `*_contract_tests!` macros cannot skip without a database or drop the tables afterwards.)
+macro_rules! contract_cases {
+    ($module:ident, $suite:ident: $($case:ident),+ $(,)?) => {
+        mod $module {
+            $(
+                #[test]
+                fn $case() {
+                    super::with_database(|url| async move {
+                        let prefixes = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+                        let factory = super::Factory {
+                            url: url.clone(),
+                            prefixes: prefixes.clone(),
+                        };
+                        let result = krescent_core::testing::$suite::$case(&factory).await;
+                        drop(factory);
+                        let made: Vec<String> = prefixes.lock().clone();
+                        for prefix in made {
+                            super::drop_tables(&url, &prefix).await;
+                        }
+                        if let Err(failure) = result {
+                            panic!("{failure}");
+                        }
+                    });
+                }
+            )+
+        }
+    };
+}
+
+contract_cases!(
+    checkpoint_contract, checkpoint_storage:
+    load_missing_returns_none,
+    store_then_load_round_trips,
+    upsert_last_write_wins,
+    delete_removes_the_checkpoint,
+    list_is_sorted_and_describes_each_checkpoint,
+    invalid_model_names_are_rejected,
+    valid_model_names_are_accepted,
+    models_are_independent,
+    unencodable_state_is_rejected,
+    concurrent_stores_leave_one_complete_checkpoint,
+    loads_during_stores_see_complete_checkpoints,
+);
+
+contract_cases!(
+    bookmark_contract, bookmark_storage:
+    load_missing_returns_none,
+    place_then_load_round_trips,
+    place_last_write_wins,
+    delete_removes_the_bookmark,
+    readers_are_independent,
+    invalid_reader_names_are_rejected,
+    concurrent_places_leave_one_written_position,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Storages from a store, standalone storages, configuration errors
+
+/// Storages taken from a store share its tables with standalone storages on the same prefix;
+/// the tables are part of the store's schema.
+#[test]
+fn storages_from_a_store_and_standalone_share_the_tables() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let store = connect_store(&url, options(&prefix)).await;
+        let from_store = store.checkpoint_storage();
+        assert_eq!(from_store.table_prefix(), prefix);
+        assert_eq!(from_store.table(), format!("{prefix}checkpoints"));
+        let standalone = PostgresCheckpointStorage::connect(&url, options(&prefix).pool_size(2))
+            .await
+            .expect("standalone checkpoint storage");
+        let stored = checkpoint("shared.model", 7);
+        from_store.store(&stored).await.expect("store");
+        assert_eq!(
+            standalone.load("shared.model").await.expect("load"),
+            Some(stored.clone())
+        );
+        assert_eq!(
+            standalone.list().await.expect("list"),
+            vec![CheckpointInfo::from(&stored)]
+        );
+
+        let bookmarks = store.bookmark_storage();
+        assert_eq!(bookmarks.table(), format!("{prefix}bookmarks"));
+        let other = PostgresBookmarkStorage::connect(&url, options(&prefix))
+            .await
+            .expect("standalone bookmark storage");
+        bookmarks.place("report", u64::MAX).await.expect("place");
+        assert_eq!(other.load("report").await.expect("load"), Some(u64::MAX));
+        other.delete("report").await.expect("delete");
+        assert_eq!(bookmarks.load("report").await.expect("load"), None);
+
+        // A standalone storage on a new prefix creates the whole schema: a store opens on it.
+        let second = fresh_prefix();
+        let early = PostgresBookmarkStorage::connect(&url, options(&second))
+            .await
+            .expect("storage before the store");
+        early.place("r", 1).await.expect("place");
+        let later = connect_store(&url, options(&second)).await;
+        assert_eq!(later.head().await.expect("head"), 0);
+        assert_eq!(
+            later.bookmark_storage().load("r").await.expect("load"),
+            Some(1)
+        );
+
+        drop((store, later));
+        drop_tables(&url, &prefix).await;
+        drop_tables(&url, &second).await;
+    });
+}
+
+/// Invalid settings and an unreachable database are typed errors of both storages, never
+/// panics. Needs no database.
+#[test]
+fn configuration_errors_and_an_unreachable_database_are_typed() {
+    runtime().block_on(async {
+        let unreachable = "postgres://postgres@127.0.0.1:1/test";
+        let quick = || {
+            PostgresOptions::default()
+                .table_prefix("krescent_unreachable_")
+                .connect_timeout(Duration::from_secs(2))
+        };
+        let err = PostgresCheckpointStorage::connect(unreachable, quick())
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(
+            matches!(
+                PostgresError::of_checkpoint_error(&err),
+                Some(PostgresError::Pool(_) | PostgresError::Database(_))
+            ),
+            "{err:?}"
+        );
+        let err = PostgresBookmarkStorage::connect(unreachable, quick())
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(
+            matches!(
+                PostgresError::of_bookmark_error(&err),
+                Some(PostgresError::Pool(_) | PostgresError::Database(_))
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("postgres bookmark storage failed"),
+            "{err}"
+        );
+
+        let err = PostgresCheckpointStorage::connect(
+            unreachable,
+            PostgresOptions::default().table_prefix("Bad-Prefix"),
+        )
+        .await
+        .expect_err("invalid prefix");
+        assert!(
+            matches!(
+                PostgresError::of_checkpoint_error(&err),
+                Some(PostgresError::InvalidTablePrefix { prefix }) if prefix == "Bad-Prefix"
+            ),
+            "{err:?}"
+        );
+        let err = PostgresBookmarkStorage::connect(unreachable, quick().pool_size(0))
+            .await
+            .expect_err("pool size 0");
+        assert!(
+            matches!(
+                PostgresError::of_bookmark_error(&err),
+                Some(PostgresError::InvalidPoolSize)
+            ),
+            "{err:?}"
+        );
+        let err = PostgresCheckpointStorage::connect("postgres://[not a url", quick())
+            .await
+            .expect_err("invalid URL");
+        assert!(
+            matches!(
+                PostgresError::of_checkpoint_error(&err),
+                Some(PostgresError::InvalidUrl { .. })
+            ),
+            "{err:?}"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Projection writes
+
+/// Statements and the checkpoint commit together; the buffer is cleared; an empty buffer
+/// stores the checkpoint alone.
+#[test]
+fn store_with_writes_commits_rows_and_checkpoint_together() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let store = connect_store(&url, options(&prefix)).await;
+        let storage = store.checkpoint_storage();
+        let admin = raw_client(&url).await;
+        let table = create_rows_table(&admin, &prefix).await;
+
+        let mut writes = PostgresWrites::new();
+        for position in 1..=3 {
+            insert_row(&mut writes, &table, position);
+        }
+        writes.execute(
+            format!("UPDATE {table} SET label = label || $1 WHERE position = $2"),
+            vec![Box::new("!".to_owned()), Box::new(3_i64)],
+        );
+        let first = checkpoint("rows.model", 3);
+        storage
+            .store_with_writes(&first, &mut writes)
+            .await
+            .expect("store with writes");
+        assert!(writes.is_empty(), "the buffer is cleared once committed");
+        assert_eq!(
+            rows(&admin, &table).await,
+            vec![
+                (1, "row 1".to_owned()),
+                (2, "row 2".to_owned()),
+                (3, "row 3!".to_owned())
+            ]
+        );
+        assert_eq!(storage.load("rows.model").await.expect("load"), Some(first));
+
+        let second = checkpoint("rows.model", 4);
+        storage
+            .store_with_writes(&second, &mut writes)
+            .await
+            .expect("an empty buffer");
+        assert_eq!(
+            storage.load("rows.model").await.expect("load"),
+            Some(second)
+        );
+        assert_eq!(rows(&admin, &table).await.len(), 3);
+
+        // Through `Arc<dyn CheckpointStorage>` and `&mut dyn PendingWrites`, as the runner
+        // calls it.
+        let shared: Arc<dyn CheckpointStorage> = Arc::new(storage.clone());
+        insert_row(&mut writes, &table, 4);
+        let pending: &mut dyn PendingWrites = &mut writes;
+        shared
+            .store_with_writes(&checkpoint("rows.model", 5), pending)
+            .await
+            .expect("through the trait object");
+        assert!(writes.is_empty());
+        let mut want = expected_rows(1..=4);
+        want[2].1.push('!');
+        assert_eq!(rows(&admin, &table).await, want);
+
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// A failing statement commits neither the statements before it nor the checkpoint; the error
+/// names the statement; the buffer is kept; the storage works afterwards.
+#[test]
+fn a_failing_statement_commits_nothing() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let store = connect_store(&url, options(&prefix)).await;
+        let storage = store.checkpoint_storage();
+        let admin = raw_client(&url).await;
+        let table = create_rows_table(&admin, &prefix).await;
+
+        let mut writes = PostgresWrites::new();
+        insert_row(&mut writes, &table, 1);
+        let first = checkpoint("failing.model", 1);
+        storage
+            .store_with_writes(&first, &mut writes)
+            .await
+            .expect("first commit");
+
+        // The second insert repeats position 1: a unique violation.
+        for position in [2, 1, 3] {
+            insert_row(&mut writes, &table, position);
+        }
+        let err = storage
+            .store_with_writes(&checkpoint("failing.model", 3), &mut writes)
+            .await
+            .expect_err("a duplicate key");
+        let failed = PostgresWriteError::of(&err).unwrap_or_else(|| panic!("{err:?}"));
+        assert_eq!(failed.index, 1);
+        assert_eq!(failed.model, "failing.model");
+        assert_eq!(
+            failed.sql,
+            format!("INSERT INTO {table} (position, label) VALUES ($1, $2)")
+        );
+        assert_eq!(failed.source.code(), Some(&SqlState::UNIQUE_VIOLATION));
+        let message = err.to_string();
+        assert!(
+            message.contains("pending write 1 of model `failing.model`"),
+            "{message}"
+        );
+        assert!(message.contains(&failed.sql), "{message}");
+        assert!(message.contains("duplicate key"), "{message}");
+        assert_eq!(writes.len(), 3, "the buffer is kept after a failure");
+        assert_eq!(rows(&admin, &table).await, expected_rows([1]));
+        assert_eq!(
+            storage.load("failing.model").await.expect("load"),
+            Some(first.clone())
+        );
+
+        // A parameter of the wrong type (int4 for a bigint) fails before it is sent.
+        writes.clear();
+        insert_row(&mut writes, &table, 2);
+        writes.execute(
+            format!("INSERT INTO {table} (position, label) VALUES ($1, $2)"),
+            vec![Box::new(5_i32), Box::new("five".to_owned())],
+        );
+        let err = storage
+            .store_with_writes(&checkpoint("failing.model", 5), &mut writes)
+            .await
+            .expect_err("a parameter of the wrong type");
+        let failed = PostgresWriteError::of(&err).unwrap_or_else(|| panic!("{err:?}"));
+        assert_eq!(failed.index, 1);
+        assert_eq!(rows(&admin, &table).await, expected_rows([1]));
+
+        // SQL that does not parse fails at its statement too.
+        writes.clear();
+        writes.execute(
+            "INSERT INTO nowhere_at_all VALUES ($1)",
+            vec![Box::new(1_i64)],
+        );
+        let err = storage
+            .store_with_writes(&checkpoint("failing.model", 6), &mut writes)
+            .await
+            .expect_err("a missing table");
+        let failed = PostgresWriteError::of(&err).unwrap_or_else(|| panic!("{err:?}"));
+        assert_eq!(
+            (failed.index, failed.source.code()),
+            (0, Some(&SqlState::UNDEFINED_TABLE))
+        );
+        assert_eq!(
+            storage.load("failing.model").await.expect("load"),
+            Some(first)
+        );
+
+        // The pool's connections are usable after the rollbacks.
+        writes.clear();
+        for position in 2..=4 {
+            insert_row(&mut writes, &table, position);
+        }
+        let last = checkpoint("failing.model", 4);
+        storage
+            .store_with_writes(&last, &mut writes)
+            .await
+            .expect("commit after failures");
+        assert_eq!(rows(&admin, &table).await, expected_rows(1..=4));
+        assert_eq!(
+            storage.load("failing.model").await.expect("load"),
+            Some(last)
+        );
+
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// A buffer the storage does not know.
+#[derive(Debug, Default)]
+struct ForeignWrites(Vec<String>);
+
+impl PendingWrites for ForeignWrites {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn as_any(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+/// A foreign buffer type, an invalid model name and an unencodable state are refused before
+/// anything is written, and the buffer is left alone.
+#[test]
+fn refused_writes_write_nothing() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let store = connect_store(&url, options(&prefix)).await;
+        let storage = store.checkpoint_storage();
+        let admin = raw_client(&url).await;
+        let table = create_rows_table(&admin, &prefix).await;
+
+        let mut foreign = ForeignWrites(vec!["INSERT …".to_owned()]);
+        let err = storage
+            .store_with_writes(&checkpoint("foreign.model", 1), &mut foreign)
+            .await
+            .expect_err("a foreign buffer");
+        assert!(
+            matches!(
+                &err,
+                CheckpointStorageError::WritesMismatch { model, .. } if model == "foreign.model"
+            ),
+            "{err:?}"
+        );
+        assert_eq!(foreign.0.len(), 1);
+        assert_eq!(storage.load("foreign.model").await.expect("load"), None);
+
+        let mut writes = PostgresWrites::new();
+        insert_row(&mut writes, &table, 1);
+        let err = storage
+            .store_with_writes(&checkpoint("bad/name", 1), &mut writes)
+            .await
+            .expect_err("an invalid model name");
+        assert!(
+            matches!(&err, CheckpointStorageError::InvalidModelName { name, .. } if name == "bad/name"),
+            "{err:?}"
+        );
+        let mut unencodable = checkpoint("encode.model", 1);
+        unencodable.state.put_u64("", 1);
+        let err = storage
+            .store_with_writes(&unencodable, &mut writes)
+            .await
+            .expect_err("an empty key in the state");
+        assert!(
+            matches!(&err, CheckpointStorageError::Encode { model, .. } if model == "encode.model"),
+            "{err:?}"
+        );
+        assert_eq!(writes.len(), 1);
+        assert_eq!(rows(&admin, &table).await, vec![]);
+        assert_eq!(storage.list().await.expect("list"), vec![]);
+
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corrupt rows
+
+/// Rows changed behind the storage's back are typed errors, never panics or partial
+/// checkpoints.
+#[test]
+fn corrupt_rows_are_reported() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let store = connect_store(&url, options(&prefix)).await;
+        let storage = store.checkpoint_storage();
+        let admin = raw_client(&url).await;
+        let table = storage.table().to_owned();
+        for model in ["damaged", "truncated", "moved", "original"] {
+            storage.store(&checkpoint(model, 10)).await.expect("store");
+        }
+        let set = |sql: String| {
+            let admin = &admin;
+            async move { admin.batch_execute(&sql).await.expect("tamper") }
+        };
+        set(format!(
+            "UPDATE {table} SET checkpoint = '\\x00ff'::bytea WHERE model = 'damaged'"
+        ))
+        .await;
+        set(format!(
+            "UPDATE {table} SET checkpoint = substring(checkpoint FROM 1 FOR 30) \
+             WHERE model = 'truncated'"
+        ))
+        .await;
+        set(format!(
+            "UPDATE {table} SET checkpoint = (SELECT checkpoint FROM {table} WHERE model = \
+             'original') WHERE model = 'moved'"
+        ))
+        .await;
+
+        for model in ["damaged", "truncated"] {
+            let err = storage.load(model).await.expect_err("corrupt");
+            match &err {
+                CheckpointStorageError::Corrupt {
+                    model: named,
+                    location,
+                    ..
+                } => {
+                    assert_eq!(named, model);
+                    assert!(location.contains(&table), "{location}");
+                    assert!(location.contains(model), "{location}");
+                }
+                other => panic!("{model}: expected Corrupt, got {other:?}"),
+            }
+        }
+        let err = storage.load("moved").await.expect_err("moved");
+        assert!(
+            matches!(
+                &err,
+                CheckpointStorageError::ModelMismatch { expected, found, .. }
+                    if expected == "moved" && found == "original"
+            ),
+            "{err:?}"
+        );
+        // The metadata columns are intact, so the listing still works.
+        assert_eq!(storage.list().await.expect("list").len(), 4);
+
+        // A time PostgreSQL can hold but a checkpoint cannot.
+        set(format!(
+            "UPDATE {table} SET taken_at = 'infinity' WHERE model = 'original'"
+        ))
+        .await;
+        let err = storage.list().await.expect_err("infinite time");
+        assert!(
+            matches!(&err, CheckpointStorageError::Corrupt { model, .. } if model == "original"),
+            "{err:?}"
+        );
+        // Storing again repairs a row.
+        storage
+            .store(&checkpoint("original", 11))
+            .await
+            .expect("store");
+        storage
+            .store(&checkpoint("damaged", 11))
+            .await
+            .expect("store");
+        assert_eq!(
+            storage.load("damaged").await.expect("load"),
+            Some(checkpoint("damaged", 11))
+        );
+        assert_eq!(storage.list().await.expect("list").len(), 4);
+
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lost connections
+
+/// After every pooled connection is terminated, the next operations of both storages work at
+/// once: dead connections are dropped and the operations run again on new ones.
+#[test]
+fn storages_recover_from_terminated_connections() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let app = format!("krescent storages {prefix}");
+        let store = connect_store(&url, options(&prefix).application_name(&app).pool_size(3)).await;
+        let storage = store.checkpoint_storage();
+        let bookmarks = store.bookmark_storage();
+        let admin = raw_client(&url).await;
+        let table = create_rows_table(&admin, &prefix).await;
+
+        let first = checkpoint("lost.model", 1);
+        storage.store(&first).await.expect("store");
+        bookmarks.place("lost.reader", 1).await.expect("place");
+        // Open every connection of the pool.
+        let (a, b, c) = tokio::join!(
+            storage.load("lost.model"),
+            storage.list(),
+            bookmarks.load("lost.reader")
+        );
+        a.expect("load");
+        b.expect("list");
+        c.expect("load");
+
+        terminate_backends(&admin, &app).await;
+        assert_eq!(
+            storage
+                .load("lost.model")
+                .await
+                .expect("load after termination"),
+            Some(first)
+        );
+        terminate_backends(&admin, &app).await;
+        let second = checkpoint("lost.model", 2);
+        storage
+            .store(&second)
+            .await
+            .expect("store after termination");
+        terminate_backends(&admin, &app).await;
+        let mut writes = PostgresWrites::new();
+        insert_row(&mut writes, &table, 3);
+        let third = checkpoint("lost.model", 3);
+        storage
+            .store_with_writes(&third, &mut writes)
+            .await
+            .expect("store with writes after termination");
+        assert_eq!(rows(&admin, &table).await, expected_rows([3]));
+        terminate_backends(&admin, &app).await;
+        assert_eq!(
+            storage.list().await.expect("list after termination"),
+            vec![CheckpointInfo::from(&third)]
+        );
+        terminate_backends(&admin, &app).await;
+        assert_eq!(
+            bookmarks
+                .load("lost.reader")
+                .await
+                .expect("bookmark load after termination"),
+            Some(1)
+        );
+        terminate_backends(&admin, &app).await;
+        bookmarks
+            .place("lost.reader", 2)
+            .await
+            .expect("place after termination");
+        terminate_backends(&admin, &app).await;
+        assert!(
+            storage
+                .delete("lost.model")
+                .await
+                .expect("delete after termination")
+        );
+        assert_eq!(bookmarks.load("lost.reader").await.expect("load"), Some(2));
+
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// While the database refuses new connections, operations fail with typed backend errors;
+/// once it accepts them again, the same storages work.
+#[test]
+fn storages_fail_typed_while_the_database_is_unavailable() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let role = format!("{prefix}role");
+        let admin = raw_client(&url).await;
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE {role} LOGIN; GRANT USAGE, CREATE ON SCHEMA public TO {role}"
+            ))
+            .await
+            .expect("create a role");
+        let role_url = role_url(&url, &role);
+        let app = format!("krescent unavailable {prefix}");
+        let storage = PostgresCheckpointStorage::connect(
+            &role_url,
+            options(&prefix)
+                .application_name(&app)
+                .pool_size(2)
+                .connect_timeout(Duration::from_secs(5)),
+        )
+        .await
+        .expect("connect as the role");
+        let bookmarks = PostgresBookmarkStorage::connect(
+            &role_url,
+            options(&prefix)
+                .application_name(&app)
+                .pool_size(2)
+                .connect_timeout(Duration::from_secs(5)),
+        )
+        .await
+        .expect("connect as the role");
+        let stored = checkpoint("unavailable.model", 1);
+        storage.store(&stored).await.expect("store");
+        bookmarks.place("unavailable", 1).await.expect("place");
+
+        admin
+            .batch_execute(&format!("ALTER ROLE {role} NOLOGIN"))
+            .await
+            .expect("refuse logins");
+        terminate_backends(&admin, &app).await;
+        let err = storage
+            .load("unavailable.model")
+            .await
+            .expect_err("no login");
+        assert!(
+            matches!(
+                PostgresError::of_checkpoint_error(&err),
+                Some(PostgresError::Pool(_) | PostgresError::Database(_))
+            ),
+            "{err:?}"
+        );
+        let err = storage.store(&stored).await.expect_err("no login");
+        assert!(
+            PostgresError::of_checkpoint_error(&err).is_some(),
+            "{err:?}"
+        );
+        let err = bookmarks
+            .place("unavailable", 2)
+            .await
+            .expect_err("no login");
+        assert!(
+            matches!(
+                &err,
+                BookmarkError::Backend {
+                    backend: "postgres",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+
+        admin
+            .batch_execute(&format!("ALTER ROLE {role} LOGIN"))
+            .await
+            .expect("allow logins");
+        assert_eq!(
+            storage
+                .load("unavailable.model")
+                .await
+                .expect("load once available"),
+            Some(stored)
+        );
+        assert_eq!(
+            bookmarks
+                .load("unavailable")
+                .await
+                .expect("load once available"),
+            Some(1)
+        );
+
+        drop((storage, bookmarks));
+        drop_tables(&url, &prefix).await;
+        admin
+            .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+            .await
+            .expect("drop the role");
+    });
+}
+
+/// `url` with its user replaced by `role` (trust authentication: no password).
+fn role_url(url: &str, role: &str) -> String {
+    let config: tokio_postgres::Config = url.parse().expect("URL");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        other => panic!("the test needs a TCP host, not {other:?}"),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let dbname = config.get_dbname().unwrap_or("postgres");
+    format!("postgres://{role}@{host}:{port}/{dbname}")
+}
+
+/// Connections terminated just before an operation (without waiting for the pool to notice)
+/// fail its first request with the server's shutdown message or a closed connection: the
+/// operations run again on new connections and succeed, every time.
+#[test]
+fn operations_right_after_termination_succeed() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let app = format!("krescent racing {prefix}");
+        let store = connect_store(&url, options(&prefix).application_name(&app).pool_size(2)).await;
+        let storage = store.checkpoint_storage();
+        let bookmarks = store.bookmark_storage();
+        let admin = raw_client(&url).await;
+        let table = create_rows_table(&admin, &prefix).await;
+        let terminate = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE application_name = $1";
+        for round in 1..=20_i64 {
+            let position = round as u64;
+            admin
+                .query_one(terminate, &[&app])
+                .await
+                .expect("terminate");
+            let mut writes = PostgresWrites::new();
+            insert_row(&mut writes, &table, round);
+            storage
+                .store_with_writes(&checkpoint("racing.model", position), &mut writes)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: store_with_writes: {e}"));
+            admin
+                .query_one(terminate, &[&app])
+                .await
+                .expect("terminate");
+            assert_eq!(
+                storage
+                    .load("racing.model")
+                    .await
+                    .unwrap_or_else(|e| panic!("round {round}: load: {e}"))
+                    .map(|c| c.position),
+                Some(position)
+            );
+            admin
+                .query_one(terminate, &[&app])
+                .await
+                .expect("terminate");
+            bookmarks
+                .place("racing", position)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: place: {e}"));
+        }
+        assert_eq!(rows(&admin, &table).await, expected_rows(1..=20));
+        assert_eq!(bookmarks.load("racing").await.expect("load"), Some(20));
+
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// A process killed between its projection writes and its checkpoint
+
+/// What the derives' generated code names (`#[krescent(crate = "crate::shim")]`): this crate
+/// has no facade to point them at.
+mod shim {
+    /// A copy of the facade's list; the derives use part of it.
+    #[allow(unused_imports)]
+    pub mod __private {
+        pub use core;
+        pub use inventory;
+        pub use serde;
+        pub use serde_json;
+
+        pub use krescent_core::__private::*;
+        pub use krescent_core::checkpoint::{
+            CheckpointBucket, CheckpointError, CheckpointPrimitive, CheckpointSupport,
+            PendingWrites, get_binary, get_json, get_nested, mix_shape, put_binary, put_json,
+            put_nested,
+        };
+        pub use krescent_core::event::{
+            DecodeError, EncodeError, Event, EventRegistration, EventType, Payload, Recorded,
+            TagValue, Tags, TagsBuilder,
+        };
+        pub use krescent_core::model::{
+            EventOutcome, ModelHandlerResult, ModelRegistration, ReadModel,
+        };
+        pub use krescent_core::projection::{FieldArg, HandlerError, HandlerResult, Projection};
+        pub use krescent_core::query::{Direction, EventQuery, Limit, QueryItem};
+    }
+}
+
+#[derive(krescent_derive::Event, serde::Serialize, serde::Deserialize, Clone, Debug)]
+#[krescent(crate = "crate::shim", catalog = "pgcrash")]
+pub enum ItemEvent {
+    #[krescent(name = "item.added")]
+    Added {
+        #[krescent(tag)]
+        item: String,
+    },
+}
+
+/// Projects every event into the table `<prefix>items`, one row per event, through
+/// [`PostgresWrites`]. With `block` set, the statements of the event at `block.0` end with one
+/// that waits for the advisory lock `block.1`.
+///
+/// The table name is part of the checkpointed state: the derive resets `skip` fields to their
+/// defaults on restore, so it cannot live in one.
+#[derive(krescent_derive::ReadModel, krescent_derive::CheckpointSupport, Default)]
+#[krescent(
+    crate = "crate::shim",
+    name = "pg.items",
+    events = ItemEvent,
+    handles(Added),
+    meta(Added),
+    writes = writes
+)]
+pub struct ItemsTable {
+    handled: u64,
+    table: String,
+    #[krescent(skip)]
+    writes: PostgresWrites,
+    #[krescent(skip)]
+    block: Option<(u64, i64)>,
+}
+
+impl ItemsTable {
+    fn new(prefix: &str, block: Option<(u64, i64)>) -> Self {
+        ItemsTable {
+            handled: 0,
+            writes: PostgresWrites::new(),
+            table: format!("{prefix}items"),
+            block,
+        }
+    }
+
+    fn on_added(&mut self, item: &str, event: &Recorded<ItemEvent>) -> Result<(), String> {
+        let position = i64::try_from(event.position).map_err(|e| e.to_string())?;
+        let params: Vec<PostgresParam> = vec![Box::new(position), Box::new(item.to_owned())];
+        self.writes.execute(
+            format!(
+                "INSERT INTO {} (position, item) VALUES ($1, $2)",
+                self.table
+            ),
+            params,
+        );
+        if let Some((at, key)) = self.block {
+            if event.position == at {
+                self.writes
+                    .execute("SELECT pg_advisory_xact_lock($1)", vec![Box::new(key)]);
+            }
+        }
+        self.handled += 1;
+        Ok(())
+    }
+}
+
+/// Events in the crash test, a checkpoint every [`CRASH_RATE`] events, and the checkpoint
+/// whose transaction the child never finishes.
+const CRASH_EVENTS: u64 = 40;
+const CRASH_RATE: u64 = 5;
+const CRASH_AT: u64 = 15;
+
+/// Marks the child process and names its table prefix.
+const CHILD_PREFIX_VAR: &str = "KRESCENT_PG_CRASH_CHILD_PREFIX";
+/// The advisory lock key the child blocks on.
+const CHILD_LOCK_VAR: &str = "KRESCENT_PG_CRASH_CHILD_LOCK";
+
+fn child_application_name(prefix: &str) -> String {
+    format!("krescent crash child {prefix}")
+}
+
+/// The positions in the items table, in order, duplicates included.
+async fn items(client: &tokio_postgres::Client, prefix: &str) -> Vec<i64> {
+    client
+        .query(
+            &format!("SELECT position FROM {prefix}items ORDER BY position"),
+            &[],
+        )
+        .await
+        .expect("items")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The child: runs the model until its transaction for the checkpoint at [`CRASH_AT`] blocks
+/// on the parent's lock, where the parent kills it.
+async fn crash_child(url: String, prefix: String, key: i64) {
+    let store = connect_store(
+        &url,
+        options(&prefix)
+            .application_name(child_application_name(&prefix))
+            .pool_size(2),
+    )
+    .await;
+    let storage = store.checkpoint_storage();
+    let mut runner = ItemsTable::new(&prefix, Some((CRASH_AT, key))).configure(|c| {
+        c.use_checkpoints(storage, FixedEventRate::new(CRASH_RATE).expect("rate"))
+            .batch_size(7)
+    });
+    let outcome = runner.catch_up(&store).await;
+    panic!("the child should have been killed while blocked, but its run ended: {outcome:?}");
+}
+
+/// A child process projects events into a table through [`PostgresWrites`], with a
+/// checkpoint every five events. Its transaction for the third checkpoint inserts the rows,
+/// then blocks on an advisory lock the parent holds; the parent kills it there with SIGKILL.
+/// The table and the checkpoint agree (the second checkpoint and exactly its rows), and a
+/// restart in this process brings the table to the head with every event exactly once.
+#[test]
+fn crash_between_projection_writes_and_checkpoint() {
+    if let Ok(prefix) = std::env::var(CHILD_PREFIX_VAR) {
+        let url = std::env::var(URL_VAR).expect("the child gets the URL");
+        let key: i64 = std::env::var(CHILD_LOCK_VAR)
+            .expect("the child gets the lock key")
+            .parse()
+            .expect("a lock key");
+        runtime().block_on(crash_child(url, prefix, key));
+        return;
+    }
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let store = connect_store(&url, options(&prefix)).await;
+        let admin = raw_client(&url).await;
+        admin
+            .batch_execute(&format!(
+                "CREATE TABLE {prefix}items (position bigint NOT NULL, item text NOT NULL)"
+            ))
+            .await
+            .expect("items table");
+        let events: Vec<ItemEvent> = (1..=CRASH_EVENTS)
+            .map(|i| ItemEvent::Added {
+                item: format!("item-{i}"),
+            })
+            .collect();
+        store.append_events(&events, None).await.expect("append");
+
+        // The lock the child's third checkpoint waits for, held by this session.
+        let key = i64::from_ne_bytes(uuid::Uuid::now_v7().as_u64_pair().1.to_ne_bytes());
+        admin
+            .execute("SELECT pg_advisory_lock($1)", &[&key])
+            .await
+            .expect("advisory lock");
+
+        let test_name = "crash_between_projection_writes_and_checkpoint";
+        let exe = std::env::current_exe().expect("test binary");
+        let child = Command::new(exe)
+            .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+            .env(CHILD_PREFIX_VAR, &prefix)
+            .env(CHILD_LOCK_VAR, key.to_string())
+            .env(URL_VAR, &url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the child");
+        let mut child = child;
+
+        // Wait until the child's transaction waits for the lock (or the child died early).
+        let app = child_application_name(&prefix);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let blocked = loop {
+            let waiting: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+                     AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+                    &[&app],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .get(0);
+            if waiting == 1 {
+                break Ok(());
+            }
+            if let Some(status) = child.try_wait().expect("child status") {
+                break Err(format!("the child exited before blocking: {status}"));
+            }
+            if tokio::time::Instant::now() > deadline {
+                break Err(format!("the child did not block within {WAIT:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if let Err(problem) = blocked {
+            let _ = child.kill();
+            let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+                .await
+                .expect("join")
+                .expect("child output");
+            panic!(
+                "{problem}\n--- child stdout\n{}\n--- child stderr\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+
+        // Blocked inside the transaction of the third checkpoint: only the second is visible.
+        let storage = store.checkpoint_storage();
+        let before = storage
+            .load("pg.items")
+            .await
+            .expect("load")
+            .expect("a checkpoint");
+        assert_eq!(before.position, CRASH_AT - CRASH_RATE);
+        assert_eq!(items(&admin, &prefix).await, (1..=10).collect::<Vec<_>>());
+
+        child.kill().expect("SIGKILL the child");
+        let status = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .expect("join")
+            .expect("child status")
+            .status;
+        assert!(!status.success(), "the child was killed: {status}");
+        admin
+            .execute("SELECT pg_advisory_unlock($1)", &[&key])
+            .await
+            .expect("advisory unlock");
+        wait_until("the child's connections are gone", || async {
+            backends(&admin, &app).await.is_empty()
+        })
+        .await;
+
+        // The table and the checkpoint agree: rows for exactly the events up to the
+        // checkpoint's position.
+        let after = storage
+            .load("pg.items")
+            .await
+            .expect("load")
+            .expect("a checkpoint");
+        assert_eq!(after.position, CRASH_AT - CRASH_RATE);
+        let positions = items(&admin, &prefix).await;
+        assert_eq!(
+            positions,
+            (1..=after.position as i64).collect::<Vec<_>>(),
+            "rows == events up to the checkpoint, nothing of the killed transaction"
+        );
+
+        // A restart continues from the checkpoint: every event in the table exactly once.
+        let mut runner = ItemsTable::new(&prefix, None).configure(|c| {
+            c.use_checkpoints(
+                storage.clone(),
+                FixedEventRate::new(CRASH_RATE).expect("rate"),
+            )
+        });
+        let metrics = runner.catch_up(&store).await.expect("restart");
+        runner.checkpoint_now().await.expect("final checkpoint");
+        assert_eq!(metrics.restored_from, Some(after.position));
+        assert_eq!(metrics.events_handled, CRASH_EVENTS - after.position);
+        assert_eq!(runner.model().handled, CRASH_EVENTS);
+        assert_eq!(
+            items(&admin, &prefix).await,
+            (1..=CRASH_EVENTS as i64).collect::<Vec<_>>(),
+            "every event exactly once"
+        );
+        assert_eq!(
+            storage
+                .load("pg.items")
+                .await
+                .expect("load")
+                .map(|c| c.position),
+            Some(CRASH_EVENTS)
+        );
+
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
