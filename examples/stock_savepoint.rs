@@ -1,9 +1,12 @@
 //! The savepoint walkthrough: a projection created on the fly jumps to the latest
 //! `StockCounted` of its product and processes only the movements after it.
 //!
-//! Run with `cargo run --example stock_savepoint`. Each step prints the level a brand-new
-//! projection reaches and the projector's metrics: 115/5, then 133/3/2, then 130/2.
+//! Run with `cargo run --example stock_savepoint`. The events live in a SQLite file (the
+//! embedded default store; a fresh file in a temporary directory, removed at the end). Each
+//! step prints the level a brand-new projection reaches and the projector's metrics: 115/5,
+//! then 133/3/2, then 130/2.
 
+use krescent::SqliteEventStore;
 use krescent::prelude::*;
 use krescent::projection::Projector;
 
@@ -83,7 +86,7 @@ fn counted(product: &str, counted: i64) -> StockEvent {
 
 /// A new projection, run once to the head.
 async fn project(
-    store: &InMemoryEventStore,
+    store: &SqliteEventStore,
     step: &str,
 ) -> Result<StockLevel, Box<dyn std::error::Error>> {
     let mut level = StockLevel::new(WIDGET);
@@ -102,7 +105,10 @@ async fn project(
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let store = InMemoryEventStore::new();
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("warehouse.db");
+    let store = SqliteEventStore::open(&path).await?;
+    println!("events stored in {}", path.display());
 
     store
         .append_events(
@@ -117,7 +123,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             None,
         )
         .await?;
-    project(&store, "1. no savepoint yet, full replay").await?;
+    let level = project(&store, "1. no savepoint yet, full replay").await?;
+    assert_eq!(level.level, 115);
 
     store
         .append_events(
@@ -125,7 +132,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             None,
         )
         .await?;
-    project(&store, "2. from StockCounted 115").await?;
+    let level = project(&store, "2. from StockCounted 115").await?;
+    assert_eq!(level.level, 133);
 
     store
         .append_events(
@@ -137,6 +145,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             None,
         )
         .await?;
-    project(&store, "3. from StockCounted 133").await?;
+    let level = project(&store, "3. from StockCounted 133").await?;
+    assert_eq!(level.level, 130);
     Ok(())
 }

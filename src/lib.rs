@@ -13,6 +13,16 @@
 pub use krescent_core::testing;
 pub use krescent_core::{checkpoint, event, model, projection, query, store};
 
+#[cfg(feature = "postgres")]
+pub use krescent_core::{
+    PostgresBookmarkStorage, PostgresCheckpointStorage, PostgresEventStore, PostgresOptions,
+    PostgresWrites,
+};
+#[cfg(feature = "sqlite")]
+pub use krescent_core::{
+    SqliteBookmarkStorage, SqliteCheckpointStorage, SqliteEventStore, SqliteWrites,
+};
+
 pub use krescent_core::{
     AppendCondition, DecodeError, Direction, EncodeError, Event, EventQuery, EventRegistration,
     EventRegistry, EventStore, EventStoreExt, EventType, HandlerError, HandlerResult,
@@ -41,8 +51,8 @@ pub use krescent_core::model::{
     EventOutcome, ModelError, ModelMetrics, ModelRunner, ReadModel, ReadModelExt,
 };
 pub use krescent_core::projection::{
-    BookmarkReader, BookmarkStorage, InMemoryBookmarkStorage, Projector, ProjectorError,
-    ProjectorMetrics, ReadPolicy,
+    BookmarkReader, BookmarkStorage, FileBookmarkStorage, InMemoryBookmarkStorage, Projector,
+    ProjectorError, ProjectorMetrics, ReadPolicy,
 };
 
 /// The names most programs need: `use krescent::prelude::*;`.

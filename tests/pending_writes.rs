@@ -172,3 +172,37 @@ async fn writes_without_checkpoints_are_refused_at_start() {
     );
     assert!(err.to_string().contains("use_checkpoints"), "{err}");
 }
+
+#[tokio::test]
+async fn a_failed_model_with_writes_refuses_to_go_on() {
+    let store = InMemoryEventStore::new();
+    store
+        .append_events(&[posted(1), LedgerEvent::Broken, posted(2)], None)
+        .await
+        .unwrap();
+    let db = Database::default();
+    let mut runner = LedgerRows::default()
+        .configure(|c| c.use_checkpoints(db.clone(), FixedEventRate::new(1).unwrap()));
+    let err = runner.catch_up(&store).await.unwrap_err();
+    assert!(
+        matches!(err, ModelError::Handler { position: 2, .. }),
+        "{err:?}"
+    );
+    for _ in 0..2 {
+        let again = runner.catch_up(&store).await.unwrap_err();
+        assert!(
+            matches!(
+                again,
+                ModelError::WritesLost {
+                    model: "ledger.rows"
+                }
+            ),
+            "{again:?}"
+        );
+    }
+    assert!(matches!(
+        runner.checkpoint_now().await,
+        Err(ModelError::WritesLost { .. })
+    ));
+    assert_eq!(*db.table.lock(), [1]);
+}

@@ -43,63 +43,22 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{EVENTS, PAGE, PRODUCTS, TYPES, condition_for, event, fold, init_query};
 use criterion::{Criterion, Throughput};
 use krescent_core::{
-    AppendCondition, EventQuery, EventStore, NewEvent, PostgresEventStore, PostgresOptions,
-    QueryItem, Tag, Tags,
+    EventQuery, EventStore, NewEvent, PostgresEventStore, PostgresOptions, QueryItem,
 };
 use parking_lot::Mutex;
-use serde::Deserialize;
 use tokio::runtime::Runtime;
 
 const URL_VAR: &str = "KRESCENT_POSTGRES_URL";
-const EVENTS: u64 = 1_000_000;
-const PRODUCTS: u64 = 10_000;
 const BUILD_BATCH: u64 = 1_000;
-const PAGE: u64 = 1_000;
 /// The columns of the hand-written catch-up: what its fold needs.
 const PLAIN_COLUMNS: &str = "position, type, payload";
 /// Every column the store reads, to tell the cost of the columns from that of the store.
 const ALL_COLUMNS: &str = "position, type, payload, id, tags, recorded_at";
-const TYPES: [&str; 3] = ["stock.added", "stock.picked", "stock.counted"];
-
-/// What a consumer decodes from each payload.
-#[derive(Deserialize)]
-struct Movement {
-    product: String,
-    quantity: i64,
-}
-
-fn product_tag(product: u64) -> Tag {
-    Tag::new("product", format_args!("P-{product:05}")).expect("valid tag")
-}
-
-/// Event number `n` of the workload.
-fn event(n: u64) -> NewEvent {
-    let product = (n * 7919) % PRODUCTS;
-    let ty = match n % 10 {
-        0 => TYPES[2],
-        k if k % 2 == 1 => TYPES[0],
-        _ => TYPES[1],
-    };
-    let payload = format!(
-        r#"{{"product":"P-{product:05}","quantity":{q},"warehouse":"main-hall-{w}","reason":"scheduled replenishment","seq":{n}}}"#,
-        q = n % 97 + 1,
-        w = n % 5,
-    );
-    NewEvent::new(ty, Tags::from_tags([product_tag(product)]), payload).expect("valid event")
-}
-
-fn fold(levels: &mut HashMap<String, i64>, event_type: &str, payload: &[u8]) {
-    let m: Movement = serde_json::from_slice(payload).expect("payload decodes");
-    let level = levels.entry(m.product).or_insert(0);
-    match event_type {
-        "stock.added" => *level += m.quantity,
-        "stock.picked" => *level -= m.quantity,
-        _ => *level = m.quantity,
-    }
-}
-
 struct Ledger {
     url: String,
     prefix: String,
@@ -211,13 +170,6 @@ async fn handwritten(
     }
     assert!(n >= EVENTS, "caught up on {n} events");
     levels
-}
-
-fn init_query(product: u64) -> EventQuery {
-    EventQuery::item(QueryItem::types([TYPES[2]]).and_tag(product_tag(product)))
-        .backward()
-        .limit(1)
-        .expect("limit")
 }
 
 /// Rounds of the interleaved catch-up measurement.
@@ -364,6 +316,19 @@ async fn interleaved_catch_up(ledger: &Ledger) -> [Duration; 4] {
 fn latency(c: &mut Criterion, rt: &Runtime, ledger: &Ledger) {
     let mut group = c.benchmark_group("postgres_init_query");
     let store = &ledger.store;
+    for (what, query) in [
+        ("init query", init_query(42)),
+        (
+            "catch-up page after position 500,000",
+            EventQuery::item(QueryItem::types(TYPES))
+                .after(EVENTS / 2)
+                .limit(PAGE)
+                .expect("page"),
+        ),
+    ] {
+        let plan = rt.block_on(store.explain(&query)).expect("explain");
+        eprintln!("plan of the {what} at {EVENTS} events:\n{plan}");
+    }
     let mut k = 0u64;
     group.bench_function("latest_savepoint_of_product", |b| {
         b.iter_custom(|iters| {
@@ -413,10 +378,7 @@ fn appends(c: &mut Criterion, rt: &Runtime, ledger: &Ledger) -> Duration {
                 for _ in 0..iters {
                     k += 1;
                     let e = event(EVENTS + k);
-                    let condition = AppendCondition::none_match_after(
-                        EventQuery::item(QueryItem::types(TYPES).and_tags(e.tags.iter().cloned())),
-                        head,
-                    );
+                    let condition = condition_for(&e, head);
                     let recorded = store
                         .append(vec![e], Some(condition))
                         .await

@@ -16,7 +16,7 @@
 //! - `catch_up/store_read_pages_two_types`: the same over two of the three types (an index
 //!   merge instead of a primary-key scan).
 //! - `catch_up/handwritten_scan`: the same decode and fold over one hand-written rusqlite
-//!   statement, `SELECT payload FROM events ORDER BY position`, on the same file.
+//!   statement, `SELECT type, payload FROM events ORDER BY position`, on the same file.
 //! - `init_query/latest_savepoint_of_product`: the projection init query (latest
 //!   `stock.counted` of one product, backwards, limit 1) at 1M events, through the store.
 //!
@@ -28,24 +28,15 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{EVENTS, PAGE, PRODUCTS, TYPES, condition_for, event, fold, init_query};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use krescent_core::store::sqlite::SqliteEventStore;
-use krescent_core::{AppendCondition, EventQuery, EventStore, NewEvent, QueryItem, Tag, Tags};
-use serde::Deserialize;
+use krescent_core::{EventQuery, EventStore, NewEvent, QueryItem};
 use tokio::runtime::Runtime;
 
-const EVENTS: u64 = 1_000_000;
-const PRODUCTS: u64 = 10_000;
 const BUILD_BATCH: u64 = 10_000;
-const PAGE: u64 = 1_000;
-const TYPES: [&str; 3] = ["stock.added", "stock.picked", "stock.counted"];
-
-/// What a consumer decodes from each payload.
-#[derive(Deserialize)]
-struct Movement {
-    product: String,
-    quantity: i64,
-}
 
 fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
@@ -71,26 +62,6 @@ fn dir() -> &'static Path {
         }
     });
     path
-}
-
-fn product_tag(product: u64) -> Tag {
-    Tag::new("product", format_args!("P-{product:05}")).expect("valid tag")
-}
-
-/// Event number `n` of the workload.
-fn event(n: u64) -> NewEvent {
-    let product = (n * 7919) % PRODUCTS;
-    let ty = match n % 10 {
-        0 => TYPES[2],
-        k if k % 2 == 1 => TYPES[0],
-        _ => TYPES[1],
-    };
-    let payload = format!(
-        r#"{{"product":"P-{product:05}","quantity":{q},"warehouse":"main-hall-{w}","reason":"scheduled replenishment","seq":{n}}}"#,
-        q = n % 97 + 1,
-        w = n % 5,
-    );
-    NewEvent::new(ty, Tags::from_tags([product_tag(product)]), payload).expect("valid event")
 }
 
 /// The 1M-event file, built once per run.
@@ -134,11 +105,6 @@ fn ledger() -> &'static (PathBuf, SqliteEventStore) {
     })
 }
 
-fn fold(levels: &mut HashMap<String, i64>, payload: &[u8]) {
-    let m: Movement = serde_json::from_slice(payload).expect("payload decodes");
-    *levels.entry(m.product).or_insert(0) += m.quantity;
-}
-
 fn appends(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("append");
@@ -171,10 +137,7 @@ fn appends(c: &mut Criterion) {
         b.iter(|| {
             k += 1;
             let e = event(n + k);
-            let condition = AppendCondition::none_match_after(
-                EventQuery::item(QueryItem::types(TYPES).and_tags(e.tags.iter().cloned())),
-                head,
-            );
+            let condition = condition_for(&e, head);
             let recorded = rt
                 .block_on(store.append(vec![e], Some(condition)))
                 .expect("conditional append");
@@ -199,7 +162,7 @@ fn catch_up(store: &SqliteEventStore, query: &EventQuery) -> HashMap<String, i64
             let Some(last) = events.last() else { break };
             cursor = last.position;
             for e in &events {
-                fold(&mut levels, &e.data);
+                fold(&mut levels, &e.event_type, &e.data);
             }
         }
         levels
@@ -210,12 +173,13 @@ fn handwritten_scan(path: &PathBuf) -> HashMap<String, i64> {
     let conn = rusqlite::Connection::open(path).expect("open");
     let mut levels = HashMap::with_capacity(PRODUCTS as usize);
     let mut stmt = conn
-        .prepare("SELECT payload FROM events ORDER BY position")
+        .prepare("SELECT type, payload FROM events ORDER BY position")
         .expect("prepare");
     let mut rows = stmt.query([]).expect("query");
     while let Some(row) = rows.next().expect("row") {
-        let payload = row.get_ref(0).expect("payload").as_blob().expect("blob");
-        fold(&mut levels, payload);
+        let event_type = row.get_ref(0).expect("type").as_str().expect("text");
+        let payload = row.get_ref(1).expect("payload").as_blob().expect("blob");
+        fold(&mut levels, event_type, payload);
     }
     levels
 }
@@ -251,18 +215,24 @@ fn catch_ups(c: &mut Criterion) {
     group.finish();
 }
 
-fn init_query(c: &mut Criterion) {
+fn init_queries(c: &mut Criterion) {
     let (_, store) = ledger();
     let rt = runtime();
     let mut group = c.benchmark_group("init_query");
-    let queries: Vec<EventQuery> = (0..1000)
-        .map(|p| {
-            EventQuery::item(QueryItem::types([TYPES[2]]).and_tag(product_tag(p * 10)))
-                .backward()
-                .limit(1)
-                .expect("limit 1")
-        })
-        .collect();
+    let queries: Vec<EventQuery> = (0..1000).map(|p| init_query(p * 10)).collect();
+    for (what, query) in [
+        ("init query", &queries[0]),
+        (
+            "catch-up page after position 500,000",
+            &EventQuery::item(QueryItem::types(TYPES))
+                .after(EVENTS / 2)
+                .limit(PAGE)
+                .expect("page"),
+        ),
+    ] {
+        let plan = rt.block_on(store.explain(query)).expect("explain");
+        eprintln!("plan of the {what} at {EVENTS} events:\n{plan}");
+    }
     for q in &queries[..10] {
         let found = rt.block_on(store.read(q)).expect("read");
         assert_eq!(found.len(), 1, "every product has a savepoint");
@@ -278,5 +248,5 @@ fn init_query(c: &mut Criterion) {
 }
 
 // Reads first, so that they see exactly the 1M events the appends then add to.
-criterion_group!(benches, catch_ups, init_query, appends);
+criterion_group!(benches, catch_ups, init_queries, appends);
 criterion_main!(benches);

@@ -71,7 +71,8 @@ async fn drop_tables(url: &str, prefix: &str) {
     let client = raw_client(url).await;
     client
         .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {prefix}events, {prefix}event_tags, {prefix}head, {prefix}meta"
+            "DROP TABLE IF EXISTS {prefix}events, {prefix}event_tags, {prefix}head, {prefix}meta, \
+             {prefix}checkpoints, {prefix}bookmarks"
         ))
         .await
         .expect("drop tables");

@@ -99,6 +99,18 @@ pub enum ModelError {
         /// The model's name.
         model: &'static str,
     },
+    /// A model with pending projection writes failed earlier (a handler, the store or the
+    /// storage): its buffer may hold writes of events the runner will hand it again, so this
+    /// runner refuses to go on. Start a new runner with a fresh model: it restores the last
+    /// checkpoint, which agrees with the tables.
+    #[error(
+        "model `{model}` failed earlier with projection writes pending; start a new runner \
+         with a fresh model to resume from its last checkpoint"
+    )]
+    WritesLost {
+        /// The model's name.
+        model: &'static str,
+    },
 }
 
 /// Counts of one runner, accumulated since it was created.
@@ -207,6 +219,9 @@ pub struct ModelRunner<M: ReadModel> {
     model: M,
     config: ModelConfig,
     started: bool,
+    /// A model with pending writes failed: its buffer may hold writes of events after its
+    /// position, so it must not go on.
+    broken: bool,
     position: u64,
     last_checkpoint: Option<u64>,
     metrics: ModelMetrics,
@@ -230,6 +245,7 @@ impl<M: ReadModel> ModelRunner<M> {
             model,
             config,
             started: false,
+            broken: false,
             position: 0,
             last_checkpoint: None,
             metrics: ModelMetrics::default(),
@@ -273,12 +289,39 @@ impl<M: ReadModel> ModelRunner<M> {
     /// Restores the model from its checkpoint without reading events. Returns the restored
     /// position (`None`: no usable checkpoint, the model starts from the beginning).
     pub async fn restore_only(&mut self) -> Result<Option<u64>, ModelError> {
-        self.start().await?;
+        self.usable()?;
+        let result = self.start().await;
+        self.note(result)?;
         Ok(self.metrics.restored_from)
     }
 
     /// Restores, then handles every event up to the head of `store`.
     pub async fn catch_up<S: EventStore + ?Sized>(
+        &mut self,
+        store: &S,
+    ) -> Result<ModelMetrics, ModelError> {
+        self.usable()?;
+        let result = self.catch_up_inner(store).await;
+        self.note(result)
+    }
+
+    /// Fails once a model with pending writes has failed (see [`ModelError::WritesLost`]).
+    fn usable(&self) -> Result<(), ModelError> {
+        if self.broken {
+            return Err(ModelError::WritesLost { model: M::NAME });
+        }
+        Ok(())
+    }
+
+    /// Marks a model with pending writes as unusable after an error.
+    fn note<T>(&mut self, result: Result<T, ModelError>) -> Result<T, ModelError> {
+        if result.is_err() && self.model.pending_writes().is_some() {
+            self.broken = true;
+        }
+        result
+    }
+
+    async fn catch_up_inner<S: EventStore + ?Sized>(
         &mut self,
         store: &S,
     ) -> Result<ModelMetrics, ModelError> {
@@ -297,7 +340,17 @@ impl<M: ReadModel> ModelRunner<M> {
         store: &S,
         shutdown: CancellationToken,
     ) -> Result<ModelMetrics, ModelError> {
-        self.catch_up(store).await?;
+        self.usable()?;
+        let result = self.stream_inner(store, shutdown).await;
+        self.note(result)
+    }
+
+    async fn stream_inner<S: EventStore + ?Sized>(
+        &mut self,
+        store: &S,
+        shutdown: CancellationToken,
+    ) -> Result<ModelMetrics, ModelError> {
+        self.catch_up_inner(store).await?;
         let waker = self
             .config
             .checkpoints
@@ -359,7 +412,9 @@ impl<M: ReadModel> ModelRunner<M> {
     /// Writes a checkpoint at the current position now (if checkpoints are configured and the
     /// position moved since the last one).
     pub async fn checkpoint_now(&mut self) -> Result<bool, ModelError> {
-        self.write_checkpoint().await
+        self.usable()?;
+        let result = self.write_checkpoint().await;
+        self.note(result)
     }
 
     /// Whether events were processed since the last checkpoint.
