@@ -570,3 +570,73 @@ async fn concurrent_conditional_appends_admit_exactly_one() {
     assert_eq!(won, 1);
     assert_eq!(store.head().await.unwrap(), 1);
 }
+
+/// Paged forward reads (what a catch-up does) are read ahead; every page is what a fresh
+/// read returns, and a page read ahead before an append is never returned stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paged_reads_with_read_ahead_see_every_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteEventStore::open(dir.path().join("pages.db"))
+        .await
+        .unwrap();
+    let batch = |from: u64, n: u64| -> Vec<NewEvent> {
+        (from..from + n)
+            .map(|i| event(["a.x", "b.y"][(i % 2) as usize], &["k:v"], &format!("{i}")))
+            .collect()
+    };
+    store.append(batch(0, 2_500), None).await.unwrap();
+    let query = EventQuery::item(QueryItem::types(["a.x", "b.y"]));
+    let page = |after: u64| query.clone().after(after).limit(1_000).unwrap();
+
+    // Pages 1 and 2 are full; reading page 2 (a continuation) starts reading page 3 ahead,
+    // which is short at that moment (events 2001..=2500).
+    let p1 = store.read(&page(0)).await.unwrap();
+    let p2 = store.read(&page(1_000)).await.unwrap();
+    assert_eq!((p1.len(), p2.len()), (1_000, 1_000));
+    // More events arrive before page 3 is asked for: the short page read ahead is discarded.
+    store.append(batch(2_500, 1_500), None).await.unwrap();
+    let p3 = store.read(&page(2_000)).await.unwrap();
+    assert_eq!(p3.len(), 1_000, "page 3 sees the events appended meanwhile");
+    let p4 = store.read(&page(3_000)).await.unwrap();
+    let p5 = store.read(&page(4_000)).await.unwrap();
+    assert_eq!((p4.len(), p5.len()), (1_000, 0));
+
+    let paged: Vec<_> = [p1, p2, p3, p4].concat();
+    let whole = store.read(&query).await.unwrap();
+    assert_eq!(paged, whole, "paged reads equal one whole read");
+    let positions: Vec<u64> = paged.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=4_000).collect::<Vec<_>>());
+
+    // Two readers paging the same query at once, and a reader that jumps, stay exact.
+    let (a, b) = tokio::join!(
+        async {
+            let mut seen = Vec::new();
+            let mut cursor = 0;
+            loop {
+                let p = store.read(&page(cursor)).await.unwrap();
+                let Some(last) = p.last() else { break };
+                cursor = last.position;
+                seen.extend(p.into_iter().map(|e| e.position));
+            }
+            seen
+        },
+        async {
+            let mut seen = Vec::new();
+            for after in [0, 1_000, 3_500, 500] {
+                seen.extend(
+                    store
+                        .read(&page(after))
+                        .await
+                        .unwrap()
+                        .len()
+                        .to_string()
+                        .chars(),
+                );
+                seen.push(',');
+            }
+            seen.into_iter().collect::<String>()
+        }
+    );
+    assert_eq!(a, (1..=4_000).collect::<Vec<_>>());
+    assert_eq!(b, "1000,1000,500,1000,");
+}

@@ -13,6 +13,12 @@
 //! for the writer. An in-memory store has a single connection, so its reads go to the writer
 //! thread too.
 //!
+//! Paged forward reads are read ahead: when a full page continues the previous full page of
+//! the same query (a catch-up, a projector working through history), the store starts reading
+//! the next page on the blocking pool while the caller handles this one, so reading and
+//! handling use both cores. A page read ahead is used only if it is full (a full page never
+//! changes); a short one is read again, so events appended meanwhile are not missed.
+//!
 //! The checkpoint and bookmark storages are handles to a store
 //! ([`SqliteEventStore::checkpoint_storage`], [`SqliteEventStore::bookmark_storage`], or a
 //! store they open themselves): their writes run on its writer thread between appends, their
@@ -107,7 +113,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EventStore, StoreError, Subscription};
 use crate::event::{NewEvent, RecordedEvent, validate_type_name};
-use crate::query::{AppendCondition, EventQuery};
+use crate::query::{AppendCondition, Direction, EventQuery};
 use conn::Conn;
 use writer::Job;
 
@@ -211,6 +217,27 @@ struct Inner {
     readers: Option<Readers>,
     head: watch::Receiver<u64>,
     path: Option<PathBuf>,
+    /// Sequential read-ahead of paged forward reads (file stores only).
+    ahead: Mutex<ReadAhead>,
+}
+
+/// How many sequential readers the read-ahead follows at once.
+const READ_AHEAD_SLOTS: usize = 4;
+
+type PageTask = tokio::task::JoinHandle<Result<Vec<RecordedEvent>, StoreError>>;
+
+/// Read-ahead of paged forward reads: when a full page continues the previous full page of
+/// the same query (`after` = its last position), the next page is read on the blocking pool
+/// while the caller handles this one. A full page never changes once read (positions are
+/// assigned in commit order and events are immutable), so a prefetched full page is exactly
+/// what a fresh read would return; a prefetched page that is short is discarded and read
+/// again, so appends made meanwhile are never missed.
+#[derive(Default)]
+struct ReadAhead {
+    /// The continuations of recent full pages: a read equal to one of them is sequential.
+    expected: Vec<EventQuery>,
+    /// Pages being read ahead, by the query that will ask for them.
+    pending: Vec<(EventQuery, PageTask)>,
 }
 
 struct Readers {
@@ -282,6 +309,7 @@ impl SqliteEventStore {
                 readers,
                 head: head_rx,
                 path,
+                ahead: Mutex::new(ReadAhead::default()),
             }),
         })
     }
@@ -298,6 +326,32 @@ impl SqliteEventStore {
     pub async fn explain(&self, query: &EventQuery) -> Result<String, StoreError> {
         let query = query.clone();
         self.with_reader(move |conn| conn.explain(&query)).await
+    }
+
+    /// Reads `query` on a read connection.
+    async fn read_now(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>, StoreError> {
+        let query = query.clone();
+        self.with_reader(move |conn| conn.read(&query)).await
+    }
+
+    /// Notes the continuation of a full page; for a sequential reader, starts reading it.
+    fn expect_next(&self, next: EventQuery, sequential: bool) {
+        let mut ahead = self.inner.ahead.lock();
+        if !sequential {
+            if ahead.expected.len() == READ_AHEAD_SLOTS {
+                ahead.expected.remove(0);
+            }
+            ahead.expected.push(next);
+            return;
+        }
+        if ahead.pending.len() == READ_AHEAD_SLOTS {
+            // The oldest reader stopped following its pages; its read finishes unobserved.
+            ahead.pending.remove(0);
+        }
+        let store = self.clone();
+        let query = next.clone();
+        let task = tokio::spawn(async move { store.read_now(&query).await });
+        ahead.pending.push((next, task));
     }
 
     /// Runs `f` with a read connection, off the async runtime's workers.
@@ -377,8 +431,47 @@ impl EventStore for SqliteEventStore {
         if query.is_empty() {
             return Ok(Vec::new());
         }
-        let query = query.clone();
-        self.with_reader(move |conn| conn.read(&query)).await
+        let page_size = match (query.direction_value(), query.limit_value()) {
+            (Direction::Forward, Some(limit)) if self.inner.readers.is_some() => {
+                usize::try_from(limit.get()).ok()
+            }
+            _ => None,
+        };
+        let Some(page_size) = page_size else {
+            let query = query.clone();
+            return self.with_reader(move |conn| conn.read(&query)).await;
+        };
+        let (prefetched, sequential) = {
+            let mut ahead = self.inner.ahead.lock();
+            let prefetched = ahead
+                .pending
+                .iter()
+                .position(|(q, _)| q == query)
+                .map(|i| ahead.pending.swap_remove(i).1);
+            let sequential = match ahead.expected.iter().position(|q| q == query) {
+                Some(i) => {
+                    ahead.expected.swap_remove(i);
+                    true
+                }
+                None => false,
+            };
+            let sequential = sequential || prefetched.is_some();
+            (prefetched, sequential)
+        };
+        let page = match prefetched {
+            Some(task) => match task.await {
+                Ok(Ok(page)) if page.len() == page_size => page,
+                // Short (the head may have moved since), failed or cancelled: read afresh.
+                _ => self.read_now(query).await?,
+            },
+            None => self.read_now(query).await?,
+        };
+        if page.len() == page_size {
+            if let Some(last) = page.last() {
+                self.expect_next(query.clone().after(last.position), sequential);
+            }
+        }
+        Ok(page)
     }
 
     async fn head(&self) -> Result<u64, StoreError> {
