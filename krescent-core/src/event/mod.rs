@@ -3,6 +3,7 @@
 //! catalogs.
 
 pub(crate) mod codec;
+pub(crate) mod ids;
 mod registry;
 pub(crate) mod tags;
 

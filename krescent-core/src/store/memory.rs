@@ -9,7 +9,6 @@ use chrono::Utc;
 use parking_lot::RwLock;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::{EventStore, StoreError, Subscription};
 use crate::event::{NewEvent, RecordedEvent, Tag, validate_type_name};
@@ -232,7 +231,8 @@ impl EventStore for InMemoryEventStore {
             }
             let timestamp = Utc::now();
             let mut recorded = Vec::with_capacity(events.len());
-            for e in events {
+            let ids = crate::event::ids::new_ids(events.len());
+            for (e, id) in events.into_iter().zip(ids) {
                 let position = state.head() + 1;
                 let event_type = match state.by_type.get_key_value(&e.event_type) {
                     Some((k, _)) => k.clone(),
@@ -248,7 +248,7 @@ impl EventStore for InMemoryEventStore {
                 }
                 let r = RecordedEvent {
                     position,
-                    id: Uuid::now_v7(),
+                    id,
                     event_type,
                     tags: e.tags,
                     timestamp,

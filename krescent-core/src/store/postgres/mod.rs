@@ -666,7 +666,7 @@ impl EventStore for PostgresEventStore {
 
         // Everything that does not need the lock is prepared before taking it.
         let n = events.len();
-        let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+        let ids: Vec<Uuid> = crate::event::ids::new_ids(n);
         let mut literals = Vec::with_capacity(n);
         for e in &events {
             let mut s = String::with_capacity(

@@ -31,6 +31,9 @@ const PAGE_SIZE: u32 = 4096;
 /// Memory-mapped I/O for reads of file stores, in bytes.
 const MMAP_SIZE: u64 = 1 << 30;
 
+/// WAL pages after which a commit copies the WAL back into the database file.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
+
 /// The page cache of each connection, in KiB (negative `cache_size`).
 const CACHE_KIB: i64 = 32 * 1024;
 
@@ -174,6 +177,8 @@ impl Conn {
             if !mode.eq_ignore_ascii_case("wal") {
                 tracing::warn!(path = %self.path, mode, "SQLite refused WAL mode");
             }
+            c.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+            c.pragma_update(None, "mmap_size", MMAP_SIZE)?;
         } else {
             c.pragma_update(None, "query_only", true)?;
             c.pragma_update(None, "mmap_size", MMAP_SIZE)?;

@@ -5,10 +5,10 @@ use std::sync::mpsc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{oneshot, watch};
-use uuid::Uuid;
 
 use super::SqliteStoreError;
 use super::conn::{Conn, encode_tags};
+use crate::event::ids::new_ids;
 use crate::event::{NewEvent, RecordedEvent};
 use crate::query::AppendCondition;
 use crate::store::StoreError;
@@ -200,14 +200,14 @@ fn insert(
     // Stored in microseconds, so returned in microseconds too.
     let timestamp = DateTime::from_timestamp_micros(micros).unwrap_or_default();
     conn.refresh_known()?;
-    let mut recorded = Vec::with_capacity(events.len());
-    let mut tags_text = String::new();
-    for (offset, e) in (1u64..).zip(events) {
-        let position = head + offset;
-        let db_position = i64::try_from(position).map_err(|_| SqliteStoreError::CorruptRow {
-            position: Some(position),
+    let first = i64::try_from(head + 1)
+        .ok()
+        .filter(|f| f.checked_add(events.len() as i64).is_some())
+        .ok_or_else(|| SqliteStoreError::CorruptRow {
+            position: Some(head + 1),
             what: "position beyond the SQLite integer range".into(),
         })?;
+    for e in &events {
         if !conn.cache.known_set.contains(&*e.event_type) {
             conn.conn
                 .prepare_cached(
@@ -216,37 +216,114 @@ fn insert(
                 .execute([&*e.event_type])?;
             conn.refresh_known()?;
         }
-        let id = Uuid::now_v7();
-        encode_tags(&e.tags, &mut tags_text);
-        conn.conn
-            .prepare_cached(
-                "INSERT INTO events (position, id, type, tags, ts, payload) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(rusqlite::params![
-                db_position,
-                id.as_bytes().as_slice(),
-                &*e.event_type,
-                tags_text.as_str(),
-                micros,
-                &e.payload[..],
-            ])?;
-        if !e.tags.is_empty() {
-            let mut stmt = conn.conn.prepare_cached(
-                "INSERT INTO event_tags (tag, type, position) VALUES (?1, ?2, ?3)",
-            )?;
-            for tag in &e.tags {
-                stmt.execute(rusqlite::params![tag.as_str(), &*e.event_type, db_position])?;
+    }
+    let ids = new_ids(events.len());
+    let mut tags_texts = Vec::with_capacity(events.len());
+    for e in &events {
+        let mut text = String::new();
+        encode_tags(&e.tags, &mut text);
+        tags_texts.push(text);
+    }
+
+    // The events, ROWS_PER_INSERT rows per statement.
+    let full = multi_row_insert(EVENT_INSERT, EVENT_ROW, ROWS_PER_INSERT);
+    let mut rows = events.iter().zip(&ids).zip(&tags_texts).enumerate();
+    for chunk_start in (0..events.len()).step_by(ROWS_PER_INSERT) {
+        let n = ROWS_PER_INSERT.min(events.len() - chunk_start);
+        let mut stmt = if n == ROWS_PER_INSERT {
+            conn.conn.prepare_cached(&full)?
+        } else {
+            conn.conn
+                .prepare_cached(&multi_row_insert(EVENT_INSERT, EVENT_ROW, 1))?
+        };
+        let mut bound = 0;
+        for (k, ((e, id), tags)) in rows.by_ref().take(n) {
+            let position = first + k as i64;
+            stmt.raw_bind_parameter(bound + 1, position)?;
+            stmt.raw_bind_parameter(bound + 2, id.as_bytes().as_slice())?;
+            stmt.raw_bind_parameter(bound + 3, &*e.event_type)?;
+            stmt.raw_bind_parameter(bound + 4, tags.as_str())?;
+            stmt.raw_bind_parameter(bound + 5, micros)?;
+            stmt.raw_bind_parameter(bound + 6, &e.payload[..])?;
+            if n == ROWS_PER_INSERT {
+                bound += 6;
+            } else {
+                stmt.raw_execute()?;
             }
         }
-        recorded.push(RecordedEvent {
-            position,
+        if n == ROWS_PER_INSERT {
+            stmt.raw_execute()?;
+        }
+    }
+
+    // The tag index, in key order, so that the B-tree is walked forward once per batch.
+    let mut tag_rows: Vec<(&str, &str, i64)> = events
+        .iter()
+        .enumerate()
+        .flat_map(|(k, e)| {
+            let position = first + k as i64;
+            e.tags
+                .iter()
+                .map(move |t| (t.as_str(), &*e.event_type, position))
+        })
+        .collect();
+    tag_rows.sort_unstable();
+    let full = multi_row_insert(TAG_INSERT, TAG_ROW, TAG_ROWS_PER_INSERT);
+    for chunk in tag_rows.chunks(TAG_ROWS_PER_INSERT) {
+        if chunk.len() == TAG_ROWS_PER_INSERT {
+            let mut stmt = conn.conn.prepare_cached(&full)?;
+            for (k, (tag, ty, position)) in chunk.iter().enumerate() {
+                stmt.raw_bind_parameter(3 * k + 1, *tag)?;
+                stmt.raw_bind_parameter(3 * k + 2, *ty)?;
+                stmt.raw_bind_parameter(3 * k + 3, *position)?;
+            }
+            stmt.raw_execute()?;
+        } else {
+            let mut stmt = conn
+                .conn
+                .prepare_cached(&multi_row_insert(TAG_INSERT, TAG_ROW, 1))?;
+            for (tag, ty, position) in chunk {
+                stmt.raw_bind_parameter(1, *tag)?;
+                stmt.raw_bind_parameter(2, *ty)?;
+                stmt.raw_bind_parameter(3, *position)?;
+                stmt.raw_execute()?;
+            }
+        }
+    }
+
+    Ok(events
+        .into_iter()
+        .zip(ids)
+        .enumerate()
+        .map(|(k, (e, id))| RecordedEvent {
+            position: head + 1 + k as u64,
             id,
             event_type: e.event_type,
             tags: e.tags,
             timestamp,
             data: e.payload,
-        });
+        })
+        .collect())
+}
+
+/// Events inserted by one statement (6 parameters each).
+const ROWS_PER_INSERT: usize = 64;
+/// Tag rows inserted by one statement (3 parameters each).
+const TAG_ROWS_PER_INSERT: usize = 128;
+const EVENT_INSERT: &str = "INSERT INTO events (position, id, type, tags, ts, payload) VALUES ";
+const EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?)";
+const TAG_INSERT: &str = "INSERT INTO event_tags (tag, type, position) VALUES ";
+const TAG_ROW: &str = "(?, ?, ?)";
+
+/// `INSERT ... VALUES (row), (row), ...` with `rows` rows of anonymous parameters.
+fn multi_row_insert(insert: &str, row: &str, rows: usize) -> String {
+    let mut sql = String::with_capacity(insert.len() + rows * (row.len() + 2));
+    sql.push_str(insert);
+    for k in 0..rows {
+        if k > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(row);
     }
-    Ok(recorded)
+    sql
 }
