@@ -344,9 +344,11 @@ async fn a_foreign_buffer_is_refused_and_nothing_is_written() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, CheckpointStorageError::WritesMismatch { model, .. } if model == "foreign"),
+        matches!(&err, CheckpointStorageError::WritesMismatch { model, found }
+            if model == "foreign" && found.ends_with("ForeignWrites")),
         "{err:?}"
     );
+    assert!(err.to_string().contains("ForeignWrites"), "{err}");
     assert_eq!(foreign.0, vec!["row".to_owned()], "the buffer is untouched");
     assert_eq!(storage.load("foreign").await.unwrap(), None);
 

@@ -86,6 +86,10 @@ pub trait PendingWrites: Send {
     fn is_empty(&self) -> bool;
     /// The concrete buffer, for the storage that knows its type.
     fn as_any(&mut self) -> &mut dyn std::any::Any;
+    /// The buffer's type name, for error messages (default: [`std::any::type_name`]).
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
 }
 
 /// A shared storage is a storage: `Arc<FileCheckpointStorage>` and

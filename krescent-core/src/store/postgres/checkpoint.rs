@@ -461,10 +461,11 @@ impl CheckpointStorage for PostgresCheckpointStorage {
         writes: &mut (dyn PendingWrites + '_),
     ) -> Result<(), CheckpointStorageError> {
         validate_model_name(&checkpoint.model)?;
+        let found = writes.type_name();
         let Some(buffer) = writes.as_any().downcast_mut::<PostgresWrites>() else {
             return Err(CheckpointStorageError::WritesMismatch {
                 model: checkpoint.model.clone(),
-                found: FOREIGN_WRITES,
+                found,
             });
         };
         let bytes = checkpoint
@@ -522,9 +523,6 @@ fn checkpoint_backend(source: Box<dyn StdError + Send + Sync>) -> CheckpointStor
         source,
     }
 }
-
-/// What [`CheckpointStorageError::WritesMismatch`] says it found: the trait gives no type name.
-const FOREIGN_WRITES: &str = "other than krescent_core::store::postgres::PostgresWrites";
 
 impl PostgresCheckpointStorage {
     /// The [`CheckpointInfo`] of a `list` row.

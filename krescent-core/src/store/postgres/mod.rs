@@ -140,8 +140,8 @@ pub enum PostgresError {
         /// What is wrong with it.
         what: String,
     },
-    /// The database failed or went away.
-    #[error(transparent)]
+    /// The database failed or went away; the message carries the server's own text.
+    #[error("{}", checkpoint::describe(.0))]
     Database(#[from] tokio_postgres::Error),
     /// No connection could be taken from the pool (the database is unreachable, or every
     /// connection stayed busy past the timeout).

@@ -24,10 +24,6 @@ use crate::store::StoreError;
 /// The `backend` of the errors of the SQLite storages.
 pub(super) const BACKEND: &str = "sqlite";
 
-/// What [`CheckpointStorageError::WritesMismatch`] reports as the type found: `dyn Any` does
-/// not tell the name of the concrete type.
-const FOREIGN_WRITES: &str = "a pending-writes buffer other than SqliteWrites";
-
 /// The longest SQL text quoted in an error message, in characters.
 const MAX_QUOTED_SQL: usize = 200;
 
@@ -534,10 +530,11 @@ impl CheckpointStorage for SqliteCheckpointStorage {
         writes: &mut (dyn PendingWrites + '_),
     ) -> Result<(), CheckpointStorageError> {
         validate_model_name(&checkpoint.model)?;
+        let found = writes.type_name();
         let Some(buffer) = writes.as_any().downcast_mut::<SqliteWrites>() else {
             return Err(CheckpointStorageError::WritesMismatch {
                 model: checkpoint.model.clone(),
-                found: FOREIGN_WRITES,
+                found,
             });
         };
         let bytes = encode(checkpoint)?;
