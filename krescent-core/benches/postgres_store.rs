@@ -254,16 +254,8 @@ fn main() {
         init.as_secs_f64() / select_1.as_secs_f64()
     );
 
-    rt.block_on(async {
-        ledger
-            .raw
-            .batch_execute(&format!(
-                "DROP TABLE IF EXISTS {p}events, {p}event_tags, {p}head, {p}meta",
-                p = ledger.prefix
-            ))
-            .await
-            .expect("drop tables");
-    });
+    rt.block_on(ledger.store.drop_tables())
+        .expect("drop tables");
     drop(ledger);
 }
 

@@ -4,7 +4,6 @@
 //! Without that variable every test prints that it was skipped and passes. Each test works in
 //! tables of its own (a random prefix) and drops them at the end.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,64 +17,14 @@ use parking_lot::Mutex;
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
-const URL_VAR: &str = "KRESCENT_POSTGRES_URL";
+mod common;
+use common::pg::{connect_with, drop_tables, fresh_prefix, raw_client, with_database};
 
 /// How long a test waits for something that should happen (a failure guard, not a timing).
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Runs `test` with the database URL on a two-worker runtime, or reports the skip.
-fn with_database<F, Fut>(test: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let Ok(url) = std::env::var(URL_VAR) else {
-        println!("skipped: {URL_VAR} not set");
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(test(url));
-}
-
-/// A fresh, unique table prefix.
-fn fresh_prefix() -> String {
-    format!("t_{}_", uuid::Uuid::now_v7().simple())
-}
-
 async fn connect(url: &str, prefix: &str) -> PostgresEventStore {
     connect_with(url, PostgresOptions::default().table_prefix(prefix)).await
-}
-
-async fn connect_with(url: &str, options: PostgresOptions) -> PostgresEventStore {
-    match PostgresEventStore::connect(url, options).await {
-        Ok(store) => store,
-        Err(e) => panic!("cannot connect to {url}: {e}"),
-    }
-}
-
-/// A plain client for statements the store does not offer.
-async fn raw_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("raw connection");
-    tokio::spawn(connection);
-    client
-}
-
-/// Drops the tables of `prefix`.
-async fn drop_tables(url: &str, prefix: &str) {
-    let client = raw_client(url).await;
-    client
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {prefix}events, {prefix}event_tags, {prefix}head, {prefix}meta, \
-             {prefix}checkpoints, {prefix}bookmarks"
-        ))
-        .await
-        .expect("drop tables");
 }
 
 /// Makes a store in fresh tables for each contract case and drops them afterwards.

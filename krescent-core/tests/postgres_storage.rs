@@ -7,7 +7,6 @@
 //! database prints that it was skipped and passes. Each test works in tables of its own (a
 //! random prefix) and drops them at the end.
 
-use std::future::Future;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,82 +24,19 @@ use krescent_core::store::postgres::{
     PostgresWrites,
 };
 use krescent_core::testing::{BookmarkStorageFactory, CheckpointStorageFactory};
-use krescent_core::{
-    EventStore, EventStoreExt, PostgresError, PostgresEventStore, PostgresOptions, Recorded,
-};
+use krescent_core::{EventStore, EventStoreExt, PostgresError, PostgresOptions, Recorded};
 use parking_lot::Mutex;
 
-const URL_VAR: &str = "KRESCENT_POSTGRES_URL";
+mod common;
+use common::pg::{
+    URL_VAR, connect_with, drop_tables, fresh_prefix, raw_client, runtime, with_database,
+};
 
 /// How long a test waits for something that should happen (a failure guard, not a timing).
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Runs `test` with the database URL on a two-worker runtime, or reports the skip.
-fn with_database<F, Fut>(test: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let Ok(url) = std::env::var(URL_VAR) else {
-        println!("skipped: {URL_VAR} not set");
-        return;
-    };
-    runtime().block_on(test(url));
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// A fresh, unique table prefix.
-fn fresh_prefix() -> String {
-    format!("t_{}_", uuid::Uuid::now_v7().simple())
-}
-
 fn options(prefix: &str) -> PostgresOptions {
     PostgresOptions::default().table_prefix(prefix)
-}
-
-async fn connect_store(url: &str, options: PostgresOptions) -> PostgresEventStore {
-    match PostgresEventStore::connect(url, options).await {
-        Ok(store) => store,
-        Err(e) => panic!("cannot connect to {url}: {e}"),
-    }
-}
-
-/// A plain client for statements the storages do not offer.
-async fn raw_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("raw connection");
-    tokio::spawn(connection);
-    client
-}
-
-/// Drops every table of `prefix` (the event store's, the storages', the tests' own).
-async fn drop_tables(url: &str, prefix: &str) {
-    let client = raw_client(url).await;
-    let extra: Vec<String> = client
-        .query(
-            "SELECT tablename::text FROM pg_tables \
-             WHERE schemaname = current_schema() AND starts_with(tablename, $1)",
-            &[&prefix],
-        )
-        .await
-        .expect("tables of the prefix")
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    if !extra.is_empty() {
-        client
-            .batch_execute(&format!("DROP TABLE IF EXISTS {}", extra.join(", ")))
-            .await
-            .expect("drop tables");
-    }
 }
 
 /// A checkpoint of `model` at `position` with a small state and a fixed time.
@@ -310,7 +246,7 @@ contract_cases!(
 fn storages_from_a_store_and_standalone_share_the_tables() {
     with_database(|url| async move {
         let prefix = fresh_prefix();
-        let store = connect_store(&url, options(&prefix)).await;
+        let store = connect_with(&url, options(&prefix)).await;
         let from_store = store.checkpoint_storage();
         assert_eq!(from_store.table_prefix(), prefix);
         assert_eq!(from_store.table(), format!("{prefix}checkpoints"));
@@ -344,7 +280,7 @@ fn storages_from_a_store_and_standalone_share_the_tables() {
             .await
             .expect("storage before the store");
         early.place("r", 1).await.expect("place");
-        let later = connect_store(&url, options(&second)).await;
+        let later = connect_with(&url, options(&second)).await;
         assert_eq!(later.head().await.expect("head"), 0);
         assert_eq!(
             later.bookmark_storage().load("r").await.expect("load"),
@@ -438,7 +374,7 @@ fn configuration_errors_and_an_unreachable_database_are_typed() {
 fn store_with_writes_commits_rows_and_checkpoint_together() {
     with_database(|url| async move {
         let prefix = fresh_prefix();
-        let store = connect_store(&url, options(&prefix)).await;
+        let store = connect_with(&url, options(&prefix)).await;
         let storage = store.checkpoint_storage();
         let admin = raw_client(&url).await;
         let table = create_rows_table(&admin, &prefix).await;
@@ -503,7 +439,7 @@ fn store_with_writes_commits_rows_and_checkpoint_together() {
 fn a_failing_statement_commits_nothing() {
     with_database(|url| async move {
         let prefix = fresh_prefix();
-        let store = connect_store(&url, options(&prefix)).await;
+        let store = connect_with(&url, options(&prefix)).await;
         let storage = store.checkpoint_storage();
         let admin = raw_client(&url).await;
         let table = create_rows_table(&admin, &prefix).await;
@@ -621,7 +557,7 @@ impl PendingWrites for ForeignWrites {
 fn refused_writes_write_nothing() {
     with_database(|url| async move {
         let prefix = fresh_prefix();
-        let store = connect_store(&url, options(&prefix)).await;
+        let store = connect_with(&url, options(&prefix)).await;
         let storage = store.checkpoint_storage();
         let admin = raw_client(&url).await;
         let table = create_rows_table(&admin, &prefix).await;
@@ -679,7 +615,7 @@ fn refused_writes_write_nothing() {
 fn corrupt_rows_are_reported() {
     with_database(|url| async move {
         let prefix = fresh_prefix();
-        let store = connect_store(&url, options(&prefix)).await;
+        let store = connect_with(&url, options(&prefix)).await;
         let storage = store.checkpoint_storage();
         let admin = raw_client(&url).await;
         let table = storage.table().to_owned();
@@ -772,7 +708,7 @@ fn storages_recover_from_terminated_connections() {
     with_database(|url| async move {
         let prefix = fresh_prefix();
         let app = format!("krescent storages {prefix}");
-        let store = connect_store(&url, options(&prefix).application_name(&app).pool_size(3)).await;
+        let store = connect_with(&url, options(&prefix).application_name(&app).pool_size(3)).await;
         let storage = store.checkpoint_storage();
         let bookmarks = store.bookmark_storage();
         let admin = raw_client(&url).await;
@@ -968,7 +904,7 @@ fn operations_right_after_termination_succeed() {
     with_database(|url| async move {
         let prefix = fresh_prefix();
         let app = format!("krescent racing {prefix}");
-        let store = connect_store(&url, options(&prefix).application_name(&app).pool_size(2)).await;
+        let store = connect_with(&url, options(&prefix).application_name(&app).pool_size(2)).await;
         let storage = store.checkpoint_storage();
         let bookmarks = store.bookmark_storage();
         let admin = raw_client(&url).await;
@@ -1145,7 +1081,7 @@ async fn items(client: &tokio_postgres::Client, prefix: &str) -> Vec<i64> {
 /// The child: runs the model until its transaction for the checkpoint at [`CRASH_AT`] blocks
 /// on the parent's lock, where the parent kills it.
 async fn crash_child(url: String, prefix: String, key: i64) {
-    let store = connect_store(
+    let store = connect_with(
         &url,
         options(&prefix)
             .application_name(child_application_name(&prefix))
@@ -1179,7 +1115,7 @@ fn crash_between_projection_writes_and_checkpoint() {
     }
     with_database(|url| async move {
         let prefix = fresh_prefix();
-        let store = connect_store(&url, options(&prefix)).await;
+        let store = connect_with(&url, options(&prefix)).await;
         let admin = raw_client(&url).await;
         admin
             .batch_execute(&format!(

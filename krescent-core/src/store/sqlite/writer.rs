@@ -218,43 +218,31 @@ fn insert(
         }
     }
     let ids = new_ids(events.len());
-    let mut tags_texts = Vec::with_capacity(events.len());
-    for e in &events {
-        let mut text = String::new();
-        encode_tags(&e.tags, &mut text);
-        tags_texts.push(text);
+    // Every event's encoded tags in one buffer, each a range of it.
+    let mut tags_text = String::new();
+    let mut one = String::new();
+    let mut rows = Vec::with_capacity(events.len());
+    for (k, (e, id)) in events.iter().zip(&ids).enumerate() {
+        encode_tags(&e.tags, &mut one);
+        let start = tags_text.len();
+        tags_text.push_str(&one);
+        rows.push((first + k as i64, id, e, start..tags_text.len()));
     }
-
-    // The events, ROWS_PER_INSERT rows per statement.
-    let full = multi_row_insert(EVENT_INSERT, EVENT_ROW, ROWS_PER_INSERT);
-    let mut rows = events.iter().zip(&ids).zip(&tags_texts).enumerate();
-    for chunk_start in (0..events.len()).step_by(ROWS_PER_INSERT) {
-        let n = ROWS_PER_INSERT.min(events.len() - chunk_start);
-        let mut stmt = if n == ROWS_PER_INSERT {
-            conn.conn.prepare_cached(&full)?
-        } else {
-            conn.conn
-                .prepare_cached(&multi_row_insert(EVENT_INSERT, EVENT_ROW, 1))?
-        };
-        let mut bound = 0;
-        for (k, ((e, id), tags)) in rows.by_ref().take(n) {
-            let position = first + k as i64;
-            stmt.raw_bind_parameter(bound + 1, position)?;
-            stmt.raw_bind_parameter(bound + 2, id.as_bytes().as_slice())?;
-            stmt.raw_bind_parameter(bound + 3, &*e.event_type)?;
-            stmt.raw_bind_parameter(bound + 4, tags.as_str())?;
-            stmt.raw_bind_parameter(bound + 5, micros)?;
-            stmt.raw_bind_parameter(bound + 6, &e.payload[..])?;
-            if n == ROWS_PER_INSERT {
-                bound += 6;
-            } else {
-                stmt.raw_execute()?;
-            }
-        }
-        if n == ROWS_PER_INSERT {
-            stmt.raw_execute()?;
-        }
-    }
+    insert_chunked(
+        &conn.conn,
+        EVENT_INSERT,
+        EVENT_ROW,
+        ROWS_PER_INSERT,
+        &rows,
+        |stmt, at, (position, id, e, tags)| {
+            stmt.raw_bind_parameter(at + 1, *position)?;
+            stmt.raw_bind_parameter(at + 2, id.as_bytes().as_slice())?;
+            stmt.raw_bind_parameter(at + 3, &*e.event_type)?;
+            stmt.raw_bind_parameter(at + 4, &tags_text[tags.clone()])?;
+            stmt.raw_bind_parameter(at + 5, micros)?;
+            stmt.raw_bind_parameter(at + 6, &e.payload[..])
+        },
+    )?;
 
     // The tag index, in key order, so that the B-tree is walked forward once per batch.
     let mut tag_rows: Vec<(&str, &str, i64)> = events
@@ -268,28 +256,18 @@ fn insert(
         })
         .collect();
     tag_rows.sort_unstable();
-    let full = multi_row_insert(TAG_INSERT, TAG_ROW, TAG_ROWS_PER_INSERT);
-    for chunk in tag_rows.chunks(TAG_ROWS_PER_INSERT) {
-        if chunk.len() == TAG_ROWS_PER_INSERT {
-            let mut stmt = conn.conn.prepare_cached(&full)?;
-            for (k, (tag, ty, position)) in chunk.iter().enumerate() {
-                stmt.raw_bind_parameter(3 * k + 1, *tag)?;
-                stmt.raw_bind_parameter(3 * k + 2, *ty)?;
-                stmt.raw_bind_parameter(3 * k + 3, *position)?;
-            }
-            stmt.raw_execute()?;
-        } else {
-            let mut stmt = conn
-                .conn
-                .prepare_cached(&multi_row_insert(TAG_INSERT, TAG_ROW, 1))?;
-            for (tag, ty, position) in chunk {
-                stmt.raw_bind_parameter(1, *tag)?;
-                stmt.raw_bind_parameter(2, *ty)?;
-                stmt.raw_bind_parameter(3, *position)?;
-                stmt.raw_execute()?;
-            }
-        }
-    }
+    insert_chunked(
+        &conn.conn,
+        TAG_INSERT,
+        TAG_ROW,
+        TAG_ROWS_PER_INSERT,
+        &tag_rows,
+        |stmt, at, (tag, ty, position)| {
+            stmt.raw_bind_parameter(at + 1, *tag)?;
+            stmt.raw_bind_parameter(at + 2, *ty)?;
+            stmt.raw_bind_parameter(at + 3, *position)
+        },
+    )?;
 
     Ok(events
         .into_iter()
@@ -314,6 +292,35 @@ const EVENT_INSERT: &str = "INSERT INTO events (position, id, type, tags, ts, pa
 const EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?)";
 const TAG_INSERT: &str = "INSERT INTO event_tags (tag, type, position) VALUES ";
 const TAG_ROW: &str = "(?, ?, ?)";
+
+/// Inserts `rows`, `per_statement` of them per statement (the rest one by one); `bind` binds
+/// one row's parameters after the first `at` of the statement.
+fn insert_chunked<T>(
+    conn: &rusqlite::Connection,
+    insert: &str,
+    row: &str,
+    per_statement: usize,
+    rows: &[T],
+    bind: impl Fn(&mut rusqlite::Statement<'_>, usize, &T) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let width = row.matches('?').count();
+    for chunk in rows.chunks(per_statement) {
+        if chunk.len() == per_statement {
+            let mut stmt = conn.prepare_cached(&multi_row_insert(insert, row, per_statement))?;
+            for (k, r) in chunk.iter().enumerate() {
+                bind(&mut stmt, k * width, r)?;
+            }
+            stmt.raw_execute()?;
+        } else {
+            let mut stmt = conn.prepare_cached(&multi_row_insert(insert, row, 1))?;
+            for r in chunk {
+                bind(&mut stmt, 0, r)?;
+                stmt.raw_execute()?;
+            }
+        }
+    }
+    Ok(())
+}
 
 /// `INSERT ... VALUES (row), (row), ...` with `rows` rows of anonymous parameters.
 fn multi_row_insert(insert: &str, row: &str, rows: usize) -> String {
