@@ -15,7 +15,9 @@
 use std::collections::HashMap;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use krescent::checkpoint::{Always, FixedEventRate, InMemoryCheckpointStorage, Never};
+use krescent::checkpoint::{
+    Always, CheckpointMap, FixedEventRate, InMemoryCheckpointStorage, Never,
+};
 use krescent::prelude::*;
 
 #[derive(Event, Serialize, Deserialize, Clone, Debug)]
@@ -29,14 +31,36 @@ pub enum CounterEvent {
     },
 }
 
+/// The model as the docs recommend for large state: a `CheckpointMap` whose checkpoints after
+/// the first are deltas of the entries changed since the previous one.
 #[derive(ReadModel, CheckpointSupport, Default)]
 #[krescent(name = "bench.counters", version = 1, events = CounterEvent, handles(Added))]
 pub struct Counters {
+    #[krescent(delta)]
+    map: CheckpointMap<String, i64>,
+}
+
+impl Counters {
+    fn on_added(&mut self, key: &str, by: &i64) {
+        match self.map.get_mut(key) {
+            Some(v) => *v += by,
+            None => {
+                self.map.insert(key.to_owned(), *by);
+            }
+        }
+    }
+}
+
+/// The same model with a plain `HashMap` stored whole (`#[krescent(binary)]`) in every
+/// checkpoint, for comparison.
+#[derive(ReadModel, CheckpointSupport, Default)]
+#[krescent(name = "bench.counters_full", version = 1, events = CounterEvent, handles(Added))]
+pub struct FullCounters {
     #[krescent(binary)]
     map: HashMap<String, i64>,
 }
 
-impl Counters {
+impl FullCounters {
     fn on_added(&mut self, key: &str, by: &i64) {
         match self.map.get_mut(key) {
             Some(v) => *v += by,
@@ -86,6 +110,31 @@ fn bench(c: &mut Criterion) {
                     .await
                     .unwrap()
                     .events_handled
+            })
+        })
+    });
+    g.bench_function("catch_up/none_full_map", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                FullCounters::default()
+                    .runner()
+                    .catch_up(&store)
+                    .await
+                    .unwrap()
+                    .events_handled
+            })
+        })
+    });
+    g.bench_function("catch_up/every_1000_full_map", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let storage = InMemoryCheckpointStorage::new();
+                let mut r = FullCounters::default()
+                    .configure(|c| c.use_checkpoints(storage, FixedEventRate::new(1000).unwrap()));
+                let m = r.catch_up(&store).await.unwrap();
+                assert_eq!(m.checkpoints_written, EVENTS as u64 / 1000);
+                assert_eq!(m.deltas_written, 0);
+                m.events_handled
             })
         })
     });

@@ -43,8 +43,8 @@ pub use krescent_derive::ReadModel;
 pub use krescent_derive::CheckpointSupport;
 
 pub use krescent_core::checkpoint::{
-    Always, CheckpointBucket, CheckpointStorage, CheckpointStrategy, CheckpointStrategyExt,
-    CheckpointSupport, FileCheckpointStorage, FixedEventRate, FixedTimeRate,
+    Always, CheckpointBucket, CheckpointMap, CheckpointStorage, CheckpointStrategy,
+    CheckpointStrategyExt, CheckpointSupport, FileCheckpointStorage, FixedEventRate, FixedTimeRate,
     InMemoryCheckpointStorage, Manual, ManualTrigger, Never, StoredCheckpoint,
 };
 pub use krescent_core::model::{
@@ -58,9 +58,9 @@ pub use krescent_core::projection::{
 /// The names most programs need: `use krescent::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AppendCondition, CheckpointStrategyExt, CheckpointSupport, Direction, Event, EventOutcome,
-        EventQuery, EventStore, EventStoreExt, HandlerError, InMemoryEventStore, Projection,
-        Projector, QueryItem, ReadModel, ReadModelExt, Recorded, Tag, Tags,
+        AppendCondition, CheckpointMap, CheckpointStrategyExt, CheckpointSupport, Direction, Event,
+        EventOutcome, EventQuery, EventStore, EventStoreExt, HandlerError, InMemoryEventStore,
+        Projection, Projector, QueryItem, ReadModel, ReadModelExt, Recorded, Tag, Tags,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -76,8 +76,9 @@ pub mod __private {
 
     pub use krescent_core::__private::*;
     pub use krescent_core::checkpoint::{
-        CheckpointBucket, CheckpointError, CheckpointPrimitive, CheckpointSupport, PendingWrites,
-        get_binary, get_json, get_nested, mix_shape, put_binary, put_json, put_nested,
+        CheckpointBucket, CheckpointError, CheckpointPrimitive, CheckpointSupport, DeltaState,
+        PendingWrites, get_binary, get_json, get_nested, get_nested_delta, mix_shape, put_binary,
+        put_json, put_nested, put_nested_delta,
     };
     pub use krescent_core::event::{
         DecodeError, EncodeError, Event, EventRegistration, EventType, Payload, Recorded, TagValue,

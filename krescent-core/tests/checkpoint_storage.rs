@@ -88,6 +88,7 @@ fn checkpoint(model: &str, position: u64) -> StoredCheckpoint {
         position,
         timestamp: at(1_720_000_000_000_000 + position as i64),
         state,
+        deltas: Vec::new(),
     }
 }
 
@@ -765,4 +766,114 @@ fn storage_errors_stay_small() {
     // Large error types make every `Result` that carries them large (clippy's
     // `result_large_err`); the decoder's error is boxed.
     assert!(std::mem::size_of::<CheckpointStorageError>() <= 80);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deltas in files
+
+fn delta(model: &str, base: u64, position: u64) -> krescent_core::checkpoint::CheckpointDelta {
+    krescent_core::checkpoint::CheckpointDelta {
+        model: model.to_owned(),
+        version: CheckpointVersion::new(2, 3, 0xabcd),
+        base_position: base,
+        position,
+        timestamp: at(1_720_000_000_000_000 + position as i64),
+        state: CheckpointBucket::new().with("changed", position),
+    }
+}
+
+/// A checkpoint at 10 with deltas to 20 and 30; returns the deltas file.
+async fn chain(storage: &FileCheckpointStorage) -> PathBuf {
+    storage.store(&checkpoint("chain", 10)).await.unwrap();
+    storage.store_delta(&delta("chain", 10, 20)).await.unwrap();
+    storage.store_delta(&delta("chain", 20, 30)).await.unwrap();
+    let mut path = storage.file_path("chain").unwrap().into_os_string();
+    path.push(".deltas");
+    PathBuf::from(path)
+}
+
+fn positions(checkpoint: &StoredCheckpoint) -> Vec<u64> {
+    checkpoint.deltas.iter().map(|d| d.position).collect()
+}
+
+#[tokio::test]
+async fn a_torn_delta_is_ignored_and_cut_off_by_the_next_one() {
+    let (dir, storage) = storage();
+    let deltas = chain(&storage).await;
+    assert_eq!(entries(dir.path()), ["chain.ckpt", "chain.ckpt.deltas"]);
+    let whole = fs::read(&deltas).unwrap();
+    // A crash in the middle of appending a third delta.
+    let mut torn = whole.clone();
+    torn.extend_from_slice(&200_u32.to_le_bytes());
+    torn.extend_from_slice(&30_u64.to_le_bytes());
+    torn.extend_from_slice(&[7; 9]);
+    fs::write(&deltas, &torn).unwrap();
+    let loaded = storage.load("chain").await.unwrap().unwrap();
+    assert_eq!(positions(&loaded), [20, 30]);
+    // The next delta replaces the torn bytes.
+    storage.store_delta(&delta("chain", 30, 40)).await.unwrap();
+    let loaded = storage.load("chain").await.unwrap().unwrap();
+    assert_eq!(positions(&loaded), [20, 30, 40]);
+    assert_eq!(storage.list().await.unwrap()[0].position, 40);
+    // Every prefix of the file is a valid chain: a crash at any byte loses at most the
+    // delta being written.
+    for cut in 0..whole.len() {
+        fs::write(&deltas, &whole[..cut]).unwrap();
+        let loaded = storage.load("chain").await.unwrap().unwrap();
+        assert!(positions(&loaded).len() < 2, "cut at {cut}");
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_delta_is_reported_as_corrupt() {
+    let (_dir, storage) = storage();
+    let deltas = chain(&storage).await;
+    let mut bytes = fs::read(&deltas).unwrap();
+    // A bit flip inside the first delta's encoding (after the file and record headers).
+    bytes[16 + 20 + 10] ^= 0x40;
+    fs::write(&deltas, &bytes).unwrap();
+    match storage.load("chain").await {
+        Err(CheckpointStorageError::Corrupt {
+            model, location, ..
+        }) => {
+            assert_eq!(model, "chain");
+            assert!(location.ends_with("chain.ckpt.deltas"), "{location}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn deltas_of_an_older_checkpoint_are_ignored() {
+    let (_dir, storage) = storage();
+    let deltas = chain(&storage).await;
+    let stale = fs::read(&deltas).unwrap();
+    // A crash during a full store after the deltas were removed... and a file system that
+    // kept them anyway: the new checkpoint is at 50, the deltas extend 10.
+    storage.store(&checkpoint("chain", 50)).await.unwrap();
+    assert!(!deltas.exists(), "a full store removes the deltas");
+    fs::write(&deltas, &stale).unwrap();
+    let loaded = storage.load("chain").await.unwrap().unwrap();
+    assert_eq!((loaded.position, positions(&loaded)), (50, vec![]));
+    // A delta on the new checkpoint starts the file over.
+    storage.store_delta(&delta("chain", 50, 60)).await.unwrap();
+    assert_eq!(
+        positions(&storage.load("chain").await.unwrap().unwrap()),
+        [60]
+    );
+    // One that builds on the stale chain is refused.
+    match storage.store_delta(&delta("chain", 30, 70)).await {
+        Err(CheckpointStorageError::DeltaBaseMismatch { latest, .. }) => {
+            assert_eq!(latest, Some(60))
+        }
+        other => panic!("expected DeltaBaseMismatch, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn delete_removes_the_deltas_file() {
+    let (dir, storage) = storage();
+    chain(&storage).await;
+    assert!(storage.delete("chain").await.unwrap());
+    assert!(entries(dir.path()).is_empty());
 }

@@ -48,6 +48,7 @@ fn checkpoint(model: &str, position: u64) -> StoredCheckpoint {
         timestamp: chrono::DateTime::from_timestamp_micros(1_730_000_000_000_000 + position as i64)
             .expect("timestamp"),
         state: CheckpointBucket::new().with("position", position),
+        deltas: Vec::new(),
     }
 }
 

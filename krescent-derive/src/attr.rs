@@ -29,6 +29,7 @@ pub(crate) mod sym {
     pub const SKIP: &str = "skip";
     pub const RENAME: &str = "rename";
     pub const NESTED: &str = "nested";
+    pub const DELTA: &str = "delta";
     pub const WRITES: &str = "writes";
     /// Container keys of `#[derive(ReadModel)]`, which `#[derive(CheckpointSupport)]` on the
     /// same struct leaves to it.
@@ -448,6 +449,8 @@ pub(crate) enum FieldMode {
     Binary,
     /// `#[krescent(nested)]`: a nested bucket of its own `CheckpointSupport`.
     Nested,
+    /// `#[krescent(delta)]`: through its `DeltaState`, whole or as a delta.
+    Delta,
     /// `#[krescent(skip)]`: not stored, reset to `Default` on restore.
     Skip,
 }
@@ -460,13 +463,14 @@ pub(crate) struct CheckpointFieldAttrs {
 
 impl CheckpointFieldAttrs {
     pub(crate) fn from_attrs(cx: &mut Ctxt, attrs: &[Attribute]) -> Self {
-        let mut mode = Once::new("binary`, `nested` or `skip");
+        let mut mode = Once::new("binary`, `nested`, `delta` or `skip");
         let mut rename = Once::new(sym::RENAME);
         each_krescent_key(cx, attrs, |cx, meta, key| {
             let span = meta.path.span();
             match key {
                 sym::BINARY => mode.set(cx, span, FieldMode::Binary),
                 sym::NESTED => mode.set(cx, span, FieldMode::Nested),
+                sym::DELTA => mode.set(cx, span, FieldMode::Delta),
                 sym::SKIP => mode.set(cx, span, FieldMode::Skip),
                 sym::RENAME => rename.set(cx, span, meta.value()?.parse::<LitStr>()?),
                 _ => return Err(unknown(meta, key)),

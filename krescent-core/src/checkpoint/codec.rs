@@ -120,15 +120,68 @@ pub(crate) fn crc32(bytes: &[u8]) -> u32 {
 
 pub(crate) fn encode(bucket: &CheckpointBucket) -> Result<Vec<u8>, BucketError> {
     let mut w = Writer {
-        out: Vec::with_capacity(64),
+        out: Vec::with_capacity(16 + size_hint(bucket)),
         path: Vec::new(),
     };
     w.out.extend_from_slice(&MAGIC);
     w.out.push(FORMAT_VERSION);
     w.len_prefixed(|w| w.body(bucket, 0))?;
-    let crc = crc32(&w.out);
-    w.out.extend_from_slice(&crc.to_le_bytes());
-    Ok(w.out)
+    Ok(w.finish())
+}
+
+/// Encodes `head` with one more entry, `key` holding the bucket `nested`, as if it were in
+/// `head`, without copying `nested` into it. `key` must not be a key of `head`.
+pub(crate) fn encode_with_nested(
+    head: &CheckpointBucket,
+    key: &str,
+    nested: &CheckpointBucket,
+) -> Result<Vec<u8>, BucketError> {
+    let mut w = Writer {
+        out: Vec::with_capacity(32 + key.len() + size_hint(head) + size_hint(nested)),
+        path: Vec::new(),
+    };
+    w.out.extend_from_slice(&MAGIC);
+    w.out.push(FORMAT_VERSION);
+    w.len_prefixed(|w| {
+        w.put_len(head.len() + 1)?;
+        let mut pending = Some(nested);
+        for (k, value) in head {
+            if let Some(nested) = pending.filter(|_| key < k) {
+                w.key(key)?;
+                w.bucket(nested, 0)?;
+                w.path.pop();
+                pending = None;
+            }
+            w.key(k)?;
+            w.value(value, 0)?;
+            w.path.pop();
+        }
+        if let Some(nested) = pending {
+            w.key(key)?;
+            w.bucket(nested, 0)?;
+            w.path.pop();
+        }
+        Ok(())
+    })?;
+    Ok(w.finish())
+}
+
+/// About the length of a bucket's encoding, to allocate the output once.
+fn size_hint(bucket: &CheckpointBucket) -> usize {
+    bucket
+        .iter()
+        .map(|(key, value)| {
+            2 + key.len()
+                + match value {
+                    CheckpointValue::String(v) => 5 + v.len(),
+                    CheckpointValue::Bytes(v) => 5 + v.len(),
+                    CheckpointValue::Json(_) => 64,
+                    CheckpointValue::Bucket(v) => 5 + size_hint(v),
+                    _ => 9,
+                }
+        })
+        .sum::<usize>()
+        + 4
 }
 
 struct Writer<'b> {
@@ -171,27 +224,52 @@ impl<'b> Writer<'b> {
         Ok(())
     }
 
+    /// Appends the checksum of everything written and returns the encoding.
+    fn finish(mut self) -> Vec<u8> {
+        let crc = crc32(&self.out);
+        self.out.extend_from_slice(&crc.to_le_bytes());
+        self.out
+    }
+
     fn body(&mut self, bucket: &'b CheckpointBucket, depth: usize) -> Result<(), BucketError> {
         self.put_len(bucket.len())?;
         for (key, value) in bucket {
-            self.path.push(key);
-            let key_len = match key.len() {
-                0 => Err(KeyError::Empty),
-                len => u8::try_from(len).map_err(|_| KeyError::TooLong {
-                    len,
-                    max: CheckpointBucket::MAX_KEY_LEN,
-                }),
-            };
-            let key_len = key_len.map_err(|reason| BucketError::InvalidKey {
-                path: self.path(),
-                reason,
-            })?;
-            self.out.push(key_len);
-            self.out.extend_from_slice(key.as_bytes());
+            self.key(key)?;
             self.value(value, depth)?;
             self.path.pop();
         }
         Ok(())
+    }
+
+    /// Writes a key and pushes it on the path (the caller pops it after the value).
+    fn key(&mut self, key: &'b str) -> Result<(), BucketError> {
+        self.path.push(key);
+        let key_len = match key.len() {
+            0 => Err(KeyError::Empty),
+            len => u8::try_from(len).map_err(|_| KeyError::TooLong {
+                len,
+                max: CheckpointBucket::MAX_KEY_LEN,
+            }),
+        };
+        let key_len = key_len.map_err(|reason| BucketError::InvalidKey {
+            path: self.path(),
+            reason,
+        })?;
+        self.out.push(key_len);
+        self.out.extend_from_slice(key.as_bytes());
+        Ok(())
+    }
+
+    /// Writes a nested bucket value.
+    fn bucket(&mut self, bucket: &'b CheckpointBucket, depth: usize) -> Result<(), BucketError> {
+        if depth >= CheckpointBucket::MAX_DEPTH {
+            return Err(BucketError::TooDeep {
+                path: self.path(),
+                limit: CheckpointBucket::MAX_DEPTH,
+            });
+        }
+        self.out.push(tag::BUCKET);
+        self.len_prefixed(|w| w.body(bucket, depth + 1))
     }
 
     fn value(&mut self, value: &'b CheckpointValue, depth: usize) -> Result<(), BucketError> {
@@ -226,16 +304,7 @@ impl<'b> Writer<'b> {
                 self.out.push(tag::JSON);
                 self.len_prefixed(|w| w.json(v, 0))?;
             }
-            CheckpointValue::Bucket(v) => {
-                if depth >= CheckpointBucket::MAX_DEPTH {
-                    return Err(BucketError::TooDeep {
-                        path: self.path(),
-                        limit: CheckpointBucket::MAX_DEPTH,
-                    });
-                }
-                self.out.push(tag::BUCKET);
-                self.len_prefixed(|w| w.body(v, depth + 1))?;
-            }
+            CheckpointValue::Bucket(v) => self.bucket(v, depth)?,
         }
         Ok(())
     }

@@ -14,6 +14,7 @@
 mod bucket;
 pub mod codec;
 mod error;
+mod map;
 pub mod storage;
 mod stored;
 pub mod strategy;
@@ -21,16 +22,17 @@ mod support;
 
 pub use bucket::{CheckpointBucket, CheckpointValue, IntoIter, Iter, ValueKind};
 pub use error::{BucketError, Corruption, KeyError};
+pub use map::{CheckpointMap, CheckpointMapIter, MapDelta};
 pub use storage::{
     CheckpointInfo, CheckpointStorage, CheckpointStorageError, FileCheckpointStorage,
     InMemoryCheckpointStorage, ModelNameError, PendingWrites, validate_model_name,
 };
-pub use stored::{CheckpointVersion, StoredCheckpoint};
+pub use stored::{CheckpointDelta, CheckpointVersion, DeltaChainError, StoredCheckpoint};
 pub use strategy::{
     Always, CheckpointStrategy, CheckpointStrategyExt, FixedEventRate, FixedTimeRate, Manual,
     ManualTrigger, Never, StrategyError,
 };
 pub use support::{
-    CheckpointError, CheckpointPrimitive, CheckpointSupport, get_binary, get_json, get_nested,
-    mix_shape, put_binary, put_json, put_nested,
+    CheckpointError, CheckpointPrimitive, CheckpointSupport, DeltaState, get_binary, get_json,
+    get_nested, get_nested_delta, mix_shape, put_binary, put_json, put_nested, put_nested_delta,
 };

@@ -94,6 +94,37 @@ pub struct StoredCheckpoint {
     pub timestamp: DateTime<Utc>,
     /// What the model wrote.
     pub state: CheckpointBucket,
+    /// Deltas stored after this checkpoint, oldest first, each building on the one before
+    /// (the first on this checkpoint): the model's latest state is `state` with every delta
+    /// applied, at the position of the last one. Empty for a checkpoint written in full and
+    /// for storages that keep no deltas. Not part of [`encode`](Self::encode): a storage keeps
+    /// each delta as its own record (see [`CheckpointDelta`]).
+    pub deltas: Vec<CheckpointDelta>,
+}
+
+/// What changed in a model's state between two checkpoints: written by the model runner
+/// instead of a full [`StoredCheckpoint`] when the model can write deltas (see
+/// [`CheckpointSupport::create_checkpoint_delta`](super::CheckpointSupport::create_checkpoint_delta))
+/// and the storage keeps them
+/// ([`CheckpointStorage::supports_deltas`](super::CheckpointStorage::supports_deltas)).
+///
+/// It builds on the stored checkpoint, or the last delta, at
+/// [`base_position`](Self::base_position). Its encoding is a bucket like the
+/// [`StoredCheckpoint`]'s, with a `base_position` key added.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointDelta {
+    /// The model the delta belongs to.
+    pub model: String,
+    /// What the delta was written for; equal to the version of the checkpoint it builds on.
+    pub version: CheckpointVersion,
+    /// The position of the checkpoint or delta it builds on.
+    pub base_position: u64,
+    /// The position of the last event reflected in the state with this delta applied.
+    pub position: u64,
+    /// When the delta was taken (stored at microsecond precision).
+    pub timestamp: DateTime<Utc>,
+    /// What the model wrote.
+    pub state: CheckpointBucket,
 }
 
 /// Keys of the outer bucket.
@@ -105,6 +136,80 @@ mod key {
     pub(super) const POSITION: &str = "position";
     pub(super) const TIMESTAMP_MICROS: &str = "timestamp_micros";
     pub(super) const STATE: &str = "state";
+    pub(super) const BASE_POSITION: &str = "base_position";
+}
+
+/// The metadata of an encoding; the state goes under [`key::STATE`] next to it.
+fn outer(
+    model: &str,
+    version: CheckpointVersion,
+    position: u64,
+    timestamp: DateTime<Utc>,
+) -> CheckpointBucket {
+    let mut outer = CheckpointBucket::new();
+    outer
+        .put_str(key::MODEL, model)
+        .put_u64(key::CATALOG_REVISION, u64::from(version.catalog_revision))
+        .put_u64(key::MODEL_VERSION, u64::from(version.model_version))
+        .put_u64(key::SHAPE, version.shape)
+        .put_u64(key::POSITION, position)
+        .put_i64(key::TIMESTAMP_MICROS, timestamp.timestamp_micros());
+    outer
+}
+
+/// What [`outer`] and the state wrote, read back with every key checked; the outer bucket keeps the keys
+/// not read here.
+struct Header {
+    model: String,
+    version: CheckpointVersion,
+    position: u64,
+    timestamp: DateTime<Utc>,
+    state: CheckpointBucket,
+}
+
+fn read_header(outer: &mut CheckpointBucket) -> Result<Header, BucketError> {
+    let model = outer.str(key::MODEL)?.to_owned();
+    let catalog_revision = read_u32(outer, key::CATALOG_REVISION)?;
+    let model_version = read_u32(outer, key::MODEL_VERSION)?;
+    let shape = outer.u64(key::SHAPE)?;
+    let position = outer.u64(key::POSITION)?;
+    let micros = outer.i64(key::TIMESTAMP_MICROS)?;
+    let timestamp = DateTime::from_timestamp_micros(micros).ok_or_else(|| {
+        conversion_error(
+            key::TIMESTAMP_MICROS,
+            format!(
+                "{micros} microseconds since the Unix epoch is outside the range of \
+                 DateTime<Utc>"
+            ),
+        )
+    })?;
+    // Take the state out of the outer bucket instead of cloning it.
+    let state = match outer.remove(key::STATE) {
+        Some(CheckpointValue::Bucket(state)) => state,
+        Some(other) => {
+            return Err(BucketError::WrongType {
+                key: key::STATE.to_owned(),
+                expected: ValueKind::Bucket,
+                found: other.kind(),
+            });
+        }
+        None => {
+            return Err(BucketError::MissingKey {
+                key: key::STATE.to_owned(),
+            });
+        }
+    };
+    Ok(Header {
+        model,
+        version: CheckpointVersion {
+            catalog_revision,
+            model_version,
+            shape,
+        },
+        position,
+        timestamp,
+        state,
+    })
 }
 
 impl StoredCheckpoint {
@@ -121,6 +226,7 @@ impl StoredCheckpoint {
             position,
             timestamp: now_micros(),
             state,
+            deltas: Vec::new(),
         }
     }
 
@@ -131,19 +237,8 @@ impl StoredCheckpoint {
     /// What [`CheckpointBucket::encode`] reports about the state (an invalid key, nesting too
     /// deep, a value too large); key paths start with `state`.
     pub fn encode(&self) -> Result<Vec<u8>, BucketError> {
-        let mut outer = CheckpointBucket::new();
-        outer
-            .put_str(key::MODEL, self.model.as_str())
-            .put_u64(
-                key::CATALOG_REVISION,
-                u64::from(self.version.catalog_revision),
-            )
-            .put_u64(key::MODEL_VERSION, u64::from(self.version.model_version))
-            .put_u64(key::SHAPE, self.version.shape)
-            .put_u64(key::POSITION, self.position)
-            .put_i64(key::TIMESTAMP_MICROS, self.timestamp.timestamp_micros())
-            .put_bucket(key::STATE, self.state.clone());
-        outer.encode()
+        let outer = outer(&self.model, self.version, self.position, self.timestamp);
+        super::codec::encode_with_nested(&outer, key::STATE, &self.state)
     }
 
     /// Decodes bytes written by [`encode`](Self::encode), checking every key it reads.
@@ -160,47 +255,123 @@ impl StoredCheckpoint {
     ///   or `timestamp_micros` lies outside the range of [`DateTime<Utc>`].
     pub fn decode(bytes: &[u8]) -> Result<Self, BucketError> {
         let mut outer = CheckpointBucket::decode(bytes)?;
-        let model = outer.str(key::MODEL)?.to_owned();
-        let catalog_revision = read_u32(&outer, key::CATALOG_REVISION)?;
-        let model_version = read_u32(&outer, key::MODEL_VERSION)?;
-        let shape = outer.u64(key::SHAPE)?;
-        let position = outer.u64(key::POSITION)?;
-        let micros = outer.i64(key::TIMESTAMP_MICROS)?;
-        let timestamp = DateTime::from_timestamp_micros(micros).ok_or_else(|| {
-            conversion_error(
-                key::TIMESTAMP_MICROS,
-                format!(
-                    "{micros} microseconds since the Unix epoch is outside the range of \
-                     DateTime<Utc>"
-                ),
-            )
-        })?;
-        // Take the state out of the outer bucket instead of cloning it.
-        let state = match outer.remove(key::STATE) {
-            Some(CheckpointValue::Bucket(state)) => state,
-            Some(other) => {
-                return Err(BucketError::WrongType {
-                    key: key::STATE.to_owned(),
-                    expected: ValueKind::Bucket,
-                    found: other.kind(),
-                });
-            }
-            None => {
-                return Err(BucketError::MissingKey {
-                    key: key::STATE.to_owned(),
-                });
-            }
-        };
+        let h = read_header(&mut outer)?;
         Ok(StoredCheckpoint {
-            model,
-            version: CheckpointVersion {
-                catalog_revision,
-                model_version,
-                shape,
-            },
+            model: h.model,
+            version: h.version,
+            position: h.position,
+            timestamp: h.timestamp,
+            state: h.state,
+            deltas: Vec::new(),
+        })
+    }
+
+    /// The position of the latest state: that of the last delta, or of the checkpoint when
+    /// it has none.
+    pub fn latest_position(&self) -> u64 {
+        self.deltas.last().map_or(self.position, |d| d.position)
+    }
+
+    /// Appends a delta read back by a storage, checking that it builds on the latest state.
+    ///
+    /// # Errors
+    ///
+    /// [`DeltaChainError`] if the delta belongs to another model or version, does not build
+    /// on [`latest_position`](Self::latest_position), or does not move past it.
+    pub fn push_delta(&mut self, delta: CheckpointDelta) -> Result<(), DeltaChainError> {
+        let tip = self.latest_position();
+        let problem = if delta.model != self.model {
+            Some(format!("it belongs to model `{}`", delta.model))
+        } else if delta.version != self.version {
+            Some(format!("its version ({}) differs", delta.version))
+        } else if delta.base_position != tip {
+            Some(format!(
+                "it builds on position {} but the latest state is at {tip}",
+                delta.base_position
+            ))
+        } else if delta.position <= tip {
+            Some(format!(
+                "its position {} does not move past {tip}",
+                delta.position
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(DeltaChainError {
+                model: self.model.clone(),
+                position: delta.position,
+                problem,
+            }),
+            None => {
+                self.deltas.push(delta);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A delta that does not continue a checkpoint's chain (see [`StoredCheckpoint::push_delta`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the checkpoint delta of model `{model}` at position {position} does not continue its chain: {problem}"
+)]
+pub struct DeltaChainError {
+    /// The model of the checkpoint.
+    pub model: String,
+    /// The position of the refused delta.
+    pub position: u64,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl CheckpointDelta {
+    /// A delta taken now (the current time truncated to microseconds).
+    pub fn new(
+        model: impl Into<String>,
+        version: CheckpointVersion,
+        base_position: u64,
+        position: u64,
+        state: CheckpointBucket,
+    ) -> Self {
+        CheckpointDelta {
+            model: model.into(),
+            version,
+            base_position,
             position,
-            timestamp,
+            timestamp: now_micros(),
             state,
+        }
+    }
+
+    /// Encodes the delta like [`StoredCheckpoint::encode`], with `base_position` added.
+    ///
+    /// # Errors
+    ///
+    /// As [`StoredCheckpoint::encode`].
+    pub fn encode(&self) -> Result<Vec<u8>, BucketError> {
+        let mut outer = outer(&self.model, self.version, self.position, self.timestamp);
+        outer.put_u64(key::BASE_POSITION, self.base_position);
+        super::codec::encode_with_nested(&outer, key::STATE, &self.state)
+    }
+
+    /// Decodes bytes written by [`encode`](Self::encode).
+    ///
+    /// # Errors
+    ///
+    /// As [`StoredCheckpoint::decode`]; a full checkpoint's encoding lacks `base_position`
+    /// ([`BucketError::MissingKey`]).
+    pub fn decode(bytes: &[u8]) -> Result<Self, BucketError> {
+        let mut outer = CheckpointBucket::decode(bytes)?;
+        let base_position = outer.u64(key::BASE_POSITION)?;
+        let h = read_header(&mut outer)?;
+        Ok(CheckpointDelta {
+            model: h.model,
+            version: h.version,
+            base_position,
+            position: h.position,
+            timestamp: h.timestamp,
+            state: h.state,
         })
     }
 }

@@ -32,6 +32,12 @@ pub enum CheckpointError {
         /// The field's type.
         ty: &'static str,
     },
+    /// A delta was handed to a state that never writes deltas.
+    #[error("`{ty}` cannot restore a checkpoint delta: it writes only full checkpoints")]
+    DeltaUnsupported {
+        /// The state's type.
+        ty: &'static str,
+    },
     /// An error of a hand-written implementation.
     #[error("{0}")]
     Custom(Box<dyn std::error::Error + Send + Sync>),
@@ -67,6 +73,66 @@ pub trait CheckpointSupport {
         let _ = bucket;
         true
     }
+
+    /// Writes into `delta` only what changed since the last checkpoint confirmed with
+    /// [`checkpoint_stored`](Self::checkpoint_stored) (or restored), and returns `true`; or
+    /// returns `false` when a delta cannot or should not be written now (the runner then
+    /// writes a full checkpoint with [`create_checkpoint`](Self::create_checkpoint)).
+    ///
+    /// Default: `false`, full checkpoints only. The derive writes deltas for structs with a
+    /// `#[krescent(delta)]` field (such as a [`CheckpointMap`](super::CheckpointMap)); its
+    /// other fields are written whole into every delta.
+    fn create_checkpoint_delta(
+        &self,
+        delta: &mut CheckpointBucket,
+    ) -> Result<bool, CheckpointError> {
+        let _ = delta;
+        Ok(false)
+    }
+
+    /// Applies a delta written by [`create_checkpoint_delta`](Self::create_checkpoint_delta)
+    /// on top of the state restored from the checkpoint it builds on. All or nothing, like
+    /// [`restore_checkpoint`](Self::restore_checkpoint).
+    ///
+    /// Default: [`CheckpointError::DeltaUnsupported`].
+    fn restore_checkpoint_delta(
+        &mut self,
+        delta: &CheckpointBucket,
+    ) -> Result<(), CheckpointError> {
+        let _ = delta;
+        Err(CheckpointError::DeltaUnsupported {
+            ty: std::any::type_name::<Self>(),
+        })
+    }
+
+    /// Tells the state that the checkpoint (full or delta) just created from it is stored:
+    /// the next delta starts from here. Default: nothing.
+    fn checkpoint_stored(&mut self) {}
+}
+
+/// State of one field that can write a delta of its changes since the last stored checkpoint
+/// (`#[krescent(delta)]` in `#[derive(CheckpointSupport)]`). [`CheckpointMap`] implements it.
+///
+/// [`CheckpointMap`]: super::CheckpointMap
+pub trait DeltaState: Sized {
+    /// A delta read back from a bucket, ready to be applied.
+    type Delta;
+
+    /// Writes the whole state under `key`.
+    fn put_full(&self, bucket: &mut CheckpointBucket, key: &str) -> Result<(), CheckpointError>;
+    /// Reads a state written by [`put_full`](Self::put_full); it counts as stored.
+    fn get_full(bucket: &CheckpointBucket, key: &str) -> Result<Self, CheckpointError>;
+    /// Whether a delta can be written now (a stored state exists to build on) and is worth
+    /// it (smaller than the whole state).
+    fn delta_ready(&self) -> bool;
+    /// Writes the changes since the last stored state under `key`.
+    fn put_delta(&self, bucket: &mut CheckpointBucket, key: &str) -> Result<(), CheckpointError>;
+    /// Reads a delta written by [`put_delta`](Self::put_delta).
+    fn get_delta(bucket: &CheckpointBucket, key: &str) -> Result<Self::Delta, CheckpointError>;
+    /// Applies a delta read by [`get_delta`](Self::get_delta); the result counts as stored.
+    fn apply_delta(&mut self, delta: Self::Delta);
+    /// The state as it is now is stored: later changes go into the next delta.
+    fn mark_stored(&mut self);
 }
 
 /// A field type stored as a typed bucket value (booleans, integers, floats, strings) by
@@ -216,4 +282,31 @@ pub const fn mix_shape(own: u64, nested: &[u64]) -> u64 {
         i += 1;
     }
     h
+}
+
+/// Writes the delta of a nested [`CheckpointSupport`] value as a nested bucket; `false` if it
+/// has none to write (then the whole checkpoint is written in full).
+pub fn put_nested_delta<T: CheckpointSupport>(
+    bucket: &mut CheckpointBucket,
+    key: &str,
+    value: &T,
+) -> Result<bool, CheckpointError> {
+    let mut inner = CheckpointBucket::new();
+    if !value.create_checkpoint_delta(&mut inner)? {
+        return Ok(false);
+    }
+    bucket.put_bucket(key, inner);
+    Ok(true)
+}
+
+/// Applies a nested delta stored by [`put_nested_delta`] to a copy of `current`.
+pub fn get_nested_delta<T: CheckpointSupport + Clone>(
+    bucket: &CheckpointBucket,
+    key: &str,
+    current: &T,
+) -> Result<T, CheckpointError> {
+    let inner = bucket.bucket(key)?;
+    let mut value = current.clone();
+    value.restore_checkpoint_delta(inner)?;
+    Ok(value)
 }

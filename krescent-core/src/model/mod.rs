@@ -25,7 +25,10 @@ use crate::projection::HandlerError;
 use crate::query::EventQuery;
 
 pub use registry::{ModelRegistration, ModelRegistry, ModelRegistryError};
-pub use runner::{ModelConfig, ModelError, ModelMetrics, ModelRunner, ReadModelExt};
+pub use runner::{
+    DEFAULT_MAX_DELTA_CHAIN, DEFAULT_MODEL_BATCH, ModelConfig, ModelError, ModelMetrics,
+    ModelRunner, ReadModelExt,
+};
 
 /// What a model did with one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

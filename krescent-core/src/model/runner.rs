@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EventOutcome, ReadModel};
 use crate::checkpoint::{
-    CheckpointBucket, CheckpointError, CheckpointStorage, CheckpointStorageError,
+    CheckpointBucket, CheckpointDelta, CheckpointError, CheckpointStorage, CheckpointStorageError,
     CheckpointStrategy, CheckpointVersion, StoredCheckpoint,
 };
 use crate::event::{DecodeError, Event, RecordedEvent};
@@ -17,6 +17,10 @@ use crate::store::{EventStore, StoreError};
 
 /// The default number of events per read.
 pub const DEFAULT_MODEL_BATCH: u64 = 500;
+
+/// The default for [`ModelConfig::max_delta_chain`]: deltas written after a full checkpoint
+/// before the next full one.
+pub const DEFAULT_MAX_DELTA_CHAIN: u32 = 64;
 
 /// Why a model stopped.
 #[derive(Debug, thiserror::Error)]
@@ -120,8 +124,10 @@ pub struct ModelMetrics {
     pub events_handled: u64,
     /// Events the model skipped (they moved the position only).
     pub events_skipped: u64,
-    /// Checkpoints written.
+    /// Checkpoints written, full or as deltas.
     pub checkpoints_written: u64,
+    /// How many of [`checkpoints_written`](Self::checkpoints_written) were deltas.
+    pub deltas_written: u64,
     /// The position of the checkpoint the model was restored from, if any.
     pub restored_from: Option<u64>,
     /// The position of the last event processed (0: none).
@@ -140,6 +146,7 @@ pub struct ModelConfig {
     checkpoints: Option<(Arc<dyn CheckpointStorage>, Box<dyn CheckpointStrategy>)>,
     rebuild_on_invalid: bool,
     batch_size: u64,
+    max_delta_chain: u32,
 }
 
 impl std::fmt::Debug for ModelConfig {
@@ -148,6 +155,7 @@ impl std::fmt::Debug for ModelConfig {
             .field("checkpoints", &self.checkpoints.is_some())
             .field("rebuild_on_invalid", &self.rebuild_on_invalid)
             .field("batch_size", &self.batch_size)
+            .field("max_delta_chain", &self.max_delta_chain)
             .finish()
     }
 }
@@ -158,6 +166,7 @@ impl Default for ModelConfig {
             checkpoints: None,
             rebuild_on_invalid: true,
             batch_size: DEFAULT_MODEL_BATCH,
+            max_delta_chain: DEFAULT_MAX_DELTA_CHAIN,
         }
     }
 }
@@ -196,6 +205,21 @@ impl ModelConfig {
         self.batch_size = events;
         self
     }
+
+    /// How many checkpoint deltas may follow a full checkpoint before the next one is written
+    /// in full (default [`DEFAULT_MAX_DELTA_CHAIN`]; 0 writes every checkpoint in full).
+    ///
+    /// Deltas are written when the model can write them
+    /// ([`CheckpointSupport::create_checkpoint_delta`](crate::checkpoint::CheckpointSupport::create_checkpoint_delta),
+    /// e.g. a [`CheckpointMap`](crate::checkpoint::CheckpointMap) field marked
+    /// `#[krescent(delta)]`), the storage keeps them
+    /// ([`CheckpointStorage::supports_deltas`]) and the model has no pending projection writes.
+    /// A longer chain makes checkpoints cheaper on average and restarts slower: a restart
+    /// applies every delta of the chain.
+    pub fn max_delta_chain(mut self, deltas: u32) -> Self {
+        self.max_delta_chain = deltas;
+        self
+    }
 }
 
 /// `configure` and `runner` for every [`ReadModel`].
@@ -224,6 +248,8 @@ pub struct ModelRunner<M: ReadModel> {
     broken: bool,
     position: u64,
     last_checkpoint: Option<u64>,
+    /// Deltas stored (or restored) since the last full checkpoint.
+    delta_chain: u32,
     metrics: ModelMetrics,
 }
 
@@ -248,6 +274,7 @@ impl<M: ReadModel> ModelRunner<M> {
             broken: false,
             position: 0,
             last_checkpoint: None,
+            delta_chain: 0,
             metrics: ModelMetrics::default(),
         }
     }
@@ -461,13 +488,16 @@ impl<M: ReadModel> ModelRunner<M> {
                 match self.check(&checkpoint) {
                     Ok(()) => match self.model.restore_checkpoint(&checkpoint.state) {
                         Ok(()) => {
-                            self.position = checkpoint.position;
-                            self.last_checkpoint = Some(checkpoint.position);
-                            self.metrics.restored_from = Some(checkpoint.position);
-                            self.metrics.position = checkpoint.position;
+                            let position = self.apply_deltas(&checkpoint);
+                            self.model.checkpoint_stored();
+                            self.position = position;
+                            self.last_checkpoint = Some(position);
+                            self.metrics.restored_from = Some(position);
+                            self.metrics.position = position;
                             tracing::info!(
                                 model = M::NAME,
-                                position = checkpoint.position,
+                                position,
+                                deltas = self.delta_chain,
                                 "restored from checkpoint"
                             );
                         }
@@ -482,6 +512,42 @@ impl<M: ReadModel> ModelRunner<M> {
             strategy.started();
         }
         Ok(())
+    }
+
+    /// Applies the deltas of a restored checkpoint in order, up to the first that does not
+    /// continue the chain or does not apply (each prefix of the chain is a valid state).
+    /// Returns the position of the state reached.
+    fn apply_deltas(&mut self, checkpoint: &StoredCheckpoint) -> u64 {
+        let mut position = checkpoint.position;
+        self.delta_chain = 0;
+        for delta in &checkpoint.deltas {
+            let problem = if delta.version != checkpoint.version {
+                Some(format!("its version ({}) differs", delta.version))
+            } else if delta.base_position != position || delta.position <= position {
+                Some(format!(
+                    "it builds on position {} but the state is at {position}",
+                    delta.base_position
+                ))
+            } else {
+                self.model
+                    .restore_checkpoint_delta(&delta.state)
+                    .err()
+                    .map(|e| e.to_string())
+            };
+            if let Some(problem) = problem {
+                tracing::warn!(
+                    model = M::NAME,
+                    position,
+                    delta = delta.position,
+                    %problem,
+                    "ignoring a checkpoint delta and those after it"
+                );
+                break;
+            }
+            position = delta.position;
+            self.delta_chain += 1;
+        }
+        position
     }
 
     fn check(&self, checkpoint: &StoredCheckpoint) -> Result<(), String> {
@@ -578,6 +644,79 @@ impl<M: ReadModel> ModelRunner<M> {
         {
             return Ok(false);
         }
+        let storage = storage.clone();
+        if !self.write_delta(storage.as_ref()).await? {
+            self.write_full(storage.as_ref()).await?;
+        }
+        self.model.checkpoint_stored();
+        self.last_checkpoint = Some(self.position);
+        self.metrics.checkpoints_written += 1;
+        if let Some((_, strategy)) = &mut self.config.checkpoints {
+            strategy.written();
+        }
+        tracing::debug!(
+            model = M::NAME,
+            position = self.position,
+            "checkpoint written"
+        );
+        Ok(true)
+    }
+}
+
+impl<M: ReadModel> ModelRunner<M> {
+    /// Writes a delta if the model, the storage and the chain allow; `false` if a full
+    /// checkpoint is needed instead.
+    async fn write_delta(&mut self, storage: &dyn CheckpointStorage) -> Result<bool, ModelError> {
+        let Some(base_position) = self.last_checkpoint else {
+            return Ok(false);
+        };
+        if self.delta_chain >= self.config.max_delta_chain
+            || !storage.supports_deltas()
+            || self.model.pending_writes().is_some()
+        {
+            return Ok(false);
+        }
+        let mut state = CheckpointBucket::new();
+        let ready = self
+            .model
+            .create_checkpoint_delta(&mut state)
+            .map_err(|source| ModelError::CreateCheckpoint {
+                model: M::NAME,
+                position: self.position,
+                source,
+            })?;
+        if !ready {
+            return Ok(false);
+        }
+        let delta = CheckpointDelta::new(
+            M::NAME,
+            Self::version(),
+            base_position,
+            self.position,
+            state,
+        );
+        match storage.store_delta(&delta).await {
+            Ok(()) => {
+                self.delta_chain += 1;
+                self.metrics.deltas_written += 1;
+                Ok(true)
+            }
+            Err(
+                reason @ (CheckpointStorageError::DeltaBaseMismatch { .. }
+                | CheckpointStorageError::DeltasUnsupported { .. }),
+            ) => {
+                tracing::debug!(model = M::NAME, %reason, "writing a full checkpoint instead of a delta");
+                Ok(false)
+            }
+            Err(source) => Err(ModelError::Storage {
+                model: M::NAME,
+                source,
+            }),
+        }
+    }
+
+    /// Writes the whole state, with the model's pending projection writes if it has any.
+    async fn write_full(&mut self, storage: &dyn CheckpointStorage) -> Result<(), ModelError> {
         let mut state = CheckpointBucket::new();
         self.model.create_checkpoint(&mut state).map_err(|source| {
             ModelError::CreateCheckpoint {
@@ -592,6 +731,7 @@ impl<M: ReadModel> ModelRunner<M> {
             position: self.position,
             timestamp: Utc::now(),
             state,
+            deltas: Vec::new(),
         };
         let stored = match self.model.pending_writes() {
             Some(writes) => storage.store_with_writes(&checkpoint, writes).await,
@@ -601,17 +741,8 @@ impl<M: ReadModel> ModelRunner<M> {
             model: M::NAME,
             source,
         })?;
-        self.last_checkpoint = Some(self.position);
-        self.metrics.checkpoints_written += 1;
-        if let Some((_, strategy)) = &mut self.config.checkpoints {
-            strategy.written();
-        }
-        tracing::debug!(
-            model = M::NAME,
-            position = self.position,
-            "checkpoint written"
-        );
-        Ok(true)
+        self.delta_chain = 0;
+        Ok(())
     }
 }
 

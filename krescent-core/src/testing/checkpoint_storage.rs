@@ -69,8 +69,8 @@ use tokio::task::JoinError;
 use super::ContractFailure;
 use crate::checkpoint::storage::MAX_MODEL_NAME_LEN;
 use crate::checkpoint::{
-    CheckpointBucket, CheckpointInfo, CheckpointStorage, CheckpointStorageError, CheckpointVersion,
-    StoredCheckpoint,
+    CheckpointBucket, CheckpointDelta, CheckpointInfo, CheckpointStorage, CheckpointStorageError,
+    CheckpointVersion, StoredCheckpoint,
 };
 
 /// Makes a fresh, empty checkpoint storage for each contract case.
@@ -131,6 +131,9 @@ pub async fn run_checkpoint_storage_contract<F: CheckpointStorageFactory>(
     unencodable_state_is_rejected(f).await?;
     concurrent_stores_leave_one_complete_checkpoint(f).await?;
     loads_during_stores_see_complete_checkpoints(f).await?;
+    deltas_load_in_order_after_their_checkpoint(f).await?;
+    deltas_must_build_on_the_latest_state(f).await?;
+    store_and_delete_drop_the_deltas(f).await?;
     Ok(())
 }
 
@@ -170,6 +173,7 @@ pub async fn store_then_load_round_trips<F: CheckpointStorageFactory>(
             position: 42,
             timestamp: ctx.micros(1_709_210_096_123_456)?,
             state: rich_state(),
+            deltas: Vec::new(),
         },
         StoredCheckpoint {
             model: "extremes".to_owned(),
@@ -177,6 +181,7 @@ pub async fn store_then_load_round_trips<F: CheckpointStorageFactory>(
             position: u64::MAX,
             timestamp: ctx.micros(-2_208_988_799_999_999)?,
             state: CheckpointBucket::new(),
+            deltas: Vec::new(),
         },
         StoredCheckpoint {
             model: "zeroes".to_owned(),
@@ -184,6 +189,7 @@ pub async fn store_then_load_round_trips<F: CheckpointStorageFactory>(
             position: 0,
             timestamp: ctx.micros(0)?,
             state: CheckpointBucket::new().with("only", true),
+            deltas: Vec::new(),
         },
     ];
     for checkpoint in &cases {
@@ -691,6 +697,163 @@ fn rich_state() -> CheckpointBucket {
     state
 }
 
+/// Deltas stored after a checkpoint load with it, oldest first, and `list` reports the last
+/// one's position and time. A storage without deltas refuses them with
+/// [`CheckpointStorageError::DeltasUnsupported`] and keeps the checkpoint as it was.
+pub async fn deltas_load_in_order_after_their_checkpoint<F: CheckpointStorageFactory>(
+    factory: &F,
+) -> Result<(), ContractFailure> {
+    let ctx = Ctx("deltas_load_in_order_after_their_checkpoint");
+    let storage = factory.create().await;
+    let base = checkpoint(&ctx, "with.deltas", 10, rich_state())?;
+    ctx.store(&storage, &base).await?;
+    let first = delta(&ctx, "with.deltas", 10, 20)?;
+    if !storage.supports_deltas() {
+        match storage.store_delta(&first).await {
+            Err(CheckpointStorageError::DeltasUnsupported { model }) if model == "with.deltas" => {}
+            other => {
+                return Err(ctx.fail(format!(
+                    "store_delta on a storage without deltas: expected DeltasUnsupported, got \
+                     {other:?}"
+                )));
+            }
+        }
+        return ctx.eq(
+            ctx.load(&storage, "with.deltas").await?,
+            Some(base),
+            "load after a refused delta",
+        );
+    }
+    let second = delta(&ctx, "with.deltas", 20, 35)?;
+    for d in [&first, &second] {
+        ctx.storage(storage.store_delta(d).await, "store_delta")?;
+    }
+    let mut expected = base.clone();
+    expected.deltas = vec![first, second.clone()];
+    ctx.eq(
+        ctx.load(&storage, "with.deltas").await?,
+        Some(expected),
+        "load after two deltas",
+    )?;
+    ctx.eq(
+        ctx.list(&storage).await?,
+        vec![CheckpointInfo {
+            model: "with.deltas".to_owned(),
+            version: base.version,
+            position: 35,
+            timestamp: second.timestamp,
+        }],
+        "list after two deltas",
+    )
+}
+
+/// A delta is refused with [`CheckpointStorageError::DeltaBaseMismatch`] when the model has
+/// no checkpoint, or when it does not build on the latest stored position; nothing changes.
+pub async fn deltas_must_build_on_the_latest_state<F: CheckpointStorageFactory>(
+    factory: &F,
+) -> Result<(), ContractFailure> {
+    let ctx = Ctx("deltas_must_build_on_the_latest_state");
+    let storage = factory.create().await;
+    if !storage.supports_deltas() {
+        return Ok(());
+    }
+    let mismatch = |result: Result<(), CheckpointStorageError>, latest: Option<u64>, what: &str| {
+        match result {
+            Err(CheckpointStorageError::DeltaBaseMismatch { latest: found, .. })
+                if found == latest =>
+            {
+                Ok(())
+            }
+            other => Err(ctx.fail(format!(
+                "{what}: expected DeltaBaseMismatch with latest {latest:?}, got {other:?}"
+            ))),
+        }
+    };
+    mismatch(
+        storage.store_delta(&delta(&ctx, "no.base", 0, 5)?).await,
+        None,
+        "a delta without a checkpoint",
+    )?;
+    ctx.eq(ctx.load(&storage, "no.base").await?, None, "load after it")?;
+    let base = checkpoint(&ctx, "chained", 10, CheckpointBucket::new())?;
+    ctx.store(&storage, &base).await?;
+    mismatch(
+        storage.store_delta(&delta(&ctx, "chained", 9, 15)?).await,
+        Some(10),
+        "a delta on an older position",
+    )?;
+    let good = delta(&ctx, "chained", 10, 15)?;
+    ctx.storage(storage.store_delta(&good).await, "store_delta")?;
+    mismatch(
+        storage.store_delta(&delta(&ctx, "chained", 10, 20)?).await,
+        Some(15),
+        "a second delta on the checkpoint instead of the first delta",
+    )?;
+    let mut expected = base;
+    expected.deltas = vec![good];
+    ctx.eq(
+        ctx.load(&storage, "chained").await?,
+        Some(expected),
+        "load after the refused deltas",
+    )
+}
+
+/// Storing a checkpoint drops the deltas of the one it replaces; deleting removes the
+/// checkpoint with its deltas, and a delta after that is refused.
+pub async fn store_and_delete_drop_the_deltas<F: CheckpointStorageFactory>(
+    factory: &F,
+) -> Result<(), ContractFailure> {
+    let ctx = Ctx("store_and_delete_drop_the_deltas");
+    let storage = factory.create().await;
+    if !storage.supports_deltas() {
+        return Ok(());
+    }
+    ctx.store(
+        &storage,
+        &checkpoint(&ctx, "replaced", 10, CheckpointBucket::new())?,
+    )
+    .await?;
+    ctx.storage(
+        storage.store_delta(&delta(&ctx, "replaced", 10, 20)?).await,
+        "store_delta",
+    )?;
+    let newer = checkpoint(&ctx, "replaced", 30, rich_state())?;
+    ctx.store(&storage, &newer).await?;
+    ctx.eq(
+        ctx.load(&storage, "replaced").await?,
+        Some(newer.clone()),
+        "load after a full store replaced a checkpoint with a delta",
+    )?;
+    let after = delta(&ctx, "replaced", 30, 31)?;
+    ctx.storage(
+        storage.store_delta(&after).await,
+        "store_delta on the new checkpoint",
+    )?;
+    let mut expected = newer;
+    expected.deltas = vec![after];
+    ctx.eq(
+        ctx.load(&storage, "replaced").await?,
+        Some(expected),
+        "load with the new delta",
+    )?;
+    ctx.eq(ctx.delete(&storage, "replaced").await?, true, "delete")?;
+    ctx.eq(
+        ctx.load(&storage, "replaced").await?,
+        None,
+        "load after delete",
+    )?;
+    match storage.store_delta(&delta(&ctx, "replaced", 31, 40)?).await {
+        Err(CheckpointStorageError::DeltaBaseMismatch { latest: None, .. }) => {}
+        other => {
+            return Err(ctx.fail(format!(
+                "a delta after delete: expected DeltaBaseMismatch without a latest state, got \
+                 {other:?}"
+            )));
+        }
+    }
+    ctx.eq(ctx.list(&storage).await?, vec![], "list after delete")
+}
+
 /// A checkpoint of `model` at `position` with a fixed timestamp.
 fn checkpoint(
     ctx: &Ctx,
@@ -704,6 +867,26 @@ fn checkpoint(
         position,
         timestamp: ctx.micros(1_720_000_000_000_000 + position as i64)?,
         state,
+        deltas: Vec::new(),
+    })
+}
+
+/// A delta of `model` from `base` to `position` with a fixed timestamp.
+fn delta(
+    ctx: &Ctx,
+    model: &str,
+    base: u64,
+    position: u64,
+) -> Result<CheckpointDelta, ContractFailure> {
+    Ok(CheckpointDelta {
+        model: model.to_owned(),
+        version: CheckpointVersion::new(1, 1, 0xc0ff_ee00),
+        base_position: base,
+        position,
+        timestamp: ctx.micros(1_720_000_000_000_000 + position as i64)?,
+        state: CheckpointBucket::new()
+            .with("changed", position)
+            .with("bytes", vec![position as u8; 3]),
     })
 }
 
@@ -852,6 +1035,9 @@ macro_rules! checkpoint_storage_contract_tests {
             unencodable_state_is_rejected,
             concurrent_stores_leave_one_complete_checkpoint,
             loads_during_stores_see_complete_checkpoints,
+            deltas_load_in_order_after_their_checkpoint,
+            deltas_must_build_on_the_latest_state,
+            store_and_delete_drop_the_deltas,
         }
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {

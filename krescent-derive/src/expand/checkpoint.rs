@@ -60,6 +60,7 @@ enum Stored {
     Json,
     Binary,
     Nested,
+    Delta,
 }
 
 fn stored(field: &CheckpointField<'_>) -> Option<Stored> {
@@ -67,6 +68,7 @@ fn stored(field: &CheckpointField<'_>) -> Option<Stored> {
         FieldMode::Skip => None,
         FieldMode::Binary => Some(Stored::Binary),
         FieldMode::Nested => Some(Stored::Nested),
+        FieldMode::Delta => Some(Stored::Delta),
         FieldMode::Auto if is_primitive(field.ty) => Some(Stored::Primitive),
         FieldMode::Auto => Some(Stored::Json),
     }
@@ -92,6 +94,7 @@ fn fingerprint(fields: &[&CheckpointField<'_>]) -> u64 {
             Some(Stored::Json) => "json",
             Some(Stored::Binary) => "bin",
             Some(Stored::Nested) => "nested",
+            Some(Stored::Delta) => "delta",
             None => "skip",
         };
         feed(&f.key());
@@ -125,44 +128,109 @@ fn expand(input: &CheckpointStruct<'_>, krate: &TokenStream) -> TokenStream {
     let mut puts = Vec::new();
     let mut gets = Vec::new();
     let mut assigns = Vec::new();
+    // For deltas: readiness checks, writes, reads, assignments and "stored" notifications.
+    let mut ready = Vec::new();
+    let mut delta_puts = Vec::new();
+    let mut delta_gets = Vec::new();
+    let mut delta_assigns = Vec::new();
+    let mut stored_calls = Vec::new();
     for (i, field) in input.fields.iter().enumerate() {
         let member = &field.member;
         let ty = field.ty;
         let key = field.key();
         let local = format_ident!("__field{}", i);
         let span = ty.span();
-        match stored(field) {
+        let (put, get) = match stored(field) {
             None => {
                 assigns.push(quote_spanned!(span=> self.#member = <#ty as ::core::default::Default>::default();));
                 continue;
             }
-            Some(Stored::Primitive) => {
-                puts.push(quote_spanned!(span=> <#ty as #p::CheckpointPrimitive>::put(&self.#member, bucket, #key);));
-                gets.push(quote_spanned!(span=> let #local = <#ty as #p::CheckpointPrimitive>::get(bucket, #key)?;));
-            }
-            Some(Stored::Json) => {
-                puts.push(
-                    quote_spanned!(span=> #p::put_json::<#ty>(bucket, #key, &self.#member)?;),
-                );
-                gets.push(quote_spanned!(span=> let #local = #p::get_json::<#ty>(bucket, #key)?;));
-            }
-            Some(Stored::Binary) => {
-                puts.push(
-                    quote_spanned!(span=> #p::put_binary::<#ty>(bucket, #key, &self.#member)?;),
-                );
-                gets.push(
-                    quote_spanned!(span=> let #local = #p::get_binary::<#ty>(bucket, #key)?;),
-                );
-            }
+            Some(Stored::Primitive) => (
+                quote_spanned!(span=> <#ty as #p::CheckpointPrimitive>::put(&self.#member, bucket, #key);),
+                quote_spanned!(span=> let #local = <#ty as #p::CheckpointPrimitive>::get(bucket, #key)?;),
+            ),
+            Some(Stored::Json) => (
+                quote_spanned!(span=> #p::put_json::<#ty>(bucket, #key, &self.#member)?;),
+                quote_spanned!(span=> let #local = #p::get_json::<#ty>(bucket, #key)?;),
+            ),
+            Some(Stored::Binary) => (
+                quote_spanned!(span=> #p::put_binary::<#ty>(bucket, #key, &self.#member)?;),
+                quote_spanned!(span=> let #local = #p::get_binary::<#ty>(bucket, #key)?;),
+            ),
             Some(Stored::Nested) => {
-                puts.push(
+                ready.push(quote_spanned!(span=> if !#p::put_nested_delta::<#ty>(bucket, #key, &self.#member)? {
+                    return ::core::result::Result::Ok(false);
+                }));
+                delta_gets.push(quote_spanned!(span=> let #local = #p::get_nested_delta::<#ty>(bucket, #key, &self.#member)?;));
+                delta_assigns.push(quote!(self.#member = #local;));
+                stored_calls.push(quote_spanned!(span=> <#ty as #p::CheckpointSupport>::checkpoint_stored(&mut self.#member);));
+                (
                     quote_spanned!(span=> #p::put_nested::<#ty>(bucket, #key, &self.#member)?;),
-                );
-                gets.push(quote_spanned!(span=> let #local = #p::get_nested::<#ty>(bucket, #key, &self.#member)?;));
+                    quote_spanned!(span=> let #local = #p::get_nested::<#ty>(bucket, #key, &self.#member)?;),
+                )
             }
+            Some(Stored::Delta) => {
+                ready.push(
+                    quote_spanned!(span=> if !<#ty as #p::DeltaState>::delta_ready(&self.#member) {
+                        return ::core::result::Result::Ok(false);
+                    }),
+                );
+                delta_puts.push(quote_spanned!(span=> <#ty as #p::DeltaState>::put_delta(&self.#member, bucket, #key)?;));
+                delta_gets.push(quote_spanned!(span=> let #local = <#ty as #p::DeltaState>::get_delta(bucket, #key)?;));
+                delta_assigns.push(quote_spanned!(span=> <#ty as #p::DeltaState>::apply_delta(&mut self.#member, #local);));
+                stored_calls.push(
+                    quote_spanned!(span=> <#ty as #p::DeltaState>::mark_stored(&mut self.#member);),
+                );
+                (
+                    quote_spanned!(span=> <#ty as #p::DeltaState>::put_full(&self.#member, bucket, #key)?;),
+                    quote_spanned!(span=> let #local = <#ty as #p::DeltaState>::get_full(bucket, #key)?;),
+                )
+            }
+        };
+        if !matches!(stored(field), Some(Stored::Nested | Stored::Delta)) {
+            // Small fields go whole into every delta.
+            delta_puts.push(put.clone());
+            delta_gets.push(get.clone());
+            delta_assigns.push(quote!(self.#member = #local;));
         }
+        puts.push(put);
+        gets.push(get);
         assigns.push(quote!(self.#member = #local;));
     }
+
+    // Deltas only for structs with something that writes them; otherwise the trait's
+    // defaults (full checkpoints only).
+    let has_delta = input
+        .fields
+        .iter()
+        .any(|f| matches!(stored(f), Some(Stored::Delta | Stored::Nested)));
+    let delta_methods = if has_delta {
+        quote! {
+            fn create_checkpoint_delta(
+                &self,
+                bucket: &mut #p::CheckpointBucket,
+            ) -> ::core::result::Result<bool, #p::CheckpointError> {
+                #(#ready)*
+                #(#delta_puts)*
+                ::core::result::Result::Ok(true)
+            }
+
+            fn restore_checkpoint_delta(
+                &mut self,
+                bucket: &#p::CheckpointBucket,
+            ) -> ::core::result::Result<(), #p::CheckpointError> {
+                #(#delta_gets)*
+                #(#delta_assigns)*
+                ::core::result::Result::Ok(())
+            }
+
+            fn checkpoint_stored(&mut self) {
+                #(#stored_calls)*
+            }
+        }
+    } else {
+        TokenStream::new()
+    };
 
     quote! {
         const _: () = {
@@ -187,6 +255,8 @@ fn expand(input: &CheckpointStruct<'_>, krate: &TokenStream) -> TokenStream {
                     #(#assigns)*
                     ::core::result::Result::Ok(())
                 }
+
+                #delta_methods
             }
         };
     }

@@ -10,10 +10,18 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::{CheckpointInfo, CheckpointStorage, CheckpointStorageError, validate_model_name};
-use crate::checkpoint::stored::StoredCheckpoint;
+use crate::checkpoint::stored::{CheckpointDelta, StoredCheckpoint};
 
 /// The extension of checkpoint files.
 const EXTENSION: &str = ".ckpt";
+/// What follows a checkpoint file's name in the name of its deltas file.
+const DELTAS_SUFFIX: &str = ".deltas";
+/// The first bytes of a deltas file, followed by the position of the checkpoint it extends.
+const DELTAS_MAGIC: &[u8; 8] = b"KRDELTA1";
+/// A deltas file's header: magic and checkpoint position.
+const DELTAS_HEADER: usize = 16;
+/// A delta record's header: length, base position, position.
+const RECORD_HEADER: usize = 20;
 /// What follows a checkpoint file's name in the name of its temporary files.
 const TEMP_MARKER: &str = ".tmp-";
 /// Length of the unique part of a temporary file's name (a UUID in lowercase hex).
@@ -66,6 +74,19 @@ const HASHED_PREFIX_LEN: usize = 180;
 /// is reported as [`Corrupt`](CheckpointStorageError::Corrupt) with its path; nothing of it is
 /// returned. A file that names another model than the one it is stored under (renamed by
 /// hand) is a [`ModelMismatch`](CheckpointStorageError::ModelMismatch).
+///
+/// # Deltas
+///
+/// [Checkpoint deltas](CheckpointStorage::supports_deltas) of a model are appended to
+/// `<file>.deltas` (`book.available.ckpt.deltas`) and flushed to disk (`fsync`) one by one.
+/// The file starts with the position of the checkpoint it extends; each record holds its
+/// length, the positions it goes from and to, and the delta's
+/// [encoding](CheckpointDelta::encode) with its own checksum. A record torn by a crash
+/// while it was appended is ignored on load and cut off by the next append. A complete
+/// record that does not decode is [`Corrupt`](CheckpointStorageError::Corrupt).
+/// [`store`](CheckpointStorage::store) removes the deltas file before it renames the new
+/// checkpoint into place, and a deltas file that names another checkpoint position than the
+/// checkpoint file's (left behind by a crash) is ignored.
 ///
 /// [`list`](CheckpointStorage::list) decodes every `*.ckpt` file in the directory (it reads
 /// the whole file: the checksum covers the state too). A corrupt file fails the whole
@@ -183,6 +204,22 @@ impl CheckpointStorage for FileCheckpointStorage {
     async fn list(&self) -> Result<Vec<CheckpointInfo>, CheckpointStorageError> {
         self.blocking(None, list_blocking).await
     }
+
+    fn supports_deltas(&self) -> bool {
+        true
+    }
+
+    async fn store_delta(&self, delta: &CheckpointDelta) -> Result<(), CheckpointStorageError> {
+        validate_model_name(&delta.model)?;
+        let bytes = delta
+            .encode()
+            .map_err(|source| CheckpointStorageError::encode(&delta.model, source))?;
+        let (model, base, position) = (delta.model.clone(), delta.base_position, delta.position);
+        self.blocking(Some(&delta.model), move |dir| {
+            store_delta_blocking(dir, &model, base, position, &bytes)
+        })
+        .await
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -198,7 +235,198 @@ fn load_blocking(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(io_error(model, &path, source)),
     };
-    decode_file(model, &path, &bytes).map(Some)
+    let mut checkpoint = decode_file(model, &path, &bytes)?;
+    let deltas = deltas_path(&path);
+    let Some(file) = read_deltas(model, &deltas, checkpoint.position)? else {
+        return Ok(Some(checkpoint));
+    };
+    for record in file.records {
+        let delta =
+            CheckpointDelta::decode(&file.bytes[record.body.clone()]).map_err(|source| {
+                CheckpointStorageError::corrupt(model, deltas.display().to_string(), source)
+            })?;
+        checkpoint
+            .push_delta(delta)
+            .map_err(|source| CheckpointStorageError::BrokenChain {
+                model: model.to_owned(),
+                location: deltas.display().to_string(),
+                source: Box::new(source),
+            })?;
+    }
+    Ok(Some(checkpoint))
+}
+
+/// The deltas file next to the checkpoint file `target`.
+fn deltas_path(target: &Path) -> PathBuf {
+    let mut name = target.as_os_str().to_owned();
+    name.push(DELTAS_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// A deltas file as read: its bytes, its complete records and where they end.
+struct DeltasFile {
+    bytes: Vec<u8>,
+    records: Vec<Record>,
+    /// The length of the header and the complete records; beyond it lies a torn record.
+    valid_len: u64,
+}
+
+struct Record {
+    position: u64,
+    body: std::ops::Range<usize>,
+}
+
+/// Reads the deltas file at `path` if it extends the checkpoint at `checkpoint_position`;
+/// `None` if there is none, if it belongs to an older checkpoint (left by a crash during a
+/// store), or if its header is unreadable.
+fn read_deltas(
+    model: &str,
+    path: &Path,
+    checkpoint_position: u64,
+) -> Result<Option<DeltasFile>, CheckpointStorageError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io_error(model, path, source)),
+    };
+    let header = bytes.get(..DELTAS_HEADER).and_then(|h| {
+        let (magic, position) = h.split_at(DELTAS_MAGIC.len());
+        (magic == DELTAS_MAGIC).then(|| u64::from_le_bytes(position.try_into().unwrap_or([0; 8])))
+    });
+    match header {
+        Some(position) if position == checkpoint_position => {}
+        Some(position) => {
+            tracing::warn!(
+                model,
+                path = %path.display(),
+                extends = position,
+                checkpoint = checkpoint_position,
+                "ignoring checkpoint deltas left from an older checkpoint"
+            );
+            return Ok(None);
+        }
+        None => {
+            // Torn before its header was complete (never, as it is written whole under a
+            // temporary name), or not a deltas file: the checkpoint alone is consistent.
+            tracing::warn!(model, path = %path.display(), "ignoring an unreadable checkpoint deltas file");
+            return Ok(None);
+        }
+    }
+    let mut records = Vec::new();
+    let mut at = DELTAS_HEADER;
+    while let Some(head) = bytes.get(at..at + RECORD_HEADER) {
+        let word = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().unwrap_or([0; 8]));
+        let len = u32::from_le_bytes(head[..4].try_into().unwrap_or([0; 4])) as usize;
+        let start = at + RECORD_HEADER;
+        let Some(end) = start.checked_add(len).filter(|&end| end <= bytes.len()) else {
+            break;
+        };
+        let (base_position, position) = (word(4), word(12));
+        let tip = records
+            .last()
+            .map_or(checkpoint_position, |r: &Record| r.position);
+        if base_position != tip || position <= tip {
+            // Not written by this storage: keep the chain up to here.
+            tracing::warn!(model, path = %path.display(), tip, base_position, position, "ignoring checkpoint deltas that do not continue the chain");
+            break;
+        }
+        records.push(Record {
+            position,
+            body: start..end,
+        });
+        at = end;
+    }
+    Ok(Some(DeltasFile {
+        bytes,
+        records,
+        valid_len: at as u64,
+    }))
+}
+
+fn store_delta_blocking(
+    dir: &Path,
+    model: &str,
+    base_position: u64,
+    position: u64,
+    bytes: &[u8],
+) -> Result<(), CheckpointStorageError> {
+    let target = dir.join(file_name(model));
+    let lock = ModelLock::acquire(&target);
+    let _guard = lock.lock();
+
+    let checkpoint = match fs::read(&target) {
+        Ok(bytes) => decode_file(model, &target, &bytes)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(CheckpointStorageError::DeltaBaseMismatch {
+                model: model.to_owned(),
+                base_position,
+                latest: None,
+            });
+        }
+        Err(source) => return Err(io_error(model, &target, source)),
+    };
+    let path = deltas_path(&target);
+    let existing = read_deltas(model, &path, checkpoint.position)?;
+    let latest = existing
+        .as_ref()
+        .and_then(|f| f.records.last())
+        .map_or(checkpoint.position, |r| r.position);
+    if latest != base_position || position <= latest {
+        return Err(CheckpointStorageError::DeltaBaseMismatch {
+            model: model.to_owned(),
+            base_position,
+            latest: Some(latest),
+        });
+    }
+    let len = u32::try_from(bytes.len()).map_err(|_| {
+        CheckpointStorageError::encode(
+            model,
+            crate::checkpoint::BucketError::TooLarge {
+                path: Vec::new(),
+                len: bytes.len(),
+            },
+        )
+    })?;
+    let mut record = Vec::with_capacity(RECORD_HEADER + bytes.len());
+    record.extend_from_slice(&len.to_le_bytes());
+    record.extend_from_slice(&base_position.to_le_bytes());
+    record.extend_from_slice(&position.to_le_bytes());
+    record.extend_from_slice(bytes);
+    let appended = match existing {
+        Some(file) => append_record(&path, file.valid_len, &record),
+        None => {
+            // A new file, or one of an older checkpoint: start it over under a temporary
+            // name, so that a crash never leaves a header without the checkpoint's position.
+            let mut content = Vec::with_capacity(DELTAS_HEADER + record.len());
+            content.extend_from_slice(DELTAS_MAGIC);
+            content.extend_from_slice(&checkpoint.position.to_le_bytes());
+            content.extend_from_slice(&record);
+            let temp = dir.join(format!(
+                "{}{TEMP_MARKER}{}",
+                file_name(model),
+                uuid::Uuid::now_v7().simple()
+            ));
+            write_synced(&temp, &content)
+                .and_then(|()| fs::rename(&temp, &path))
+                .and_then(|()| sync_dir(dir))
+                .inspect_err(|_| remove_quietly(&temp))
+        }
+    };
+    appended.map_err(|source| io_error(model, &path, source))?;
+    tracing::debug!(model, path = %path.display(), position, "checkpoint delta stored");
+    Ok(())
+}
+
+/// Cuts a torn record off the deltas file at `valid_len`, appends `record` and flushes it.
+fn append_record(path: &Path, valid_len: u64, record: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new().write(true).open(path)?;
+    if file.metadata()?.len() != valid_len {
+        file.set_len(valid_len)?;
+    }
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(valid_len))?;
+    file.write_all(record)?;
+    file.sync_data()
 }
 
 fn store_blocking(dir: &Path, model: &str, bytes: &[u8]) -> Result<(), CheckpointStorageError> {
@@ -214,6 +442,13 @@ fn store_blocking(dir: &Path, model: &str, bytes: &[u8]) -> Result<(), Checkpoin
     if let Err(source) = write_synced(&temp, bytes) {
         remove_quietly(&temp);
         return Err(io_error(model, &temp, source));
+    }
+    // The deltas of the old checkpoint go first: a crash in between leaves the old
+    // checkpoint without them, an older but consistent state.
+    let deltas = deltas_path(&target);
+    if let Err(source) = remove_if_present(&deltas) {
+        remove_quietly(&temp);
+        return Err(io_error(model, &deltas, source));
     }
     if let Err(source) = fs::rename(&temp, &target) {
         remove_quietly(&temp);
@@ -231,11 +466,9 @@ fn delete_blocking(dir: &Path, model: &str) -> Result<bool, CheckpointStorageErr
     let lock = ModelLock::acquire(&target);
     let _guard = lock.lock();
 
-    let existed = match fs::remove_file(&target) {
-        Ok(()) => true,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-        Err(source) => return Err(io_error(model, &target, source)),
-    };
+    let deltas = deltas_path(&target);
+    remove_if_present(&deltas).map_err(|source| io_error(model, &deltas, source))?;
+    let existed = remove_if_present(&target).map_err(|source| io_error(model, &target, source))?;
     remove_temp_files(dir, &name);
     if existed {
         sync_dir(dir).map_err(|source| io_error(model, dir, source))?;
@@ -278,7 +511,18 @@ fn list_blocking(dir: &Path) -> Result<Vec<CheckpointInfo>, CheckpointStorageErr
                 location: path.display().to_string(),
             });
         }
-        infos.push(CheckpointInfo::from(checkpoint));
+        let deltas = deltas_path(&path);
+        let last = read_deltas(stem, &deltas, checkpoint.position)?
+            .and_then(|f| f.records.last().map(|r| f.bytes[r.body.clone()].to_vec()));
+        let mut info = CheckpointInfo::from(checkpoint);
+        if let Some(bytes) = last {
+            let delta = CheckpointDelta::decode(&bytes).map_err(|source| {
+                CheckpointStorageError::corrupt(stem, deltas.display().to_string(), source)
+            })?;
+            info.position = delta.position;
+            info.timestamp = delta.timestamp;
+        }
+        infos.push(info);
     }
     infos.sort_by(|a, b| a.model.cmp(&b.model));
     Ok(infos)
@@ -372,6 +616,15 @@ fn is_temp_unique(unique: &str) -> bool {
         && unique
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Removes `path`; `false` if it did not exist.
+fn remove_if_present(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn remove_quietly(path: &Path) {

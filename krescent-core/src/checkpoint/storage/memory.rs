@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use super::{CheckpointInfo, CheckpointStorage, CheckpointStorageError, validate_model_name};
-use crate::checkpoint::stored::StoredCheckpoint;
+use crate::checkpoint::stored::{CheckpointDelta, StoredCheckpoint};
 
 /// Checkpoints in memory, lost when the process ends. Cloning gives another handle to the same
 /// checkpoints.
@@ -37,9 +37,21 @@ use crate::checkpoint::stored::StoredCheckpoint;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// It keeps [checkpoint deltas](CheckpointStorage::supports_deltas): each as its own encoded
+/// record after the checkpoint, dropped when the next full checkpoint is stored.
 #[derive(Clone, Default)]
 pub struct InMemoryCheckpointStorage {
-    checkpoints: Arc<RwLock<BTreeMap<String, Arc<[u8]>>>>,
+    checkpoints: Arc<RwLock<BTreeMap<String, Chain>>>,
+}
+
+/// A checkpoint and its deltas, encoded.
+#[derive(Clone)]
+struct Chain {
+    base: Arc<[u8]>,
+    /// The position of the latest state (the last delta's, or the checkpoint's).
+    tip: u64,
+    deltas: Vec<Arc<Vec<u8>>>,
 }
 
 impl InMemoryCheckpointStorage {
@@ -76,13 +88,30 @@ fn decode(model: &str, bytes: &[u8]) -> Result<StoredCheckpoint, CheckpointStora
         .map_err(|source| CheckpointStorageError::corrupt(model, LOCATION, source))
 }
 
+/// The checkpoint and deltas of a chain, decoded.
+fn decode_chain(model: &str, chain: &Chain) -> Result<StoredCheckpoint, CheckpointStorageError> {
+    let mut checkpoint = decode(model, &chain.base)?;
+    for bytes in &chain.deltas {
+        let delta = CheckpointDelta::decode(bytes)
+            .map_err(|source| CheckpointStorageError::corrupt(model, LOCATION, source))?;
+        checkpoint
+            .push_delta(delta)
+            .map_err(|source| CheckpointStorageError::BrokenChain {
+                model: model.to_owned(),
+                location: LOCATION.to_owned(),
+                source: Box::new(source),
+            })?;
+    }
+    Ok(checkpoint)
+}
+
 #[async_trait]
 impl CheckpointStorage for InMemoryCheckpointStorage {
     async fn load(&self, model: &str) -> Result<Option<StoredCheckpoint>, CheckpointStorageError> {
         validate_model_name(model)?;
         // Clone the bytes out so that decoding happens without the lock.
-        let bytes = self.checkpoints.read().get(model).cloned();
-        bytes.map(|bytes| decode(model, &bytes)).transpose()
+        let chain = self.checkpoints.read().get(model).cloned();
+        chain.map(|chain| decode_chain(model, &chain)).transpose()
     }
 
     async fn store(&self, checkpoint: &StoredCheckpoint) -> Result<(), CheckpointStorageError> {
@@ -90,9 +119,14 @@ impl CheckpointStorage for InMemoryCheckpointStorage {
         let bytes = checkpoint
             .encode()
             .map_err(|source| CheckpointStorageError::encode(&checkpoint.model, source))?;
-        self.checkpoints
-            .write()
-            .insert(checkpoint.model.clone(), bytes.into());
+        self.checkpoints.write().insert(
+            checkpoint.model.clone(),
+            Chain {
+                base: bytes.into(),
+                tip: checkpoint.position,
+                deltas: Vec::new(),
+            },
+        );
         Ok(())
     }
 
@@ -102,15 +136,50 @@ impl CheckpointStorage for InMemoryCheckpointStorage {
     }
 
     async fn list(&self) -> Result<Vec<CheckpointInfo>, CheckpointStorageError> {
-        let entries: Vec<(String, Arc<[u8]>)> = self
+        let entries: Vec<(String, Chain)> = self
             .checkpoints
             .read()
             .iter()
-            .map(|(model, bytes)| (model.clone(), Arc::clone(bytes)))
+            .map(|(model, chain)| (model.clone(), chain.clone()))
             .collect();
         entries
             .iter()
-            .map(|(model, bytes)| decode(model, bytes).map(CheckpointInfo::from))
+            .map(|(model, chain)| {
+                let mut info = CheckpointInfo::from(decode(model, &chain.base)?);
+                if let Some(last) = chain.deltas.last() {
+                    let delta = CheckpointDelta::decode(last).map_err(|source| {
+                        CheckpointStorageError::corrupt(model, LOCATION, source)
+                    })?;
+                    info.position = delta.position;
+                    info.timestamp = delta.timestamp;
+                }
+                Ok(info)
+            })
             .collect()
+    }
+
+    fn supports_deltas(&self) -> bool {
+        true
+    }
+
+    async fn store_delta(&self, delta: &CheckpointDelta) -> Result<(), CheckpointStorageError> {
+        validate_model_name(&delta.model)?;
+        let bytes = delta
+            .encode()
+            .map_err(|source| CheckpointStorageError::encode(&delta.model, source))?;
+        let mut checkpoints = self.checkpoints.write();
+        let chain = checkpoints.get_mut(&delta.model);
+        match chain {
+            Some(chain) if chain.tip == delta.base_position && delta.position > chain.tip => {
+                chain.deltas.push(Arc::new(bytes));
+                chain.tip = delta.position;
+                Ok(())
+            }
+            chain => Err(CheckpointStorageError::DeltaBaseMismatch {
+                model: delta.model.clone(),
+                base_position: delta.base_position,
+                latest: chain.map(|c| c.tip),
+            }),
+        }
     }
 }

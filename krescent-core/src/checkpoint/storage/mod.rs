@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::error::BucketError;
-use super::stored::{CheckpointVersion, StoredCheckpoint};
+use super::stored::{CheckpointDelta, CheckpointVersion, StoredCheckpoint};
 
 pub use file::FileCheckpointStorage;
 pub use memory::InMemoryCheckpointStorage;
@@ -76,6 +76,28 @@ pub trait CheckpointStorage: Send + Sync {
             model: checkpoint.model.clone(),
         })
     }
+
+    /// Whether this storage keeps checkpoint deltas ([`store_delta`](Self::store_delta)).
+    /// Default: `false`; the model runner then writes every checkpoint in full.
+    fn supports_deltas(&self) -> bool {
+        false
+    }
+
+    /// Appends `delta` to the stored checkpoint of `delta.model`, atomically: a `load` sees
+    /// the checkpoint with or without it, never a part. [`load`](Self::load) returns the
+    /// checkpoint with its deltas in [`StoredCheckpoint::deltas`]; [`store`](Self::store)
+    /// replaces the checkpoint and drops its deltas; [`delete`](Self::delete) removes both;
+    /// [`list`](Self::list) reports the position of the last delta.
+    ///
+    /// Refused with [`CheckpointStorageError::DeltaBaseMismatch`] unless
+    /// `delta.base_position` is the position of the latest stored state (the checkpoint's or
+    /// its last delta's). The default refuses with
+    /// [`CheckpointStorageError::DeltasUnsupported`].
+    async fn store_delta(&self, delta: &CheckpointDelta) -> Result<(), CheckpointStorageError> {
+        Err(CheckpointStorageError::DeltasUnsupported {
+            model: delta.model.clone(),
+        })
+    }
 }
 
 /// Projection writes a read model buffers between checkpoints (for example SQL statements
@@ -119,6 +141,14 @@ impl<S: CheckpointStorage + ?Sized> CheckpointStorage for Arc<S> {
     ) -> Result<(), CheckpointStorageError> {
         (**self).store_with_writes(checkpoint, writes).await
     }
+
+    fn supports_deltas(&self) -> bool {
+        (**self).supports_deltas()
+    }
+
+    async fn store_delta(&self, delta: &CheckpointDelta) -> Result<(), CheckpointStorageError> {
+        (**self).store_delta(delta).await
+    }
 }
 
 /// What [`CheckpointStorage::list`] tells about one stored checkpoint: everything but the
@@ -129,7 +159,7 @@ pub struct CheckpointInfo {
     pub model: String,
     /// What the checkpoint was written for.
     pub version: CheckpointVersion,
-    /// The position of the last event the checkpoint reflects.
+    /// The position of the last event the checkpoint reflects (with its deltas, if any).
     pub position: u64,
     /// When the checkpoint was taken.
     pub timestamp: DateTime<Utc>,
@@ -140,20 +170,18 @@ impl From<&StoredCheckpoint> for CheckpointInfo {
         CheckpointInfo {
             model: checkpoint.model.clone(),
             version: checkpoint.version,
-            position: checkpoint.position,
-            timestamp: checkpoint.timestamp,
+            position: checkpoint.latest_position(),
+            timestamp: checkpoint
+                .deltas
+                .last()
+                .map_or(checkpoint.timestamp, |d| d.timestamp),
         }
     }
 }
 
 impl From<StoredCheckpoint> for CheckpointInfo {
     fn from(checkpoint: StoredCheckpoint) -> Self {
-        CheckpointInfo {
-            model: checkpoint.model,
-            version: checkpoint.version,
-            position: checkpoint.position,
-            timestamp: checkpoint.timestamp,
-        }
+        CheckpointInfo::from(&checkpoint)
     }
 }
 
@@ -179,6 +207,42 @@ pub enum CheckpointStorageError {
         model: String,
         /// What it got.
         found: &'static str,
+    },
+    /// The storage keeps no checkpoint deltas (see [`CheckpointStorage::supports_deltas`]).
+    /// Nothing was written.
+    #[error("the checkpoint storage of model `{model}` keeps no checkpoint deltas")]
+    DeltasUnsupported {
+        /// The model.
+        model: String,
+    },
+    /// A delta does not build on the latest stored state of its model: there is no stored
+    /// checkpoint (`latest` is `None`), or the latest checkpoint or delta is at another
+    /// position (another writer stored one, or it was deleted). Nothing was written; write a
+    /// full checkpoint instead.
+    #[error(
+        "the checkpoint delta of model `{model}` builds on position {base_position}, but the \
+         latest stored state is {}",
+        match .latest { Some(p) => format!("at position {p}"), None => "absent".to_owned() }
+    )]
+    DeltaBaseMismatch {
+        /// The model.
+        model: String,
+        /// The position the delta builds on.
+        base_position: u64,
+        /// The position of the latest stored state, if any.
+        latest: Option<u64>,
+    },
+    /// The stored deltas of `model` do not form a chain on its checkpoint (see
+    /// [`StoredCheckpoint::push_delta`]). Nothing of it is returned.
+    #[error("the checkpoint deltas of model `{model}` at {location} are inconsistent: {source}")]
+    BrokenChain {
+        /// The model.
+        model: String,
+        /// Where the deltas live.
+        location: String,
+        /// What is wrong (boxed to keep the error small).
+        #[source]
+        source: Box<super::DeltaChainError>,
     },
     /// The model name is not acceptable (see [`validate_model_name`]).
     #[error("invalid checkpoint model name {}: {reason}", abbreviate(.name))]
