@@ -24,6 +24,11 @@
 //!   prints median µs.
 //! - `pg_select1`: a prepared `SELECT 1` round trip; same two measurements.
 //!
+//! After each criterion group an interleaved pass (driver A, driver B, A, B, … one sample
+//! each) prints `PAIRED` lines: median and mean per sample and the ratio of medians. Those are
+//! the figures to compare on a loaded machine, since a load change between two criterion
+//! benches shifts one driver's figure and not the other's.
+//!
 //! Both run on a current-thread tokio runtime (tokio-postgres' connection task spawned on it).
 //!
 //! Run: `CARGO_TARGET_DIR=/work/target-h-drivers cargo bench --bench postgres_drivers`
@@ -35,7 +40,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::{StreamExt, TryStreamExt};
 use krescent_calibration_drivers::{
-    BATCH, Batch, Ledger, PAGE, SCAN_EVENTS, Workload, median_micros,
+    BATCH, Batch, Ledger, PAGE, SCAN_EVENTS, Workload, print_paired,
 };
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Connection as _, Row};
@@ -264,7 +269,39 @@ fn bench_append(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // Interleaved: one batch per driver in turn, each into an empty schema of its own, so that
+    // load changes on the shared machine hit both alike.
+    let (mut tp, mut sx) = (Vec::new(), Vec::new());
+    rt.block_on(async {
+        let mut client = tp_connect("calib_drivers_tp", true).await?;
+        drop(tp_connect("calib_drivers_sqlx", true).await?);
+        let mut conn = sqlx_connect("calib_drivers_sqlx").await?;
+        let writer = TpWriter::new(&client).await?;
+        let mut work = Workload::new(13);
+        for round in 0..PAIRED_APPEND_ROUNDS {
+            let batch = work.batch(1 + round * BATCH as i64, BATCH);
+            let t = Instant::now();
+            writer.append(&mut client, &batch).await?;
+            tp.push(t.elapsed());
+            let t = Instant::now();
+            sqlx_append(&mut conn, &batch).await?;
+            sx.push(t.elapsed());
+        }
+        Ok::<_, Box<dyn Error>>(())
+    })
+    .expect("paired append");
+    print_paired(
+        "pg_append",
+        BATCH as f64,
+        &mut [("tokio_postgres", tp), ("sqlx", sx)],
+    );
 }
+
+/// Batches per driver in the interleaved append pass.
+const PAIRED_APPEND_ROUNDS: i64 = 200;
+/// Whole-store scans per driver and kind in the interleaved scan pass.
+const PAIRED_SCAN_ROUNDS: usize = 7;
 
 // ---------------------------------------------------------------------------------------------
 // Scans
@@ -377,9 +414,9 @@ fn bench_reads(c: &mut Criterion) {
                 writer.append(&mut seeder, &batch).await?;
                 next += BATCH as i64;
             }
-            seeder
-                .batch_execute("VACUUM ANALYZE events; VACUUM ANALYZE event_tags")
-                .await?;
+            // One statement per call: VACUUM refuses the implicit transaction of a batch.
+            seeder.batch_execute("VACUUM ANALYZE events").await?;
+            seeder.batch_execute("VACUUM ANALYZE event_tags").await?;
             let conn = sqlx_connect("calib_drivers_scan").await?;
             Ok::<_, Box<dyn Error>>((seeder, conn))
         })
@@ -424,6 +461,37 @@ fn bench_reads(c: &mut Criterion) {
         b.iter(|| rt.block_on(scan_all_sqlx(&mut conn)).expect("scan"))
     });
     g.finish();
+
+    let (mut pt, mut ps, mut st, mut ss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    rt.block_on(async {
+        for _ in 0..PAIRED_SCAN_ROUNDS {
+            let t = Instant::now();
+            std::hint::black_box(scan_paged_tp(&client, &page).await?);
+            pt.push(t.elapsed());
+            let t = Instant::now();
+            std::hint::black_box(scan_paged_sqlx(&mut conn).await?);
+            ps.push(t.elapsed());
+            let t = Instant::now();
+            std::hint::black_box(scan_all_tp(&client, &all).await?);
+            st.push(t.elapsed());
+            let t = Instant::now();
+            std::hint::black_box(scan_all_sqlx(&mut conn).await?);
+            ss.push(t.elapsed());
+        }
+        Ok::<_, Box<dyn Error>>(())
+    })
+    .expect("paired scans");
+    let events = SCAN_EVENTS as f64;
+    print_paired(
+        "pg_scan_paged",
+        events,
+        &mut [("tokio_postgres", pt), ("sqlx", ps)],
+    );
+    print_paired(
+        "pg_scan_streamed",
+        events,
+        &mut [("tokio_postgres", st), ("sqlx", ss)],
+    );
 
     let keys: Vec<(String, &'static str)> = {
         let mut w = Workload::new(99);
@@ -530,17 +598,11 @@ fn bench_reads(c: &mut Criterion) {
             ss.push(t.elapsed());
         }
     });
-    let (a, b) = (median_micros(&mut pt), median_micros(&mut ps));
-    println!(
-        "pg_point interleaved median over {rounds}: tokio-postgres {a:.1} µs, sqlx {b:.1} µs, \
-         sqlx/tokio-postgres {:.2}x",
-        b / a
-    );
-    let (a, b) = (median_micros(&mut st), median_micros(&mut ss));
-    println!(
-        "pg_select1 interleaved median over {rounds}: tokio-postgres {a:.1} µs, sqlx {b:.1} µs, \
-         sqlx/tokio-postgres {:.2}x",
-        b / a
+    print_paired("pg_point", 1.0, &mut [("tokio_postgres", pt), ("sqlx", ps)]);
+    print_paired(
+        "pg_select1",
+        1.0,
+        &mut [("tokio_postgres", st), ("sqlx", ss)],
     );
 
     // Leave nothing behind.

@@ -22,6 +22,11 @@
 //!   DESC LIMIT 1` on random existing keys, criterion's mean per query, then an interleaved
 //!   pass (rusqlite, sqlx, rusqlite, …) that prints the median latency in µs.
 //!
+//! After each criterion group an interleaved pass (driver A, driver B, A, B, … one sample
+//! each) prints `PAIRED` lines: median and mean per sample and the ratio of medians. Those are
+//! the figures to compare on a loaded machine, since a load change between two criterion
+//! benches shifts one driver's figure and not the other's.
+//!
 //! sqlx runs on a current-thread tokio runtime (its SQLite connection works on a worker
 //! thread of its own, as it always does).
 //!
@@ -37,7 +42,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::TryStreamExt;
 use krescent_calibration_drivers::{
     BATCH, Batch, EVENT_ROWS_PER_INSERT, Ledger, MultiRowSql, PAGE, SCAN_EVENTS,
-    TAG_ROWS_PER_INSERT, Workload, median_micros,
+    TAG_ROWS_PER_INSERT, Workload, print_paired,
 };
 use rusqlite::Connection;
 use sqlx::sqlite::{
@@ -317,7 +322,47 @@ fn bench_append(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // Interleaved: one batch per driver in turn, each into a fresh file of its own, so that
+    // load changes on the shared machine hit all of them alike.
+    let mut rconn = open_rusqlite(&fresh("paired_rusqlite.db")).expect("open");
+    let mut bconn = open_sqlx(&rt, &fresh("paired_sqlx_builder.db")).expect("open");
+    let mut cconn = open_sqlx(&rt, &fresh("paired_sqlx_cached.db")).expect("open");
+    let mut rwriter = RusqliteWriter::new();
+    let mut cwriter = SqlxWriter::new();
+    let mut work = Workload::new(13);
+    let (mut r, mut b, mut cached) = (Vec::new(), Vec::new(), Vec::new());
+    rt.block_on(async {
+        for round in 0..PAIRED_APPEND_ROUNDS {
+            let batch = work.batch(1 + round * BATCH as i64, BATCH);
+            let t = Instant::now();
+            rwriter.append(&mut rconn, &batch).expect("append");
+            r.push(t.elapsed());
+            let t = Instant::now();
+            sqlx_append_builder(&mut bconn, &batch)
+                .await
+                .expect("append");
+            b.push(t.elapsed());
+            let t = Instant::now();
+            cwriter.append(&mut cconn, &batch).await.expect("append");
+            cached.push(t.elapsed());
+        }
+    });
+    print_paired(
+        "sqlite_append",
+        BATCH as f64,
+        &mut [
+            ("rusqlite", r),
+            ("sqlx_query_builder", b),
+            ("sqlx_cached_sql", cached),
+        ],
+    );
 }
+
+/// Batches per driver in the interleaved append pass.
+const PAIRED_APPEND_ROUNDS: i64 = 150;
+/// Whole-store scans per driver and kind in the interleaved scan pass.
+const PAIRED_SCAN_ROUNDS: usize = 7;
 
 // ---------------------------------------------------------------------------------------------
 // Scans
@@ -451,6 +496,33 @@ fn bench_scan(c: &mut Criterion) {
     });
     g.finish();
 
+    let (mut pr, mut ps, mut sr, mut ss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..PAIRED_SCAN_ROUNDS {
+        let t = Instant::now();
+        std::hint::black_box(scan_paged_rusqlite(&rconn).expect("scan"));
+        pr.push(t.elapsed());
+        let t = Instant::now();
+        std::hint::black_box(rt.block_on(scan_paged_sqlx(&mut sconn)).expect("scan"));
+        ps.push(t.elapsed());
+        let t = Instant::now();
+        std::hint::black_box(scan_all_rusqlite(&rconn).expect("scan"));
+        sr.push(t.elapsed());
+        let t = Instant::now();
+        std::hint::black_box(rt.block_on(scan_all_sqlx(&mut sconn)).expect("scan"));
+        ss.push(t.elapsed());
+    }
+    let events = SCAN_EVENTS as f64;
+    print_paired(
+        "sqlite_scan_paged",
+        events,
+        &mut [("rusqlite", pr), ("sqlx", ps)],
+    );
+    print_paired(
+        "sqlite_scan_streamed",
+        events,
+        &mut [("rusqlite", sr), ("sqlx", ss)],
+    );
+
     // -----------------------------------------------------------------------------------------
     // Point queries on the same store.
 
@@ -520,12 +592,7 @@ fn bench_scan(c: &mut Criterion) {
             s.push(t.elapsed());
         }
     });
-    let (mr, ms) = (median_micros(&mut r), median_micros(&mut s));
-    println!(
-        "sqlite_point interleaved median over {rounds}: rusqlite {mr:.2} µs, sqlx {ms:.2} µs, \
-         sqlx/rusqlite {:.2}x",
-        ms / mr
-    );
+    print_paired("sqlite_point", 1.0, &mut [("rusqlite", r), ("sqlx", s)]);
 }
 
 criterion_group!(benches, bench_append, bench_scan);

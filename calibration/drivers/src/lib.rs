@@ -231,6 +231,38 @@ pub fn median_micros(samples: &mut [std::time::Duration]) -> f64 {
     samples[samples.len() / 2].as_secs_f64() * 1e6
 }
 
+/// Prints one figure measured interleaved (driver A, driver B, A, B, …): per driver the median
+/// and mean time of a sample, the rate they give for `work` items per sample, and the ratio of
+/// each driver's median time to the first one's (above 1: slower than the first).
+pub fn print_paired(figure: &str, work: f64, results: &mut [(&str, Vec<std::time::Duration>)]) {
+    let mut first = None;
+    for (driver, samples) in results.iter_mut() {
+        let n = samples.len();
+        let mean = samples.iter().map(|d| d.as_secs_f64()).sum::<f64>() / n as f64;
+        let median = median_micros(samples) / 1e6;
+        let base = *first.get_or_insert(median);
+        if work > 1.0 {
+            println!(
+                "PAIRED {figure} {driver}: median {:.2} ms ({:.0} events/s), mean {:.2} ms \
+                 ({:.0} events/s), n={n}, time vs first {:.2}x",
+                median * 1e3,
+                work / median,
+                mean * 1e3,
+                work / mean,
+                median / base
+            );
+        } else {
+            println!(
+                "PAIRED {figure} {driver}: median {:.1} µs, mean {:.1} µs, n={n}, \
+                 time vs first {:.2}x",
+                median * 1e6,
+                mean * 1e6,
+                median / base
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
