@@ -1,6 +1,6 @@
 //! tokio-postgres 0.7 against sqlx 0.9 (postgres, tokio) on krescent's PostgreSQL workload.
 //!
-//! Workload (see `src/lib.rs`): a stock ledger; each event has a ~110-byte JSON payload, a
+//! Workload (see `src/lib.rs`): a stock ledger; each event has a ≈120-byte JSON payload, a
 //! uuid id, one of three types, two tags (`sku:sku-NNNN`, `warehouse:w-N`) stored as a JSON
 //! array in a text column, and a microsecond timestamp (bigint). Tables `events (position
 //! bigint PRIMARY KEY, id uuid, type text, tags text, ts bigint, payload bytea)` and

@@ -1,11 +1,12 @@
 //! rusqlite 0.37 against sqlx 0.9 (sqlite, tokio) on krescent's SQLite workload.
 //!
-//! Workload (see `src/lib.rs`): a stock ledger; each event has a ~110-byte JSON payload, a
+//! Workload (see `src/lib.rs`): a stock ledger; each event has a ≈120-byte JSON payload, a
 //! 16-byte id, one of three types, two tags (`sku:sku-NNNN`, `warehouse:w-N`) stored as a JSON
 //! array, and a microsecond timestamp. Tables as krescent's SQLite store: `events (position
 //! INTEGER PRIMARY KEY, id BLOB, type TEXT, tags TEXT, ts INTEGER, payload BLOB)` and the tag
 //! index `event_tags (tag, type, position)` WITHOUT ROWID. One file per purpose in
-//! `$TMPDIR/calib_drivers_sqlite/`, `journal_mode=WAL`, `synchronous=NORMAL`, both drivers
+//! `$TMPDIR/calib_drivers_sqlite/` (removed at the end), `journal_mode=WAL`,
+//! `synchronous=NORMAL`, both drivers
 //! linking the same bundled SQLite (libsqlite3-sys 0.35).
 //!
 //! Figures, each measured for both drivers back to back in one run:
@@ -593,6 +594,11 @@ fn bench_scan(c: &mut Criterion) {
         }
     });
     print_paired("sqlite_point", 1.0, &mut [("rusqlite", r), ("sqlx", s)]);
+
+    // Leave nothing behind (some hundreds of MB of files).
+    drop(rconn);
+    rt.block_on(sconn.close()).expect("close");
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join("calib_drivers_sqlite"));
 }
 
 criterion_group!(benches, bench_append, bench_scan);

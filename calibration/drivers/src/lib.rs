@@ -1,5 +1,5 @@
 //! The workload shared by the driver calibration benches (`benches/sqlite_drivers.rs`,
-//! `benches/postgres_drivers.rs`): a stock ledger whose events carry a ~110-byte JSON payload,
+//! `benches/postgres_drivers.rs`): a stock ledger whose events carry a ≈120-byte JSON payload,
 //! two tags each (`sku:…`, `warehouse:…`) and one of three types, plus the fold that a read
 //! model would run over them.
 //!
@@ -268,7 +268,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn payload_is_about_110_bytes_and_decodes() {
+    fn payload_is_about_120_bytes_and_decodes() {
         let b = Workload::new(1).batch(1, 1_000);
         let mean = b.events.iter().map(|e| e.payload.len()).sum::<usize>() / 1_000;
         assert!((100..=120).contains(&mean), "mean payload {mean} bytes");
