@@ -519,6 +519,20 @@ fn put_value<T: Serialize + 'static>(out: &mut Vec<u8>, value: &T) -> postcard::
     Ok(())
 }
 
+/// Puts the bytes of an encoding under `key`, or names `key` in the codec's error.
+fn put_encoded(
+    bucket: &mut CheckpointBucket,
+    key: &str,
+    encoded: postcard::Result<Vec<u8>>,
+) -> Result<(), CheckpointError> {
+    let bytes = encoded.map_err(|source| CheckpointError::Binary {
+        key: key.into(),
+        source,
+    })?;
+    bucket.put_bytes(key, bytes);
+    Ok(())
+}
+
 /// An unsigned integer as a little-endian base-128 varint.
 #[inline]
 fn varint(out: &mut Vec<u8>, mut v: u64) {
@@ -554,14 +568,7 @@ where
     type Delta = MapDelta<K, V>;
 
     fn put_full(&self, bucket: &mut CheckpointBucket, key: &str) -> Result<(), CheckpointError> {
-        let bytes = self
-            .encode_full()
-            .map_err(|source| CheckpointError::Binary {
-                key: key.into(),
-                source,
-            })?;
-        bucket.put_bytes(key, bytes);
-        Ok(())
+        put_encoded(bucket, key, self.encode_full())
     }
 
     fn get_full(bucket: &CheckpointBucket, key: &str) -> Result<Self, CheckpointError> {
@@ -577,14 +584,7 @@ where
     }
 
     fn put_delta(&self, bucket: &mut CheckpointBucket, key: &str) -> Result<(), CheckpointError> {
-        let bytes = self
-            .encode_delta()
-            .map_err(|source| CheckpointError::Binary {
-                key: key.into(),
-                source,
-            })?;
-        bucket.put_bytes(key, bytes);
-        Ok(())
+        put_encoded(bucket, key, self.encode_delta())
     }
 
     fn get_delta(bucket: &CheckpointBucket, key: &str) -> Result<Self::Delta, CheckpointError> {

@@ -114,6 +114,11 @@ pub trait CheckpointSupport {
 /// (`#[krescent(delta)]` in `#[derive(CheckpointSupport)]`). [`CheckpointMap`] implements it.
 ///
 /// [`CheckpointMap`]: super::CheckpointMap
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot write checkpoint deltas",
+    label = "`#[krescent(delta)]` needs a `DeltaState` field",
+    note = "use `krescent::checkpoint::CheckpointMap` for a map, or remove `#[krescent(delta)]`"
+)]
 pub trait DeltaState: Sized {
     /// A delta read back from a bucket, ready to be applied.
     type Delta;

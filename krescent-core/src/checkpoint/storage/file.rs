@@ -210,10 +210,7 @@ impl CheckpointStorage for FileCheckpointStorage {
     }
 
     async fn store_delta(&self, delta: &CheckpointDelta) -> Result<(), CheckpointStorageError> {
-        validate_model_name(&delta.model)?;
-        let bytes = delta
-            .encode()
-            .map_err(|source| CheckpointStorageError::encode(&delta.model, source))?;
+        let bytes = super::encode_delta(delta)?;
         let (model, base, position) = (delta.model.clone(), delta.base_position, delta.position);
         self.blocking(Some(&delta.model), move |dir| {
             store_delta_blocking(dir, &model, base, position, &bytes)

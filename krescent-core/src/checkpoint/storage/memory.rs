@@ -163,10 +163,7 @@ impl CheckpointStorage for InMemoryCheckpointStorage {
     }
 
     async fn store_delta(&self, delta: &CheckpointDelta) -> Result<(), CheckpointStorageError> {
-        validate_model_name(&delta.model)?;
-        let bytes = delta
-            .encode()
-            .map_err(|source| CheckpointStorageError::encode(&delta.model, source))?;
+        let bytes = super::encode_delta(delta)?;
         let mut checkpoints = self.checkpoints.write();
         let chain = checkpoints.get_mut(&delta.model);
         match chain {
