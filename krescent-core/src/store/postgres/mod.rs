@@ -17,7 +17,7 @@
 //! | --- | --- |
 //! | `<prefix>meta` | `(name, value)`: the `schema_version` |
 //! | `<prefix>head` | one row: the position and time of the last append |
-//! | `<prefix>events` | `position` (primary key), `id uuid`, `type`, `tags text[]`, `recorded_at`, `payload bytea`; index `(type, position)` |
+//! | `<prefix>events` | `position` (primary key), `id uuid`, `type`, `tags bytea` (each tag's length and text), `recorded_at`, `payload bytea`; index `(type, position)` |
 //! | `<prefix>event_tags` | one row per tag of each event: primary key `(tag, type, position)` |
 //! | `<prefix>checkpoints` | one row per read model: `model` (primary key), `catalog_revision`, `model_version`, `shape`, `position`, `taken_at`, `checkpoint bytea` (see [`PostgresCheckpointStorage`]) |
 //! | `<prefix>bookmarks` | one row per projector: `reader` (primary key), `position` |
@@ -668,42 +668,102 @@ fn to_position(p: i64) -> Result<u64, StoreError> {
     })
 }
 
-/// The binary value of a `text[]` column, undecoded: the key of the tags cache.
-struct RawTextArray<'a>(&'a [u8]);
-
-impl<'a> FromSql<'a> for RawTextArray<'a> {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(RawTextArray(raw))
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::TEXT_ARRAY
-    }
-}
-
-/// Tags from the binary value of the `tags` column (a one-dimensional `text[]` without
-/// NULLs).
+/// Tags from the value of the `tags` column ([`sql::encode_tags`]).
 fn parse_tags(raw: &[u8]) -> Result<Tags, String> {
-    let texts = <Vec<&str> as FromSql>::from_sql(&Type::TEXT_ARRAY, raw)
-        .map_err(|e| format!("tags are not an array of texts: {e}"))?;
-    Tags::parse(texts).map_err(|e| e.to_string())
+    Tags::parse(sql::decode_tags(raw)?).map_err(|e| e.to_string())
 }
 
 /// The most tag lists the decoding cache holds; it starts over when full.
 const TAG_CACHE: usize = 65_536;
+
+/// The undecoded value of a `timestamptz` column (microseconds since 2000-01-01, big-endian).
+struct RawTimestamp<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for RawTimestamp<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawTimestamp(raw))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TIMESTAMPTZ
+    }
+}
+
+/// The hasher of the tags cache: one multiply per 8 bytes of key, seeded per cache from the
+/// standard library's random keys (stored tags cannot be chosen to collide). The keys are
+/// short and looked up once per row, where SipHash costs more than the rest of the lookup.
+#[derive(Clone)]
+struct TagsHashState(u64);
+
+impl Default for TagsHashState {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        TagsHashState(std::collections::hash_map::RandomState::new().hash_one("krescent.tags") | 1)
+    }
+}
+
+impl std::hash::BuildHasher for TagsHashState {
+    type Hasher = TagsHasher;
+    fn build_hasher(&self) -> TagsHasher {
+        TagsHasher(self.0)
+    }
+}
+
+struct TagsHasher(u64);
+
+impl TagsHasher {
+    /// Mixes one word in: the 128-bit product of the state and the word (offset by an odd
+    /// constant), folded to 64 bits.
+    #[inline]
+    fn absorb(&mut self, word: u64) {
+        let product = u128::from(self.0 ^ word) * u128::from(0x9e37_79b9_7f4a_7c15_u64);
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
+impl std::hash::Hasher for TagsHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            self.absorb(u64::from_le_bytes(w));
+        }
+        let tail = words.remainder();
+        let mut w = [0u8; 8];
+        w[..tail.len()].copy_from_slice(tail);
+        self.absorb(u64::from_le_bytes(w) ^ ((tail.len() as u64) << 56));
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.absorb(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// What reads decode once and share: type names, and tag lists by their stored bytes (an
 /// event's tags usually repeat those of earlier events). Locked once per page.
 #[derive(Default)]
 struct Decoding {
     types: Vec<Arc<str>>,
-    tags: HashMap<Box<[u8]>, Tags>,
+    tags: HashMap<Box<[u8]>, Tags, TagsHashState>,
 }
 
 impl Decoding {
     fn type_name(&mut self, name: &str) -> Arc<str> {
-        if let Some(t) = self.types.iter().find(|t| &***t == name) {
-            return Arc::clone(t);
+        if let Some(i) = self.types.iter().position(|t| &**t == name) {
+            // Most used first: the next lookup of this name is shorter.
+            if i > 0 {
+                self.types.swap(i, i - 1);
+                return Arc::clone(&self.types[i - 1]);
+            }
+            return Arc::clone(&self.types[0]);
         }
         let t: Arc<str> = Arc::from(name);
         if self.types.len() < 256 {
@@ -724,24 +784,55 @@ impl Decoding {
         Ok(tags)
     }
 
-    /// Decodes rows of [`sql::EVENT_COLUMNS`].
+    /// Decodes rows of [`sql::EVENT_COLUMNS`]. The payloads of a page share one buffer, and
+    /// a row with the time of the row before (the events of one append) reuses its decoding.
     fn rows(&mut self, rows: &[tokio_postgres::Row]) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut out = Vec::with_capacity(rows.len());
+        let mut payloads: Vec<u8> = Vec::new();
+        let mut ends = Vec::with_capacity(rows.len());
+        let mut last_time: Option<(&[u8], DateTime<Utc>)> = None;
         for row in rows {
             let position: i64 = row.try_get(0).map_err(db)?;
             let id: Uuid = row.try_get(1).map_err(db)?;
             let type_name: &str = row.try_get(2).map_err(db)?;
-            let tags: RawTextArray<'_> = row.try_get(3).map_err(db)?;
-            let timestamp: DateTime<Utc> = row.try_get(4).map_err(db)?;
+            let tags: &[u8] = row.try_get(3).map_err(db)?;
+            let time: RawTimestamp<'_> = row.try_get(4).map_err(db)?;
             let payload: &[u8] = row.try_get(5).map_err(db)?;
+            let timestamp = match last_time {
+                Some((raw, t)) if raw == time.0 => t,
+                _ => {
+                    let t = <DateTime<Utc> as FromSql>::from_sql(&Type::TIMESTAMPTZ, time.0)
+                        .map_err(|e| PostgresError::Corrupt {
+                            position,
+                            what: format!("recorded_at cannot be a time: {e}"),
+                        })?;
+                    last_time = Some((time.0, t));
+                    t
+                }
+            };
+            if payloads.capacity() == 0 {
+                // Room for a page of payloads of about this size (it grows if need be).
+                payloads.reserve(
+                    rows.len()
+                        .saturating_mul(payload.len() + payload.len() / 4 + 16),
+                );
+            }
+            payloads.extend_from_slice(payload);
+            ends.push(payloads.len());
             out.push(RecordedEvent {
                 position: to_position(position)?,
                 id,
                 event_type: self.type_name(type_name),
-                tags: self.tags(tags.0, position)?,
+                tags: self.tags(tags, position)?,
                 timestamp,
-                data: bytes::Bytes::copy_from_slice(payload),
+                data: bytes::Bytes::new(),
             });
+        }
+        let payloads = bytes::Bytes::from(payloads);
+        let mut start = 0;
+        for (event, end) in out.iter_mut().zip(ends) {
+            event.data = payloads.slice(start..end);
+            start = end;
         }
         Ok(out)
     }
@@ -799,14 +890,13 @@ impl EventStore for PostgresEventStore {
         let n = events.len();
         let n_i64 = i64::try_from(n).unwrap_or(i64::MAX);
         let ids: Vec<Uuid> = crate::event::ids::new_ids(n);
-        let mut literals = Vec::with_capacity(n);
+        let mut encoded_tags: Vec<Vec<u8>> = Vec::with_capacity(n);
         let mut tag_rows: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
         for (k, e) in events.iter().enumerate() {
-            let mut s = String::with_capacity(
-                2 + e.tags.iter().map(|t| t.as_str().len() + 3).sum::<usize>(),
-            );
-            sql::array_literal(e.tags.iter().map(Tag::as_str), &mut s);
-            literals.push(s);
+            let mut encoded =
+                Vec::with_capacity(e.tags.iter().map(|t| t.as_str().len() + 4).sum::<usize>());
+            sql::encode_tags(e.tags.iter().map(Tag::as_str), &mut encoded);
+            encoded_tags.push(encoded);
             // k < n, so the difference fits.
             let delta = i64::try_from(k).unwrap_or(i64::MAX) - (n_i64 - 1);
             for tag in e.tags.iter() {
@@ -815,7 +905,7 @@ impl EventStore for PostgresEventStore {
                 tag_rows.2.push(delta);
             }
         }
-        type EventChunk<'a> = (i64, &'a [Uuid], Vec<&'a str>, &'a [String], Vec<&'a [u8]>);
+        type EventChunk<'a> = (i64, &'a [Uuid], Vec<&'a str>, &'a [Vec<u8>], Vec<&'a [u8]>);
         let event_chunks: Vec<EventChunk<'_>> = (0..n)
             .step_by(INSERT_CHUNK)
             .map(|start| {
@@ -824,7 +914,7 @@ impl EventStore for PostgresEventStore {
                     i64::try_from(start).unwrap_or(i64::MAX) - n_i64,
                     &ids[start..end],
                     events[start..end].iter().map(|e| &*e.event_type).collect(),
-                    &literals[start..end],
+                    &encoded_tags[start..end],
                     events[start..end].iter().map(|e| &e.payload[..]).collect(),
                 )
             })
@@ -1068,21 +1158,29 @@ mod tests {
 
     #[test]
     fn stored_tags_are_decoded_and_cached() {
-        use tokio_postgres::types::ToSql as _;
         let encode = |texts: &[&str]| {
-            let mut buf = bytes::BytesMut::new();
-            texts
-                .to_vec()
-                .to_sql(&Type::TEXT_ARRAY, &mut buf)
-                .expect("encode");
-            buf.to_vec()
+            let mut buf = Vec::new();
+            sql::encode_tags(texts.iter().copied(), &mut buf);
+            buf
         };
-        let tags = Tags::parse(["a:x\"y", "b:c\\d", "c:{,}", "d:\u{1}\n", "e:grüße"]).unwrap();
+        let tags =
+            Tags::parse(["a:x\"y", "b:c\\d", "c:{,}", "d:\u{1}\n", "e:grüße", "f:"]).unwrap();
         let texts: Vec<&str> = tags.iter().map(Tag::as_str).collect();
         assert_eq!(parse_tags(&encode(&texts)).unwrap(), tags);
+        assert_eq!(encode(&["k:v"]), b"\0\0\0\x03k:v");
         assert_eq!(parse_tags(&encode(&[])).unwrap(), Tags::empty());
         assert!(parse_tags(&encode(&["no separator"])).is_err());
-        assert!(parse_tags(b"garbage").is_err());
+        let whole = encode(&["k:v", "k:w"]);
+        for cut in 1..whole.len() {
+            // Cut between the two tags, it is the encoding of the first alone.
+            let decoded = parse_tags(&whole[..cut]);
+            if cut == 7 {
+                assert_eq!(decoded.unwrap(), Tags::parse(["k:v"]).unwrap());
+            } else {
+                assert!(decoded.is_err(), "cut at {cut}");
+            }
+        }
+        assert!(parse_tags(b"\0\0\0\x02\xff\xfe").is_err());
 
         let mut decoding = Decoding::default();
         let raw = encode(&["p:1", "q:2"]);

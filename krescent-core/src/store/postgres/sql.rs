@@ -13,8 +13,8 @@ use crate::query::{Direction, EventQuery};
 /// The columns every event read returns, in this order.
 pub(super) const EVENT_COLUMNS: &str = "position, id, type, tags, recorded_at, payload";
 
-/// The schema version this code writes and reads. Version 1 (krescent before the `text[]`
-/// tags) is migrated on connect ([`Tables::migrate_from_1`]).
+/// The schema version this code writes and reads. Version 1 (tags as a JSON array) is
+/// migrated on connect ([`Tables::migrate_from_1`]).
 pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// The longest accepted table prefix, in bytes (PostgreSQL identifiers hold 63 bytes; the
@@ -77,9 +77,9 @@ impl Tables {
             // event at ordinality k gets `head + $1 + k`).
             insert_events: format!(
                 "INSERT INTO {events} (position, id, type, tags, recorded_at, payload) \
-                 SELECT h.position + $1 + u.ord, u.id, u.type, u.tags::text[], h.recorded_at, \
+                 SELECT h.position + $1 + u.ord, u.id, u.type, u.tags, h.recorded_at, \
                  u.payload FROM {head} h, \
-                 UNNEST($2::uuid[], $3::text[], $4::text[], $5::bytea[]) WITH ORDINALITY \
+                 UNNEST($2::uuid[], $3::text[], $4::bytea[], $5::bytea[]) WITH ORDINALITY \
                  AS u(id, type, tags, payload, ord)"
             ),
             // `$3`: each tag's position relative to the new head (0 for the last event).
@@ -133,7 +133,7 @@ impl Tables {
                  position bigint PRIMARY KEY,
                  id uuid NOT NULL,
                  type text COLLATE \"C\" NOT NULL,
-                 tags text[] NOT NULL,
+                 tags bytea NOT NULL,
                  recorded_at timestamptz NOT NULL,
                  payload bytea NOT NULL
              );
@@ -172,7 +172,8 @@ impl Tables {
     /// The statements migrating schema version 1 to version 2, run under the schema lock
     /// before [`create_schema`](Self::create_schema) (which then records version 2):
     ///
-    /// - `events.tags` from a `json` array of strings to `text[]` (the table is rewritten);
+    /// - `events.tags` from a `json` array of strings to the binary encoding of
+    ///   [`encode_tags`] (the table is rewritten);
     /// - `events.type`, `event_tags.tag` and `event_tags.type` to the `"C"` collation
     ///   (byte order: cheaper comparisons, and an order that does not depend on the
     ///   database's locale; their indexes are rebuilt);
@@ -182,13 +183,15 @@ impl Tables {
             events, tags, head, ..
         } = self;
         format!(
-            "CREATE FUNCTION pg_temp.krescent_json_tags(json) RETURNS text[] \
+            "CREATE FUNCTION pg_temp.krescent_json_tags(json) RETURNS bytea \
                  LANGUAGE sql IMMUTABLE STRICT \
-                 AS 'SELECT coalesce(array_agg(t ORDER BY n), ''{{}}'') \
-                     FROM json_array_elements_text($1) WITH ORDINALITY AS e(t, n)';
+                 AS 'SELECT coalesce(string_agg(int4send(octet_length(b)) || b, ''''::bytea \
+                         ORDER BY n), ''''::bytea) \
+                     FROM json_array_elements_text($1) WITH ORDINALITY AS e(t, n), \
+                         convert_to(t, ''UTF8'') AS b';
              ALTER TABLE {events}
                  ALTER COLUMN type TYPE text COLLATE \"C\",
-                 ALTER COLUMN tags TYPE text[] USING pg_temp.krescent_json_tags(tags);
+                 ALTER COLUMN tags TYPE bytea USING pg_temp.krescent_json_tags(tags);
              ALTER TABLE {tags}
                  ALTER COLUMN tag TYPE text COLLATE \"C\",
                  ALTER COLUMN type TYPE text COLLATE \"C\";
@@ -425,8 +428,7 @@ impl<'q> Params<'q> {
     }
 }
 
-/// Texts as a PostgreSQL array literal (`{"a:1","b:2"}`): how an append sends each event's
-/// tags (one `text` per event, cast to `text[]` by the server).
+/// Texts as a PostgreSQL array literal (`{"a:1","b:2"}`).
 pub(super) fn array_literal<'a>(texts: impl Iterator<Item = &'a str>, out: &mut String) {
     out.push('{');
     for (i, text) in texts.enumerate() {
@@ -443,6 +445,41 @@ pub(super) fn array_literal<'a>(texts: impl Iterator<Item = &'a str>, out: &mut 
         out.push('"');
     }
     out.push('}');
+}
+
+/// Appends the encoding of an event's tags in the `tags` column to `out`: for each tag in
+/// order, its length in bytes (4 bytes, big-endian), then its UTF-8 text; nothing for no
+/// tags. Sent and returned as `bytea`, it costs the server a copy, where a `text[]` costs an
+/// element-by-element conversion in each direction.
+pub(super) fn encode_tags<'a>(texts: impl Iterator<Item = &'a str>, out: &mut Vec<u8>) {
+    for text in texts {
+        // A tag of 4 GiB or more cannot be sent anyway: a protocol message holds at most
+        // 1 GiB, so the append fails.
+        let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// The texts of an encoding written by [`encode_tags`], in order.
+pub(super) fn decode_tags(mut raw: &[u8]) -> Result<Vec<&str>, String> {
+    let mut texts = Vec::new();
+    while let Some((len, rest)) = raw.split_first_chunk::<4>() {
+        let len = usize::try_from(u32::from_be_bytes(*len)).unwrap_or(usize::MAX);
+        if rest.len() < len {
+            return Err(format!(
+                "the tags are cut short: a tag of {len} bytes, {} left",
+                rest.len()
+            ));
+        }
+        let (text, rest) = rest.split_at(len);
+        texts.push(std::str::from_utf8(text).map_err(|e| format!("a tag is not UTF-8: {e}"))?);
+        raw = rest;
+    }
+    if !raw.is_empty() {
+        return Err(format!("the tags end in {} stray bytes", raw.len()));
+    }
+    Ok(texts)
 }
 
 /// The parameter numbers of one item.
