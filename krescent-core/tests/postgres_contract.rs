@@ -1011,3 +1011,81 @@ fn paged_reads_with_read_ahead_are_exact() {
         drop_tables(&url, &prefix).await;
     });
 }
+
+/// An append whose future is dropped midway (here after its first poll, which sends the
+/// transaction's first statements and takes the counter row's lock) leaves no transaction
+/// open: another store appends at once, the abandoned append wrote all or nothing, and the
+/// connection goes back to the pool idle.
+#[test]
+fn an_abandoned_append_leaves_no_transaction_open() {
+    with_database(|url| async move {
+        use futures::FutureExt;
+        let prefix = fresh_prefix();
+        let app = format!("krescent abandoned {prefix}");
+        let a = connect_with(
+            &url,
+            PostgresOptions::default()
+                .table_prefix(&prefix)
+                .pool_size(1)
+                .application_name(&app),
+        )
+        .await;
+        let b = connect(&url, &prefix).await;
+        let query = EventQuery::item(QueryItem::types(["pg.held"]).and_tag(tag("k:1")));
+        for (round, conditional) in [(0u64, true), (1, false), (2, true)] {
+            let head = a.head().await.expect("head");
+            // Prepares the statements, so that the first poll below reaches the database.
+            a.append(
+                vec![event("pg.held", &["k:1"], "{}".into())],
+                Some(AppendCondition::none_match_after(query.clone(), head)),
+            )
+            .await
+            .expect("append");
+            let head = head + 1;
+            let batch: Vec<NewEvent> = (0..1500)
+                .map(|i| event("pg.held", &["k:1"], format!(r#"{{"i":{i}}}"#)))
+                .collect();
+            let condition =
+                conditional.then(|| AppendCondition::none_match_after(query.clone(), head));
+            let abandoned = a.append(batch, condition).now_or_never();
+            assert!(
+                abandoned.is_none(),
+                "round {round}: the append finished at once"
+            );
+
+            let other = tokio::time::timeout(
+                WAIT,
+                b.append(vec![event("pg.other", &[], "{}".into())], None),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the counter row stayed locked"))
+            .expect("append from another store");
+            let after = a.head().await.expect("head on the same connection");
+            assert_eq!(after, other[0].position, "round {round}");
+            assert!(
+                [head + 1, head + 1501].contains(&after),
+                "round {round}: all or nothing, got head {after} after {head}"
+            );
+            let all = a.read(&EventQuery::match_all()).await.expect("read");
+            assert_eq!(
+                positions(&all),
+                (1..=after).collect::<Vec<_>>(),
+                "round {round}: no gap"
+            );
+            let admin = raw_client(&url).await;
+            let states: Vec<String> = admin
+                .query(
+                    "SELECT state FROM pg_stat_activity WHERE application_name = $1",
+                    &[&app],
+                )
+                .await
+                .expect("activity")
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(states, ["idle"], "round {round}");
+        }
+        drop((a, b));
+        drop_tables(&url, &prefix).await;
+    });
+}
