@@ -351,7 +351,7 @@ fn schema_creation_is_idempotent_and_versioned() {
             .await
             .expect("version")
             .get(0);
-        assert_eq!(version, 1);
+        assert_eq!(version, 2);
         client
             .batch_execute(&format!(
                 "UPDATE {prefix}meta SET value = 99 WHERE name = 'schema_version'"
@@ -365,13 +365,107 @@ fn schema_creation_is_idempotent_and_versioned() {
         match postgres_error(&err) {
             PostgresError::UnsupportedSchemaVersion {
                 found: 99,
-                supported: 1,
+                supported: 2,
                 ..
             } => {}
             other => panic!("expected UnsupportedSchemaVersion, got {other:?}"),
         }
         assert!(err.to_string().contains("schema version 99"), "{err}");
         drop(again);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// Tables of schema version 1 (tags as a JSON array, the database's collation) are migrated
+/// on connect: every stored event reads back with its tags, is found by its tags, and the
+/// positions continue; the schema is then version 2, and a version below 1 is refused.
+#[test]
+fn schema_version_1_is_migrated() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let client = raw_client(&url).await;
+        // The schema as version 1 created it, with two events written the way it wrote them.
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {prefix}meta (name text PRIMARY KEY, value bigint NOT NULL);
+                 CREATE TABLE {prefix}events (
+                     position bigint PRIMARY KEY, id uuid NOT NULL, type text NOT NULL,
+                     tags json NOT NULL, recorded_at timestamptz NOT NULL,
+                     payload bytea NOT NULL);
+                 CREATE INDEX {prefix}events_type_idx ON {prefix}events (type, position);
+                 CREATE TABLE {prefix}event_tags (
+                     tag text NOT NULL, type text NOT NULL, position bigint NOT NULL,
+                     PRIMARY KEY (tag, type, position));
+                 CREATE TABLE {prefix}head (
+                     id boolean PRIMARY KEY DEFAULT true CHECK (id), position bigint NOT NULL);
+                 INSERT INTO {prefix}head (id, position) VALUES (true, 2);
+                 INSERT INTO {prefix}events VALUES
+                     (1, '0190e8a0-0000-7000-8000-000000000001', 'pg.old',
+                      '[\"k:a\\\"b\",\"k:back\\\\slash\",\"k:ctl\\u0001\",\"m:grüße\"]',
+                      '2024-01-01T00:00:00Z', '\\x7b7d'),
+                     (2, '0190e8a0-0000-7000-8000-000000000002', 'pg.old', '[]',
+                      '2024-01-01T00:00:01Z', '\\x7b7d');
+                 INSERT INTO {prefix}event_tags VALUES
+                     ('k:a\"b', 'pg.old', 1), ('k:back\\slash', 'pg.old', 1),
+                     (E'k:ctl\\x01', 'pg.old', 1), ('m:grüße', 'pg.old', 1);
+                 INSERT INTO {prefix}meta VALUES ('schema_version', 1);"
+            ))
+            .await
+            .expect("version 1 tables");
+        let store = connect(&url, &prefix).await;
+        let old_tags = ["k:a\"b", "k:back\\slash", "k:ctl\u{1}", "m:grüße"];
+        let read = store.read(&EventQuery::match_all()).await.expect("read");
+        assert_eq!(positions(&read), [1, 2]);
+        assert_eq!(read[0].tags, Tags::parse(old_tags).expect("tags"));
+        assert_eq!(read[1].tags, Tags::empty());
+        assert_eq!(&*read[0].data, b"{}");
+        for t in old_tags {
+            let found = store
+                .read(&EventQuery::item(
+                    QueryItem::types(["pg.old"]).and_tag(tag(t)),
+                ))
+                .await
+                .expect("read by tag");
+            assert_eq!(positions(&found), [1], "tag {t:?}");
+        }
+        let appended = store
+            .append(vec![event("pg.new", &["k:a\"b"], "{}".into())], None)
+            .await
+            .expect("append after the migration");
+        assert_eq!(positions(&appended), [3]);
+        let both = store
+            .read(&EventQuery::item(QueryItem::tagged([tag("k:a\"b")])))
+            .await
+            .expect("read by tag");
+        assert_eq!(positions(&both), [1, 3]);
+        let version: i64 = client
+            .query_one(
+                &format!("SELECT value FROM {prefix}meta WHERE name = 'schema_version'"),
+                &[],
+            )
+            .await
+            .expect("version")
+            .get(0);
+        assert_eq!(version, 2);
+        drop(store);
+
+        client
+            .batch_execute(&format!(
+                "UPDATE {prefix}meta SET value = 0 WHERE name = 'schema_version'"
+            ))
+            .await
+            .expect("set version 0");
+        let err =
+            PostgresEventStore::connect(&url, PostgresOptions::default().table_prefix(&prefix))
+                .await
+                .expect_err("version 0 is refused");
+        assert!(
+            matches!(
+                postgres_error(&err),
+                PostgresError::UnsupportedSchemaVersion { found: 0, .. }
+            ),
+            "{err:?}"
+        );
         drop_tables(&url, &prefix).await;
     });
 }
@@ -805,4 +899,193 @@ fn store_types_are_send_and_sync() {
     fn assert<T: Send + Sync + 'static>() {}
     assert::<PostgresEventStore>();
     assert::<PostgresError>();
+}
+
+/// Paged forward reads are read ahead. Every page equals a fresh read: a page read ahead while
+/// it was short is not returned once more events have arrived, and readers paging at once,
+/// or jumping, get exact pages.
+#[test]
+fn paged_reads_with_read_ahead_are_exact() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        // One connection: the page read ahead holds it, so the append below waits for that
+        // read to finish whenever the read started first.
+        let store = connect_with(
+            &url,
+            PostgresOptions::default()
+                .table_prefix(&prefix)
+                .pool_size(1),
+        )
+        .await;
+        let batch = |from: u64, n: u64| -> Vec<NewEvent> {
+            (from..from + n)
+                .map(|i| {
+                    event(
+                        ["pg.x", "pg.y"][(i % 2) as usize],
+                        &["k:v"],
+                        format!(r#"{{"i":{i}}}"#),
+                    )
+                })
+                .collect()
+        };
+        store.append(batch(0, 2_500), None).await.expect("append");
+        for query in [
+            EventQuery::match_all(),
+            EventQuery::item(QueryItem::types(["pg.x", "pg.y"])),
+            EventQuery::item(QueryItem::tagged([tag("k:v")])),
+        ] {
+            let head = store.head().await.expect("head");
+            let page = |after: u64| query.clone().after(after).limit(1_000).expect("limit");
+            // Pages 1 and 2 are full; asking for page 2 (the continuation of page 1) starts
+            // reading page 3, which is short at that moment.
+            let p1 = store.read(&page(head - 2_500)).await.expect("page 1");
+            let p2 = store.read(&page(head - 1_500)).await.expect("page 2");
+            assert_eq!((p1.len(), p2.len()), (1_000, 1_000));
+            store
+                .append(batch(head, 1_500), None)
+                .await
+                .expect("append");
+            let p3 = store.read(&page(head - 500)).await.expect("page 3");
+            assert_eq!(p3.len(), 1_000, "page 3 sees the events appended meanwhile");
+            let p4 = store.read(&page(head + 500)).await.expect("page 4");
+            let p5 = store.read(&page(head + 1_500)).await.expect("page 5");
+            assert_eq!((p4.len(), p5.len()), (1_000, 0));
+            let paged = [p1, p2, p3, p4].concat();
+            let whole = store
+                .read(&query.clone().after(head - 2_500))
+                .await
+                .expect("whole");
+            assert_eq!(paged, whole, "paged reads equal one whole read");
+            assert_eq!(
+                positions(&paged),
+                (head - 2_499..=head + 1_500).collect::<Vec<_>>()
+            );
+            // The next query pages from the same head onwards.
+            store
+                .append(batch(head + 1_500, 1_000), None)
+                .await
+                .expect("append");
+        }
+
+        // Two readers paging at once, and a reader that jumps back and forth, stay exact.
+        let head = store.head().await.expect("head");
+        let page = |after: u64| {
+            EventQuery::match_all()
+                .after(after)
+                .limit(700)
+                .expect("limit")
+        };
+        let sequential = async {
+            let mut seen = Vec::new();
+            let mut cursor = 0;
+            loop {
+                let p = store.read(&page(cursor)).await.expect("page");
+                let Some(last) = p.last() else { break };
+                cursor = last.position;
+                seen.extend(positions(&p));
+            }
+            seen
+        };
+        let jumping = async {
+            let mut firsts = Vec::new();
+            for after in [0, 700, 1_400, 300, 1_400, head - 100] {
+                let p = store.read(&page(after)).await.expect("page");
+                firsts.push((p.first().map(|e| e.position), p.len()));
+            }
+            firsts
+        };
+        let (seen, firsts) = tokio::join!(sequential, jumping);
+        assert_eq!(seen, (1..=head).collect::<Vec<_>>());
+        assert_eq!(
+            firsts,
+            [
+                (Some(1), 700),
+                (Some(701), 700),
+                (Some(1_401), 700),
+                (Some(301), 700),
+                (Some(1_401), 700),
+                (Some(head - 99), 100)
+            ]
+        );
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// An append whose future is dropped midway (here after its first poll, which sends the
+/// transaction's first statements and takes the counter row's lock) leaves no transaction
+/// open: another store appends at once, the abandoned append wrote all or nothing, and the
+/// connection goes back to the pool idle.
+#[test]
+fn an_abandoned_append_leaves_no_transaction_open() {
+    with_database(|url| async move {
+        use futures::FutureExt;
+        let prefix = fresh_prefix();
+        let app = format!("krescent abandoned {prefix}");
+        let a = connect_with(
+            &url,
+            PostgresOptions::default()
+                .table_prefix(&prefix)
+                .pool_size(1)
+                .application_name(&app),
+        )
+        .await;
+        let b = connect(&url, &prefix).await;
+        let query = EventQuery::item(QueryItem::types(["pg.held"]).and_tag(tag("k:1")));
+        for (round, conditional) in [(0u64, true), (1, false), (2, true)] {
+            let head = a.head().await.expect("head");
+            // Prepares the statements, so that the first poll below reaches the database.
+            a.append(
+                vec![event("pg.held", &["k:1"], "{}".into())],
+                Some(AppendCondition::none_match_after(query.clone(), head)),
+            )
+            .await
+            .expect("append");
+            let head = head + 1;
+            let batch: Vec<NewEvent> = (0..1500)
+                .map(|i| event("pg.held", &["k:1"], format!(r#"{{"i":{i}}}"#)))
+                .collect();
+            let condition =
+                conditional.then(|| AppendCondition::none_match_after(query.clone(), head));
+            let abandoned = a.append(batch, condition).now_or_never();
+            assert!(
+                abandoned.is_none(),
+                "round {round}: the append finished at once"
+            );
+
+            let other = tokio::time::timeout(
+                WAIT,
+                b.append(vec![event("pg.other", &[], "{}".into())], None),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the counter row stayed locked"))
+            .expect("append from another store");
+            let after = a.head().await.expect("head on the same connection");
+            assert_eq!(after, other[0].position, "round {round}");
+            assert!(
+                [head + 1, head + 1501].contains(&after),
+                "round {round}: all or nothing, got head {after} after {head}"
+            );
+            let all = a.read(&EventQuery::match_all()).await.expect("read");
+            assert_eq!(
+                positions(&all),
+                (1..=after).collect::<Vec<_>>(),
+                "round {round}: no gap"
+            );
+            let admin = raw_client(&url).await;
+            let states: Vec<String> = admin
+                .query(
+                    "SELECT state FROM pg_stat_activity WHERE application_name = $1",
+                    &[&app],
+                )
+                .await
+                .expect("activity")
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(states, ["idle"], "round {round}");
+        }
+        drop((a, b));
+        drop_tables(&url, &prefix).await;
+    });
 }

@@ -9,21 +9,26 @@
 //! that users bind [`PostgresWrites`] parameters ([`ToSql`] values) with the same version of
 //! the driver.
 //!
-//! # Schema
+//! # Schema (version 2)
 //!
 //! Every table name starts with the configured prefix (default `krescent_`):
 //!
 //! | table | content |
 //! | --- | --- |
 //! | `<prefix>meta` | `(name, value)`: the `schema_version` |
-//! | `<prefix>head` | one row: the position of the last committed event |
-//! | `<prefix>events` | `position` (primary key), `id uuid`, `type`, `tags json` (an array of `key:value` strings), `recorded_at`, `payload bytea`; index `(type, position)` |
+//! | `<prefix>head` | one row: the position and time of the last append |
+//! | `<prefix>events` | `position` (primary key), `id uuid`, `type`, `tags bytea` (each tag's length and text), `recorded_at`, `payload bytea`; index `(type, position)` |
 //! | `<prefix>event_tags` | one row per tag of each event: primary key `(tag, type, position)` |
 //! | `<prefix>checkpoints` | one row per read model: `model` (primary key), `catalog_revision`, `model_version`, `shape`, `position`, `taken_at`, `checkpoint bytea` (see [`PostgresCheckpointStorage`]) |
 //! | `<prefix>bookmarks` | one row per projector: `reader` (primary key), `position` |
 //!
-//! The schema is created on first use, idempotently, under an advisory lock; a schema written
-//! by a newer version of krescent is refused ([`PostgresError::UnsupportedSchemaVersion`]).
+//! Type names and tags are compared bytewise (`COLLATE "C"`), whatever the database's locale.
+//! The schema is created on first use, idempotently, under an advisory lock. Tables of
+//! version 1 (tags stored as a JSON array, the database's collation) are migrated in that
+//! transaction: the events table is rewritten and the indexes rebuilt, so the first connect
+//! after an upgrade takes a while on a large store, and processes still running the older
+//! version fail their appends until they are upgraded too. A schema written by a newer
+//! version of krescent is refused ([`PostgresError::UnsupportedSchemaVersion`]).
 //!
 //! # Positions under concurrency
 //!
@@ -33,6 +38,19 @@
 //! position `p + 1` before `p` is visible, so it never skips an event that commits late, and a
 //! failed or rolled back append gives its positions back (no gaps). The condition is checked
 //! after the lock is taken, so the database enforces it atomically.
+//!
+//! The statements of an append are pipelined: the inserts take their positions and time from
+//! the locked counter row rather than from the client, so an append without a condition is
+//! one round trip (`BEGIN`, lock, inserts, notification, `COMMIT`); one with a condition is
+//! two, as the condition's result decides whether the inserts are sent.
+//!
+//! # Reads
+//!
+//! Paged forward reads are read ahead (see [`EventStore::read`]): once a reader has asked for
+//! the page that continues its previous full page, each further full page it gets starts the
+//! read of the next one on another pooled connection, while the caller handles this one. A
+//! page read ahead is used only if it is full (a full page never changes); a short one is
+//! read again. Tag lists and type names are decoded once and shared by later rows.
 //!
 //! # Subscriptions
 //!
@@ -57,13 +75,16 @@ pub use tokio_postgres;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use parking_lot::RwLock;
+use futures::FutureExt as _;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{FromSql, ToSql, Type};
@@ -72,7 +93,7 @@ use uuid::Uuid;
 
 use super::{EventStore, StoreError, Subscription};
 use crate::event::{NewEvent, RecordedEvent, Tag, Tags, validate_type_name};
-use crate::query::{AppendCondition, EventQuery};
+use crate::query::{AppendCondition, Direction, EventQuery};
 use sql::{Output, Params, Shape, Tables};
 
 /// The backend name in [`StoreError::Backend`].
@@ -286,6 +307,8 @@ struct Inner {
     head: Arc<watch::Sender<u64>>,
     /// SQL text per query shape; the statements themselves are prepared once per connection.
     shapes: RwLock<HashMap<Shape, Compiled>>,
+    decoding: Mutex<Decoding>,
+    ahead: Mutex<ReadAhead>,
     listener_application_name: String,
     /// Stops the listener task when the last handle is dropped.
     _listener: DropGuard,
@@ -364,6 +387,8 @@ impl PostgresEventStore {
                 tables,
                 head,
                 shapes: RwLock::new(HashMap::new()),
+                decoding: Mutex::new(Decoding::default()),
+                ahead: Mutex::new(ReadAhead::default()),
                 listener_application_name,
                 _listener: cancel.drop_guard(),
             }),
@@ -471,25 +496,6 @@ impl PostgresEventStore {
             .clone()
     }
 
-    /// The first position at which `condition` fails, read inside the append transaction
-    /// after the head lock.
-    async fn conflict(
-        &self,
-        txn: &tokio_postgres::Transaction<'_>,
-        statement: Option<&tokio_postgres::Statement>,
-        compiled: &Compiled,
-        query: &EventQuery,
-    ) -> Result<Option<u64>, StoreError> {
-        let params = Params::of(query);
-        let row = match statement {
-            Some(stmt) => txn.query_opt(stmt, &params.untyped()).await,
-            None => txn.query_typed_opt(&compiled.sql, &params.typed()).await,
-        }
-        .map_err(db)?;
-        row.map(|r| r.try_get::<_, i64>(0).map_err(db).and_then(to_position))
-            .transpose()
-    }
-
     /// Runs a query on a pooled connection.
     async fn query(
         &self,
@@ -506,6 +512,74 @@ impl PostgresEventStore {
             client.query(&stmt, &params.untyped()).await
         }
         .map_err(db)
+    }
+}
+
+/// One statement of an append's pipeline: a row for the counter row's lock and the
+/// condition, nothing for the others.
+type Step<'a> = std::pin::Pin<
+    Box<
+        dyn Future<Output = Result<Option<tokio_postgres::Row>, tokio_postgres::Error>> + Send + 'a,
+    >,
+>;
+
+/// Runs `steps` concurrently on one connection, which pipelines them: each is polled for the
+/// first time in order, and a statement is sent when first polled, so the server receives
+/// them in this order (the transaction's `BEGIN` first, its `COMMIT` last). The results come
+/// back in the same order.
+async fn in_order(
+    mut steps: Vec<Step<'_>>,
+) -> Vec<Result<Option<tokio_postgres::Row>, tokio_postgres::Error>> {
+    let mut results: Vec<Option<Result<_, _>>> = steps.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (step, result) in steps.iter_mut().zip(results.iter_mut()) {
+            if result.is_none() {
+                match step.as_mut().poll(cx) {
+                    Poll::Ready(r) => *result = Some(r),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
+}
+
+/// Rolls back the transaction of an append that did not see it end (a failed round trip, a
+/// conflict, or the append's future dropped midway) before the connection returns to the
+/// pool: the `ROLLBACK` is queued behind the statements already sent, without waiting.
+struct OpenTransaction<'a> {
+    client: &'a tokio_postgres::Client,
+    open: bool,
+}
+
+impl Drop for OpenTransaction<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // One poll sends the statement; its reply is discarded.
+            let _ = self.client.batch_execute("ROLLBACK").now_or_never();
+        }
+    }
+}
+
+/// The first position at which an append's condition fails (the row of its conflict
+/// query), read inside the append's transaction after the counter row's lock.
+async fn conflict(
+    client: &tokio_postgres::Client,
+    statement: Option<&tokio_postgres::Statement>,
+    compiled: &Compiled,
+    query: &EventQuery,
+) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+    let params = Params::of(query);
+    match statement {
+        Some(stmt) => client.query_opt(stmt, &params.untyped()).await,
+        None => client.query_typed_opt(&compiled.sql, &params.typed()).await,
     }
 }
 
@@ -535,8 +609,20 @@ async fn init_schema(pool: &Pool, tables: &Tables) -> Result<u64, StoreError> {
         .map(|r| r.try_get(0))
         .transpose()
         .map_err(db)?;
-    if let Some(found) = found {
-        if found > sql::SCHEMA_VERSION {
+    match found {
+        None => {}
+        Some(sql::SCHEMA_VERSION) => {}
+        Some(1) => {
+            tracing::info!(
+                prefix = %tables.prefix,
+                "postgres event store: migrating the schema from version 1 to {}",
+                sql::SCHEMA_VERSION
+            );
+            txn.batch_execute(&tables.migrate_from_1())
+                .await
+                .map_err(db)?;
+        }
+        Some(found) => {
             return Err(PostgresError::UnsupportedSchemaVersion {
                 prefix: tables.prefix.clone(),
                 found,
@@ -582,64 +668,198 @@ fn to_position(p: i64) -> Result<u64, StoreError> {
     })
 }
 
-/// The raw text of a `json` value.
-struct JsonText<'a>(&'a [u8]);
+/// Tags from the value of the `tags` column ([`sql::encode_tags`]).
+fn parse_tags(raw: &[u8]) -> Result<Tags, String> {
+    Tags::parse(sql::decode_tags(raw)?).map_err(|e| e.to_string())
+}
 
-impl<'a> FromSql<'a> for JsonText<'a> {
+/// The most tag lists the decoding cache holds; it starts over when full.
+const TAG_CACHE: usize = 65_536;
+
+/// The undecoded value of a `timestamptz` column (microseconds since 2000-01-01, big-endian).
+struct RawTimestamp<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for RawTimestamp<'a> {
     fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(JsonText(raw))
+        Ok(RawTimestamp(raw))
     }
 
     fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSON
+        *ty == Type::TIMESTAMPTZ
     }
 }
 
-/// Tags from the JSON array of the `tags` column.
-fn parse_tags(json: &[u8]) -> Result<Tags, String> {
-    let tags: Result<Tags, _> = match serde_json::from_slice::<Vec<&str>>(json) {
-        Ok(texts) => texts.into_iter().map(Tag::parse).collect(),
-        // Escaped characters cannot be borrowed.
-        Err(_) => serde_json::from_slice::<Vec<String>>(json)
-            .map_err(|e| format!("tags are not a JSON array of strings: {e}"))?
-            .iter()
-            .map(|t| Tag::parse(t))
-            .collect(),
-    };
-    tags.map_err(|e| e.to_string())
+/// The hasher of the tags cache: one multiply per 8 bytes of key, seeded per cache from the
+/// standard library's random keys (stored tags cannot be chosen to collide). The keys are
+/// short and looked up once per row, where SipHash costs more than the rest of the lookup.
+#[derive(Clone)]
+struct TagsHashState(u64);
+
+impl Default for TagsHashState {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        TagsHashState(std::collections::hash_map::RandomState::new().hash_one("krescent.tags") | 1)
+    }
 }
 
-/// Decodes rows of [`sql::EVENT_COLUMNS`], sharing one `Arc<str>` per type name.
-fn decode_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut types: Vec<Arc<str>> = Vec::new();
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let position: i64 = row.try_get(0).map_err(db)?;
-        let id: Uuid = row.try_get(1).map_err(db)?;
-        let type_name: &str = row.try_get(2).map_err(db)?;
-        let tags_json: JsonText<'_> = row.try_get(3).map_err(db)?;
-        let timestamp: DateTime<Utc> = row.try_get(4).map_err(db)?;
-        let payload: &[u8] = row.try_get(5).map_err(db)?;
-        let event_type = match types.iter().find(|t| &***t == type_name) {
-            Some(t) => Arc::clone(t),
-            None => {
-                let t: Arc<str> = Arc::from(type_name);
-                types.push(Arc::clone(&t));
-                t
+impl std::hash::BuildHasher for TagsHashState {
+    type Hasher = TagsHasher;
+    fn build_hasher(&self) -> TagsHasher {
+        TagsHasher(self.0)
+    }
+}
+
+struct TagsHasher(u64);
+
+impl TagsHasher {
+    /// Mixes one word in: the 128-bit product of the state and the word (offset by an odd
+    /// constant), folded to 64 bits.
+    #[inline]
+    fn absorb(&mut self, word: u64) {
+        let product = u128::from(self.0 ^ word) * u128::from(0x9e37_79b9_7f4a_7c15_u64);
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
+impl std::hash::Hasher for TagsHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            self.absorb(u64::from_le_bytes(w));
+        }
+        let tail = words.remainder();
+        let mut w = [0u8; 8];
+        w[..tail.len()].copy_from_slice(tail);
+        self.absorb(u64::from_le_bytes(w) ^ ((tail.len() as u64) << 56));
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.absorb(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// What reads decode once and share: type names, and tag lists by their stored bytes (an
+/// event's tags usually repeat those of earlier events). Locked once per page.
+#[derive(Default)]
+struct Decoding {
+    types: Vec<Arc<str>>,
+    tags: HashMap<Box<[u8]>, Tags, TagsHashState>,
+}
+
+impl Decoding {
+    fn type_name(&mut self, name: &str) -> Arc<str> {
+        if let Some(i) = self.types.iter().position(|t| &**t == name) {
+            // Most used first: the next lookup of this name is shorter.
+            if i > 0 {
+                self.types.swap(i, i - 1);
+                return Arc::clone(&self.types[i - 1]);
             }
-        };
-        let tags =
-            parse_tags(tags_json.0).map_err(|what| PostgresError::Corrupt { position, what })?;
-        out.push(RecordedEvent {
-            position: to_position(position)?,
-            id,
-            event_type,
-            tags,
-            timestamp,
-            data: bytes::Bytes::copy_from_slice(payload),
-        });
+            return Arc::clone(&self.types[0]);
+        }
+        let t: Arc<str> = Arc::from(name);
+        if self.types.len() < 256 {
+            self.types.push(Arc::clone(&t));
+        }
+        t
     }
-    Ok(out)
+
+    fn tags(&mut self, raw: &[u8], position: i64) -> Result<Tags, StoreError> {
+        if let Some(tags) = self.tags.get(raw) {
+            return Ok(tags.clone());
+        }
+        let tags = parse_tags(raw).map_err(|what| PostgresError::Corrupt { position, what })?;
+        if self.tags.len() >= TAG_CACHE {
+            self.tags.clear();
+        }
+        self.tags.insert(Box::from(raw), tags.clone());
+        Ok(tags)
+    }
+
+    /// Decodes rows of [`sql::EVENT_COLUMNS`]. The payloads of a page share one buffer, and
+    /// a row with the time of the row before (the events of one append) reuses its decoding.
+    fn rows(&mut self, rows: &[tokio_postgres::Row]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut out = Vec::with_capacity(rows.len());
+        let mut payloads: Vec<u8> = Vec::new();
+        let mut ends = Vec::with_capacity(rows.len());
+        let mut last_time: Option<(&[u8], DateTime<Utc>)> = None;
+        for row in rows {
+            let position: i64 = row.try_get(0).map_err(db)?;
+            let id: Uuid = row.try_get(1).map_err(db)?;
+            let type_name: &str = row.try_get(2).map_err(db)?;
+            let tags: &[u8] = row.try_get(3).map_err(db)?;
+            let time: RawTimestamp<'_> = row.try_get(4).map_err(db)?;
+            let payload: &[u8] = row.try_get(5).map_err(db)?;
+            let timestamp = match last_time {
+                Some((raw, t)) if raw == time.0 => t,
+                _ => {
+                    let t = <DateTime<Utc> as FromSql>::from_sql(&Type::TIMESTAMPTZ, time.0)
+                        .map_err(|e| PostgresError::Corrupt {
+                            position,
+                            what: format!("recorded_at cannot be a time: {e}"),
+                        })?;
+                    last_time = Some((time.0, t));
+                    t
+                }
+            };
+            if payloads.capacity() == 0 {
+                // Room for a page of payloads of about this size (it grows if need be).
+                payloads.reserve(
+                    rows.len()
+                        .saturating_mul(payload.len() + payload.len() / 4 + 16),
+                );
+            }
+            payloads.extend_from_slice(payload);
+            ends.push(payloads.len());
+            out.push(RecordedEvent {
+                position: to_position(position)?,
+                id,
+                event_type: self.type_name(type_name),
+                tags: self.tags(tags, position)?,
+                timestamp,
+                data: bytes::Bytes::new(),
+            });
+        }
+        let payloads = bytes::Bytes::from(payloads);
+        let mut start = 0;
+        for (event, end) in out.iter_mut().zip(ends) {
+            event.data = payloads.slice(start..end);
+            start = end;
+        }
+        Ok(out)
+    }
+}
+
+/// How many sequential readers the read-ahead follows at once.
+const READ_AHEAD_READERS: usize = 4;
+
+/// A page being read ahead.
+type PageTask = tokio::task::JoinHandle<Result<Vec<RecordedEvent>, StoreError>>;
+
+/// Read-ahead of paged forward reads. A forward read with a limit that returns a full page
+/// is noted by its continuation (the same query after the page's last position); when a
+/// read asks for a noted continuation, the reader is sequential (a catch-up, a projector
+/// working through history), and from then on each full page it receives starts the read of
+/// the next one on another pooled connection while the caller handles this one.
+///
+/// A full page never changes: positions are assigned in commit order, so no event can later
+/// appear at or before the last position of a page that was full. A page read ahead that is
+/// full is therefore what a read at the time of the request would return. One that is short
+/// may miss events appended since it was read: it is discarded and the page read afresh.
+#[derive(Default)]
+struct ReadAhead {
+    /// Continuations of recent full pages.
+    noted: Vec<EventQuery>,
+    /// Pages being read, with the query that will ask for them.
+    reading: Vec<(EventQuery, PageTask)>,
 }
 
 #[async_trait]
@@ -664,88 +884,42 @@ impl EventStore for PostgresEventStore {
             return Ok(Vec::new());
         }
 
-        // Everything that does not need the lock is prepared before taking it.
+        // Everything is encoded before the connection is taken. Positions are not known
+        // yet: the statements compute them from the counter row they follow in the
+        // transaction, relative to the new head.
         let n = events.len();
-        let ids: Vec<Uuid> = crate::event::ids::new_ids(n);
-        let mut literals = Vec::with_capacity(n);
-        for e in &events {
-            let mut s = String::with_capacity(
-                2 + e.tags.iter().map(|t| t.as_str().len() + 3).sum::<usize>(),
-            );
-            sql::json_array(e.tags.iter().map(Tag::as_str), &mut s);
-            literals.push(s);
-        }
-        let tables = &self.inner.tables;
-        let conflict_sql = conflict_query
-            .as_ref()
-            .map(|q| self.sql(q, Output::Positions));
-
-        let mut client = self.inner.pool.get().await.map_err(pool)?;
-        let lock = client.prepare_cached(&tables.lock_head).await.map_err(db)?;
-        let insert_events = client
-            .prepare_cached(&tables.insert_events)
-            .await
-            .map_err(db)?;
-        let insert_tags = client
-            .prepare_cached(&tables.insert_tags)
-            .await
-            .map_err(db)?;
-        let conflict_stmt = match &conflict_sql {
-            Some(c) if !c.per_execution => Some(client.prepare_cached(&c.sql).await.map_err(db)?),
-            _ => None,
-        };
-        let notify = client
-            .prepare_cached("SELECT pg_notify($1, $2)")
-            .await
-            .map_err(db)?;
-
-        let txn = client.transaction().await.map_err(db)?;
         let n_i64 = i64::try_from(n).unwrap_or(i64::MAX);
-        // The lock and the condition are pipelined; the condition runs after the lock.
-        let lock_params: [&(dyn ToSql + Sync); 1] = [&n_i64];
-        let locked = txn.query_one(&lock, &lock_params);
-        let (row, conflict) = match (&conflict_sql, &conflict_query) {
-            (Some(compiled), Some(query)) => {
-                futures::join!(
-                    locked,
-                    self.conflict(&txn, conflict_stmt.as_ref(), compiled, query)
-                )
-            }
-            _ => (locked.await, Ok(None)),
-        };
-        let row = row.map_err(db)?;
-        if let Some(position) = conflict? {
-            // Dropping the transaction rolls it back.
-            return Err(StoreError::Conflict { position });
-        }
-        let head: i64 = row.try_get(0).map_err(db)?;
-        let timestamp: DateTime<Utc> = row.try_get(1).map_err(db)?;
-        let first = head - n_i64 + 1;
-        let positions: Vec<i64> = (first..=head).collect();
-
+        let ids: Vec<Uuid> = crate::event::ids::new_ids(n);
+        let mut encoded_tags: Vec<Vec<u8>> = Vec::with_capacity(n);
         let mut tag_rows: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
-        for (e, &p) in events.iter().zip(&positions) {
+        for (k, e) in events.iter().enumerate() {
+            let mut encoded =
+                Vec::with_capacity(e.tags.iter().map(|t| t.as_str().len() + 4).sum::<usize>());
+            sql::encode_tags(e.tags.iter().map(Tag::as_str), &mut encoded);
+            encoded_tags.push(encoded);
+            // k < n, so the difference fits.
+            let delta = i64::try_from(k).unwrap_or(i64::MAX) - (n_i64 - 1);
             for tag in e.tags.iter() {
                 tag_rows.0.push(tag.as_str());
                 tag_rows.1.push(&e.event_type);
-                tag_rows.2.push(p);
+                tag_rows.2.push(delta);
             }
         }
-        let chunks: Vec<_> = (0..n).step_by(INSERT_CHUNK).collect();
-        let event_params: Vec<(Vec<i64>, Vec<Uuid>, Vec<&str>, Vec<&str>, Vec<&[u8]>)> = chunks
-            .iter()
-            .map(|&start| {
+        type EventChunk<'a> = (i64, &'a [Uuid], Vec<&'a str>, &'a [Vec<u8>], Vec<&'a [u8]>);
+        let event_chunks: Vec<EventChunk<'_>> = (0..n)
+            .step_by(INSERT_CHUNK)
+            .map(|start| {
                 let end = (start + INSERT_CHUNK).min(n);
                 (
-                    positions[start..end].to_vec(),
-                    ids[start..end].to_vec(),
+                    i64::try_from(start).unwrap_or(i64::MAX) - n_i64,
+                    &ids[start..end],
                     events[start..end].iter().map(|e| &*e.event_type).collect(),
-                    literals[start..end].iter().map(String::as_str).collect(),
+                    &encoded_tags[start..end],
                     events[start..end].iter().map(|e| &e.payload[..]).collect(),
                 )
             })
             .collect();
-        let tag_params: Vec<(&[&str], &[&str], &[i64])> = (0..tag_rows.0.len())
+        let tag_chunks: Vec<(&[&str], &[&str], &[i64])> = (0..tag_rows.0.len())
             .step_by(INSERT_CHUNK)
             .map(|start| {
                 let end = (start + INSERT_CHUNK).min(tag_rows.0.len());
@@ -756,36 +930,108 @@ impl EventStore for PostgresEventStore {
                 )
             })
             .collect();
-        let head_text = head.to_string();
-        let inserts: Vec<_> = event_params
-            .iter()
-            .map(|(p, i, t, g, d)| {
-                let params: [&(dyn ToSql + Sync); 6] = [p, i, t, g, d, &timestamp];
-                txn.execute_raw(&insert_events, params)
-            })
-            .collect();
-        let tag_futures: Vec<_> = tag_params
-            .iter()
-            .map(|(g, t, p)| {
-                let params: [&(dyn ToSql + Sync); 3] = [g, t, p];
-                txn.execute_raw(&insert_tags, params)
-            })
-            .collect();
-        // All inserts and the notification are pipelined.
-        let notify_params: [&(dyn ToSql + Sync); 2] = [&tables.channel, &head_text];
-        let (inserted, tagged, notified) = futures::join!(
-            futures::future::try_join_all(inserts),
-            futures::future::try_join_all(tag_futures),
-            txn.execute(&notify, &notify_params),
-        );
-        inserted.map_err(db)?;
-        tagged.map_err(db)?;
-        notified.map_err(db)?;
-        txn.commit().await.map_err(db)?;
-        let head = to_position(head)?;
-        listener::publish(&self.inner.head, head);
+        let tables = &self.inner.tables;
+        let conflict_sql = conflict_query
+            .as_ref()
+            .map(|q| self.sql(q, Output::Positions));
 
-        let first = to_position(first)?;
+        let client = self.inner.pool.get().await.map_err(pool)?;
+        let lock = client.prepare_cached(&tables.lock_head).await.map_err(db)?;
+        let insert_events = client
+            .prepare_cached(&tables.insert_events)
+            .await
+            .map_err(db)?;
+        let insert_tags = client
+            .prepare_cached(&tables.insert_tags)
+            .await
+            .map_err(db)?;
+        let notify = client.prepare_cached(&tables.notify).await.map_err(db)?;
+        let conflict_stmt = match &conflict_sql {
+            Some(c) if !c.per_execution => Some(client.prepare_cached(&c.sql).await.map_err(db)?),
+            _ => None,
+        };
+
+        // From here the connection may be inside a transaction: unless it is seen to leave
+        // it, the guard rolls it back before the connection returns to the pool.
+        let client: &tokio_postgres::Client = &client;
+        let mut guard = OpenTransaction { client, open: true };
+        let lock_params = [n_i64];
+        let mut steps: Vec<Step<'_>> = vec![
+            Box::pin(async move { client.batch_execute("BEGIN").await.map(|()| None) }),
+            Box::pin(async { client.query_one(&lock, &[&lock_params[0]]).await.map(Some) }),
+        ];
+        // Where the counter row's result is among the steps of the last round trip.
+        let mut lock_step = Some(1);
+        let mut locked_row = None;
+        if let (Some(compiled), Some(query)) = (&conflict_sql, &conflict_query) {
+            // The condition is read after the lock is granted, in a statement of its own
+            // (so with a snapshot that sees every append committed before it): its result
+            // decides whether to write, which costs a second round trip.
+            steps.push(Box::pin(conflict(
+                client,
+                conflict_stmt.as_ref(),
+                compiled,
+                query,
+            )));
+            let mut first = Vec::with_capacity(3);
+            for result in in_order(steps).await {
+                first.push(result.map_err(db)?);
+            }
+            if let Some(Some(found)) = first.get(2) {
+                let position = to_position(found.try_get(0).map_err(db)?)?;
+                return Err(StoreError::Conflict { position });
+            }
+            locked_row = first.into_iter().nth(1).flatten();
+            lock_step = None;
+            steps = Vec::new();
+        }
+        for (offset, chunk_ids, types, tags, payloads) in &event_chunks {
+            let insert = &insert_events;
+            steps.push(Box::pin(async move {
+                let params: [&(dyn ToSql + Sync); 5] = [offset, chunk_ids, types, tags, payloads];
+                client.execute(insert, &params).await.map(|_| None)
+            }));
+        }
+        for (texts, types, deltas) in &tag_chunks {
+            let insert = &insert_tags;
+            steps.push(Box::pin(async move {
+                let params: [&(dyn ToSql + Sync); 3] = [texts, types, deltas];
+                client.execute(insert, &params).await.map(|_| None)
+            }));
+        }
+        let channel = &tables.channel;
+        let notify = &notify;
+        steps.push(Box::pin(async move {
+            client.execute(notify, &[channel]).await.map(|_| None)
+        }));
+        // COMMIT ends the transaction in any case: if a statement failed, it rolls back.
+        steps.push(Box::pin(async move {
+            client.batch_execute("COMMIT").await.map(|()| None)
+        }));
+        let results = in_order(steps).await;
+        if matches!(results.last(), Some(Ok(_))) {
+            guard.open = false;
+        }
+        for (k, result) in results.into_iter().enumerate() {
+            // The first error is the cause; later statements only saw an aborted transaction.
+            let row = result.map_err(db)?;
+            if Some(k) == lock_step {
+                locked_row = row;
+            }
+        }
+        let Some(row) = locked_row else {
+            // `query_one` returns a row or an error.
+            return Err(PostgresError::Corrupt {
+                position: 0,
+                what: format!("the counter row of `{}` is missing", tables.head),
+            }
+            .into());
+        };
+        let head: i64 = row.try_get(0).map_err(db)?;
+        let timestamp: DateTime<Utc> = row.try_get(1).map_err(db)?;
+        let first = to_position(head - n_i64 + 1)?;
+        listener::publish(&self.inner.head, to_position(head)?);
+
         Ok(events
             .into_iter()
             .zip(ids)
@@ -805,8 +1051,41 @@ impl EventStore for PostgresEventStore {
         if query.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = self.query(query, Output::Rows).await?;
-        decode_rows(&rows)
+        let page_size = match (query.direction_value(), query.limit_value()) {
+            (Direction::Forward, Some(limit)) => usize::try_from(limit.get()).ok(),
+            _ => None,
+        };
+        let Some(page_size) = page_size else {
+            return self.read_now(query).await;
+        };
+        let (task, sequential) = {
+            let mut ahead = self.inner.ahead.lock();
+            let task = ahead
+                .reading
+                .iter()
+                .position(|(q, _)| q == query)
+                .map(|i| ahead.reading.remove(i).1);
+            let noted = ahead.noted.iter().position(|q| q == query);
+            if let Some(i) = noted {
+                ahead.noted.remove(i);
+            }
+            let sequential = task.is_some() || noted.is_some();
+            (task, sequential)
+        };
+        let page = match task {
+            Some(task) => match task.await {
+                Ok(Ok(page)) if page.len() == page_size => page,
+                // Short (events may have been appended since), failed or cancelled.
+                _ => self.read_now(query).await?,
+            },
+            None => self.read_now(query).await?,
+        };
+        if page.len() == page_size {
+            if let Some(last) = page.last() {
+                self.read_next(query.clone().after(last.position), sequential);
+            }
+        }
+        Ok(page)
     }
 
     async fn head(&self) -> Result<u64, StoreError> {
@@ -833,6 +1112,34 @@ impl EventStore for PostgresEventStore {
 }
 
 impl PostgresEventStore {
+    /// Reads `query` now.
+    async fn read_now(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = self.query(query, Output::Rows).await?;
+        self.inner.decoding.lock().rows(&rows)
+    }
+
+    /// After a full page: notes its continuation `next`, or for a sequential reader starts
+    /// reading it.
+    fn read_next(&self, next: EventQuery, sequential: bool) {
+        let mut ahead = self.inner.ahead.lock();
+        if !sequential {
+            if ahead.noted.len() == READ_AHEAD_READERS {
+                ahead.noted.remove(0);
+            }
+            ahead.noted.push(next);
+            return;
+        }
+        if ahead.reading.len() == READ_AHEAD_READERS {
+            // The reader that has waited longest stopped following its pages; its page is
+            // dropped when read.
+            ahead.reading.remove(0);
+        }
+        let store = self.clone();
+        let query = next.clone();
+        let task = tokio::spawn(async move { store.read_now(&query).await });
+        ahead.reading.push((next, task));
+    }
+
     /// The positions `query` selects (for conditions checked outside an append).
     async fn positions(&self, query: &EventQuery) -> Result<Vec<u64>, StoreError> {
         if query.is_empty() {
@@ -850,25 +1157,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tags_round_trip_through_json() {
-        let tags = Tags::parse(["a:x\"y", "b:c\\d", "c:{,}", "d:\u{1}\n", "e:grüße"]).unwrap();
-        let mut s = String::new();
-        sql::json_array(tags.iter().map(Tag::as_str), &mut s);
-        let parsed: Vec<String> = serde_json::from_str(&s).unwrap();
-        assert_eq!(
-            parsed,
-            tags.iter()
-                .map(|t| t.as_str().to_owned())
-                .collect::<Vec<_>>()
+    fn stored_tags_are_decoded_and_cached() {
+        let encode = |texts: &[&str]| {
+            let mut buf = Vec::new();
+            sql::encode_tags(texts.iter().copied(), &mut buf);
+            buf
+        };
+        let tags =
+            Tags::parse(["a:x\"y", "b:c\\d", "c:{,}", "d:\u{1}\n", "e:grüße", "f:"]).unwrap();
+        let texts: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+        assert_eq!(parse_tags(&encode(&texts)).unwrap(), tags);
+        assert_eq!(encode(&["k:v"]), b"\0\0\0\x03k:v");
+        assert_eq!(parse_tags(&encode(&[])).unwrap(), Tags::empty());
+        assert!(parse_tags(&encode(&["no separator"])).is_err());
+        let whole = encode(&["k:v", "k:w"]);
+        for cut in 1..whole.len() {
+            // Cut between the two tags, it is the encoding of the first alone.
+            let decoded = parse_tags(&whole[..cut]);
+            if cut == 7 {
+                assert_eq!(decoded.unwrap(), Tags::parse(["k:v"]).unwrap());
+            } else {
+                assert!(decoded.is_err(), "cut at {cut}");
+            }
+        }
+        assert!(parse_tags(b"\0\0\0\x02\xff\xfe").is_err());
+
+        let mut decoding = Decoding::default();
+        let raw = encode(&["p:1", "q:2"]);
+        let first = decoding.tags(&raw, 1).unwrap();
+        assert_eq!(first, Tags::parse(["p:1", "q:2"]).unwrap());
+        assert_eq!(decoding.tags(&raw, 2).unwrap(), first);
+        assert_eq!(decoding.tags.len(), 1);
+        let err = decoding.tags(&encode(&["bad"]), 7).unwrap_err();
+        assert!(
+            matches!(
+                PostgresError::of(&err),
+                Some(PostgresError::Corrupt { position: 7, .. })
+            ),
+            "{err:?}"
         );
-        assert_eq!(parse_tags(s.as_bytes()).unwrap(), tags);
-        assert_eq!(parse_tags(b"[]").unwrap(), Tags::empty());
-        assert_eq!(
-            parse_tags(br#"["p:1","q:2"]"#).unwrap(),
-            Tags::parse(["p:1", "q:2"]).unwrap()
-        );
-        assert!(parse_tags(b"{}").is_err());
-        assert!(parse_tags(br#"["no separator"]"#).is_err());
+        let a = decoding.type_name("t.a");
+        assert!(Arc::ptr_eq(&a, &decoding.type_name("t.a")));
     }
 
     #[test]

@@ -13,8 +13,9 @@ use crate::query::{Direction, EventQuery};
 /// The columns every event read returns, in this order.
 pub(super) const EVENT_COLUMNS: &str = "position, id, type, tags, recorded_at, payload";
 
-/// The schema version this code writes and reads.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+/// The schema version this code writes and reads. Version 1 (tags as a JSON array) is
+/// migrated on connect ([`Tables::migrate_from_1`]).
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// The longest accepted table prefix, in bytes (PostgreSQL identifiers hold 63 bytes; the
 /// longest derived name is the prefix plus `event_tags_pkey`).
@@ -51,6 +52,8 @@ pub(super) struct Tables {
     pub lock_head: String,
     pub insert_events: String,
     pub insert_tags: String,
+    /// `$1` the channel: notifies the new head, read from the locked counter row.
+    pub notify: String,
 }
 
 impl Tables {
@@ -63,20 +66,29 @@ impl Tables {
             prefix: prefix.to_owned(),
             select_head: format!("SELECT position FROM {head}"),
             // The row lock on the single counter row serialises appenders: positions are
-            // assigned in commit order and a rolled back append gives its positions back.
+            // assigned in commit order and a rolled back append gives its positions back. The
+            // row also holds the new head and the append's time for the statements that follow
+            // in the same transaction, so that they need not wait for this one's result.
             lock_head: format!(
-                "UPDATE {head} SET position = position + $1 RETURNING position, clock_timestamp()"
+                "UPDATE {head} SET position = position + $1, recorded_at = clock_timestamp() \
+                 RETURNING position, recorded_at"
             ),
+            // `$1`: the first position of the chunk minus 1, relative to the new head (so the
+            // event at ordinality k gets `head + $1 + k`).
             insert_events: format!(
                 "INSERT INTO {events} (position, id, type, tags, recorded_at, payload) \
-                 SELECT u.position, u.id, u.type, u.tags::json, $6, u.payload \
-                 FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::bytea[]) \
-                 AS u(position, id, type, tags, payload)"
+                 SELECT h.position + $1 + u.ord, u.id, u.type, u.tags, h.recorded_at, \
+                 u.payload FROM {head} h, \
+                 UNNEST($2::uuid[], $3::text[], $4::bytea[], $5::bytea[]) WITH ORDINALITY \
+                 AS u(id, type, tags, payload, ord)"
             ),
+            // `$3`: each tag's position relative to the new head (0 for the last event).
             insert_tags: format!(
                 "INSERT INTO {tags} (tag, type, position) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])"
+                 SELECT u.tag, u.type, h.position + u.delta FROM {head} h, \
+                 UNNEST($1::text[], $2::text[], $3::int8[]) AS u(tag, type, delta)"
             ),
+            notify: format!("SELECT pg_notify($1, position::text) FROM {head}"),
             meta: format!("{prefix}meta"),
             checkpoints: format!("{prefix}checkpoints"),
             bookmarks: format!("{prefix}bookmarks"),
@@ -120,21 +132,22 @@ impl Tables {
             "CREATE TABLE IF NOT EXISTS {events} (
                  position bigint PRIMARY KEY,
                  id uuid NOT NULL,
-                 type text NOT NULL,
-                 tags json NOT NULL,
+                 type text COLLATE \"C\" NOT NULL,
+                 tags bytea NOT NULL,
                  recorded_at timestamptz NOT NULL,
                  payload bytea NOT NULL
              );
              CREATE INDEX IF NOT EXISTS {prefix}events_type_idx ON {events} (type, position);
              CREATE TABLE IF NOT EXISTS {tags} (
-                 tag text NOT NULL,
-                 type text NOT NULL,
+                 tag text COLLATE \"C\" NOT NULL,
+                 type text COLLATE \"C\" NOT NULL,
                  position bigint NOT NULL,
                  PRIMARY KEY (tag, type, position)
              );
              CREATE TABLE IF NOT EXISTS {head} (
                  id boolean PRIMARY KEY DEFAULT true CHECK (id),
-                 position bigint NOT NULL
+                 position bigint NOT NULL,
+                 recorded_at timestamptz
              );
              INSERT INTO {head} (id, position) VALUES (true, 0) ON CONFLICT DO NOTHING;
              CREATE TABLE IF NOT EXISTS {checkpoints} (
@@ -153,6 +166,37 @@ impl Tables {
              );
              INSERT INTO {meta} (name, value) VALUES ('schema_version', {SCHEMA_VERSION})
                  ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value;"
+        )
+    }
+
+    /// The statements migrating schema version 1 to version 2, run under the schema lock
+    /// before [`create_schema`](Self::create_schema) (which then records version 2):
+    ///
+    /// - `events.tags` from a `json` array of strings to the binary encoding of
+    ///   [`encode_tags`] (the table is rewritten);
+    /// - `events.type`, `event_tags.tag` and `event_tags.type` to the `"C"` collation
+    ///   (byte order: cheaper comparisons, and an order that does not depend on the
+    ///   database's locale; their indexes are rebuilt);
+    /// - `head.recorded_at`, the time of the latest append.
+    pub fn migrate_from_1(&self) -> String {
+        let Tables {
+            events, tags, head, ..
+        } = self;
+        format!(
+            "CREATE FUNCTION pg_temp.krescent_json_tags(json) RETURNS bytea \
+                 LANGUAGE sql IMMUTABLE STRICT \
+                 AS 'SELECT coalesce(string_agg(int4send(octet_length(b)) || b, ''''::bytea \
+                         ORDER BY n), ''''::bytea) \
+                     FROM json_array_elements_text($1) WITH ORDINALITY AS e(t, n), \
+                         convert_to(t, ''UTF8'') AS b';
+             ALTER TABLE {events}
+                 ALTER COLUMN type TYPE text COLLATE \"C\",
+                 ALTER COLUMN tags TYPE bytea USING pg_temp.krescent_json_tags(tags);
+             ALTER TABLE {tags}
+                 ALTER COLUMN tag TYPE text COLLATE \"C\",
+                 ALTER COLUMN type TYPE text COLLATE \"C\";
+             ALTER TABLE {head} ADD COLUMN IF NOT EXISTS recorded_at timestamptz;
+             DROP FUNCTION pg_temp.krescent_json_tags(json);"
         )
     }
 
@@ -384,29 +428,6 @@ impl<'q> Params<'q> {
     }
 }
 
-/// Tags as a JSON array of strings (the `tags` column of the events table).
-pub(super) fn json_array<'a>(texts: impl Iterator<Item = &'a str>, out: &mut String) {
-    out.push('[');
-    for (i, text) in texts.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('"');
-        for c in text.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                c if u32::from(c) < 0x20 => {
-                    let _ = write!(out, "\\u{:04x}", u32::from(c));
-                }
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    }
-    out.push(']');
-}
-
 /// Texts as a PostgreSQL array literal (`{"a:1","b:2"}`).
 pub(super) fn array_literal<'a>(texts: impl Iterator<Item = &'a str>, out: &mut String) {
     out.push('{');
@@ -424,6 +445,41 @@ pub(super) fn array_literal<'a>(texts: impl Iterator<Item = &'a str>, out: &mut 
         out.push('"');
     }
     out.push('}');
+}
+
+/// Appends the encoding of an event's tags in the `tags` column to `out`: for each tag in
+/// order, its length in bytes (4 bytes, big-endian), then its UTF-8 text; nothing for no
+/// tags. Sent and returned as `bytea`, it costs the server a copy, where a `text[]` costs an
+/// element-by-element conversion in each direction.
+pub(super) fn encode_tags<'a>(texts: impl Iterator<Item = &'a str>, out: &mut Vec<u8>) {
+    for text in texts {
+        // A tag of 4 GiB or more cannot be sent anyway: a protocol message holds at most
+        // 1 GiB, so the append fails.
+        let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// The texts of an encoding written by [`encode_tags`], in order.
+pub(super) fn decode_tags(mut raw: &[u8]) -> Result<Vec<&str>, String> {
+    let mut texts = Vec::new();
+    while let Some((len, rest)) = raw.split_first_chunk::<4>() {
+        let len = usize::try_from(u32::from_be_bytes(*len)).unwrap_or(usize::MAX);
+        if rest.len() < len {
+            return Err(format!(
+                "the tags are cut short: a tag of {len} bytes, {} left",
+                rest.len()
+            ));
+        }
+        let (text, rest) = rest.split_at(len);
+        texts.push(std::str::from_utf8(text).map_err(|e| format!("a tag is not UTF-8: {e}"))?);
+        raw = rest;
+    }
+    if !raw.is_empty() {
+        return Err(format!("the tags end in {} stray bytes", raw.len()));
+    }
+    Ok(texts)
 }
 
 /// The parameter numbers of one item.
