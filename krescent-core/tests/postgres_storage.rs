@@ -225,6 +225,9 @@ contract_cases!(
     unencodable_state_is_rejected,
     concurrent_stores_leave_one_complete_checkpoint,
     loads_during_stores_see_complete_checkpoints,
+    deltas_load_in_order_after_their_checkpoint,
+    deltas_must_build_on_the_latest_state,
+    store_and_delete_drop_the_deltas,
 );
 
 contract_cases!(
