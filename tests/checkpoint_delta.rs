@@ -389,3 +389,26 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn sqlite_storage_keeps_the_chain_across_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let store = InMemoryEventStore::new();
+    store.append_events(&events(100, 140), None).await.unwrap();
+    let storage = krescent::SqliteCheckpointStorage::open(&path)
+        .await
+        .unwrap();
+    let mut r = Ledger::default()
+        .configure(|c| c.use_checkpoints(storage.clone(), FixedEventRate::new(20).unwrap()));
+    let m = r.catch_up(&store).await.unwrap();
+    assert_eq!((m.checkpoints_written, m.deltas_written), (12, 10));
+    drop((r, storage));
+    let reopened = krescent::SqliteCheckpointStorage::open(&path)
+        .await
+        .unwrap();
+    let loaded = reopened.load("test.ledger").await.unwrap().unwrap();
+    assert_eq!((loaded.position, loaded.deltas.len()), (40, 10));
+    assert_eq!(reopened.list().await.unwrap()[0].position, 240);
+    assert_eq!(restored(reopened, &store).await, replay(&store).await);
+}

@@ -16,8 +16,8 @@ use super::conn::Conn;
 use super::writer::Job;
 use super::{SqliteEventStore, SqliteStoreError};
 use crate::checkpoint::{
-    CheckpointInfo, CheckpointStorage, CheckpointStorageError, PendingWrites, StoredCheckpoint,
-    validate_model_name,
+    CheckpointDelta, CheckpointInfo, CheckpointStorage, CheckpointStorageError, PendingWrites,
+    StoredCheckpoint, validate_model_name,
 };
 use crate::store::StoreError;
 
@@ -30,6 +30,14 @@ const MAX_QUOTED_SQL: usize = 200;
 const LOAD: &str = "SELECT bytes FROM krescent_checkpoints WHERE model = ?1";
 const LIST: &str = "SELECT model, bytes FROM krescent_checkpoints ORDER BY model";
 const DELETE: &str = "DELETE FROM krescent_checkpoints WHERE model = ?1";
+const LOAD_DELTAS: &str = "SELECT base_position, bytes FROM krescent_checkpoint_deltas WHERE model = ?1 ORDER BY position";
+const LAST_DELTAS: &str = "SELECT d.model, d.bytes FROM krescent_checkpoint_deltas AS d \
+     WHERE d.position = (SELECT max(position) FROM krescent_checkpoint_deltas WHERE model = d.model)";
+const DELETE_DELTAS: &str = "DELETE FROM krescent_checkpoint_deltas WHERE model = ?1";
+const BASE_POSITION: &str = "SELECT position FROM krescent_checkpoints WHERE model = ?1";
+const TIP: &str = "SELECT max(position) FROM krescent_checkpoint_deltas WHERE model = ?1";
+const INSERT_DELTA: &str = "INSERT INTO krescent_checkpoint_deltas (model, position, base_position, bytes) \
+     VALUES (?1, ?2, ?3, ?4)";
 const UPSERT: &str = "INSERT INTO krescent_checkpoints (model, position, bytes) VALUES (?1, ?2, ?3) \
      ON CONFLICT (model) DO UPDATE SET position = excluded.position, bytes = excluded.bytes";
 
@@ -334,7 +342,10 @@ impl PendingWrites for SqliteWrites {
 /// transaction before failing with a `SQLITE_BUSY` error.
 ///
 /// Storing replaces the row in one transaction, so a load sees the old or the new checkpoint,
-/// completely. [`store_with_writes`](CheckpointStorage::store_with_writes) takes a
+/// completely. [Deltas](CheckpointStorage::supports_deltas) are rows of
+/// `krescent_checkpoint_deltas` (model, position, base position, encoded delta), appended in a
+/// transaction that checks they build on the latest state; storing a checkpoint deletes its
+/// model's deltas in the same transaction, and a load reads both in one read transaction. [`store_with_writes`](CheckpointStorage::store_with_writes) takes a
 /// [`SqliteWrites`] buffer and commits it in the same transaction as the checkpoint; any other
 /// buffer is refused with [`WritesMismatch`](CheckpointStorageError::WritesMismatch) before
 /// anything is written. A store whose future is dropped may still commit in the background.
@@ -461,21 +472,57 @@ impl CheckpointStorage for SqliteCheckpointStorage {
     async fn load(&self, model: &str) -> Result<Option<StoredCheckpoint>, CheckpointStorageError> {
         validate_model_name(model)?;
         let owned = model.to_owned();
-        let bytes = self
+        let rows = self
             .store
             .with_reader(move |conn| {
-                let mut stmt = conn.conn.prepare_cached(LOAD)?;
-                let mut rows = stmt.query([owned.as_str()])?;
-                match rows.next()? {
-                    Some(row) => Ok(Some(blob_of(row.get_ref(0)?))),
-                    None => Ok(None),
+                // One read transaction: the checkpoint and its deltas as of one moment.
+                let tx = conn.conn.transaction()?;
+                let base = {
+                    let mut stmt = tx.prepare_cached(LOAD)?;
+                    let mut rows = stmt.query([owned.as_str()])?;
+                    match rows.next()? {
+                        Some(row) => blob_of(row.get_ref(0)?),
+                        None => return Ok(None),
+                    }
+                };
+                let mut deltas = Vec::new();
+                {
+                    let mut stmt = tx.prepare_cached(LOAD_DELTAS)?;
+                    let mut rows = stmt.query([owned.as_str()])?;
+                    while let Some(row) = rows.next()? {
+                        deltas.push((from_db(row.get(0)?), blob_of(row.get_ref(1)?)));
+                    }
                 }
+                tx.finish()?;
+                Ok(Some((base, deltas)))
             })
             .await
             .map_err(|e| CheckpointStorageError::from(SqliteStorageError::from(e)))?;
-        bytes
-            .map(|bytes| decode_row(model, &bytes, &self.location(model)))
-            .transpose()
+        let Some((base, deltas)) = rows else {
+            return Ok(None);
+        };
+        let location = self.location(model);
+        let mut checkpoint = decode_row(model, &base, &location)?;
+        if deltas
+            .first()
+            .is_some_and(|(base_position, _)| *base_position != checkpoint.position)
+        {
+            // Left by a writer that replaced the checkpoint without knowing of deltas.
+            tracing::warn!(model, "ignoring checkpoint deltas of an older checkpoint");
+            return Ok(Some(checkpoint));
+        }
+        for (_, bytes) in deltas {
+            let delta = CheckpointDelta::decode(&bytes)
+                .map_err(|source| CheckpointStorageError::corrupt(model, &location, source))?;
+            checkpoint
+                .push_delta(delta)
+                .map_err(|source| CheckpointStorageError::BrokenChain {
+                    model: model.to_owned(),
+                    location: location.clone(),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(Some(checkpoint))
     }
 
     async fn store(&self, checkpoint: &StoredCheckpoint) -> Result<(), CheckpointStorageError> {
@@ -490,9 +537,14 @@ impl CheckpointStorage for SqliteCheckpointStorage {
         validate_model_name(model)?;
         let owned = model.to_owned();
         let deleted = on_writer(&self.store, move |conn| {
-            conn.conn
-                .prepare_cached(DELETE)
-                .and_then(|mut stmt| stmt.execute([owned.as_str()]))
+            let tx = conn
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(DELETE_DELTAS)?
+                .execute([owned.as_str()])?;
+            let deleted = tx.prepare_cached(DELETE)?.execute([owned.as_str()])?;
+            tx.commit()?;
+            Ok::<_, rusqlite::Error>(deleted)
         })
         .await
         .map_err(SqliteStorageError::from)?
@@ -501,25 +553,44 @@ impl CheckpointStorage for SqliteCheckpointStorage {
     }
 
     async fn list(&self) -> Result<Vec<CheckpointInfo>, CheckpointStorageError> {
-        let rows = self
+        let (rows, last) = self
             .store
             .with_reader(|conn| {
-                let mut stmt = conn.conn.prepare_cached(LIST)?;
-                let mut rows = stmt.query([])?;
-                let mut out = Vec::new();
-                while let Some(row) = rows.next()? {
-                    out.push((text_of(row.get_ref(0)?), blob_of(row.get_ref(1)?)));
-                }
-                Ok(out)
+                let tx = conn.conn.transaction()?;
+                let read = |sql: &str| -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+                    let mut stmt = tx.prepare_cached(sql)?;
+                    let mut rows = stmt.query([])?;
+                    let mut out = Vec::new();
+                    while let Some(row) = rows.next()? {
+                        out.push((text_of(row.get_ref(0)?), blob_of(row.get_ref(1)?)));
+                    }
+                    Ok(out)
+                };
+                let rows = read(LIST)?;
+                let last = read(LAST_DELTAS)?;
+                tx.finish()?;
+                Ok((rows, last))
             })
             .await
             .map_err(|e| CheckpointStorageError::from(SqliteStorageError::from(e)))?;
+        let last: std::collections::HashMap<String, Vec<u8>> = last.into_iter().collect();
         let mut infos = rows
             .iter()
             .map(|(model, bytes)| {
-                decode_row(model, bytes, &self.location(model)).map(CheckpointInfo::from)
+                let location = self.location(model);
+                let mut info = CheckpointInfo::from(decode_row(model, bytes, &location)?);
+                if let Some(bytes) = last.get(model) {
+                    let delta = CheckpointDelta::decode(bytes).map_err(|source| {
+                        CheckpointStorageError::corrupt(model, &location, source)
+                    })?;
+                    if delta.position > info.position {
+                        info.position = delta.position;
+                        info.timestamp = delta.timestamp;
+                    }
+                }
+                Ok(info)
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, CheckpointStorageError>>()?;
         infos.sort_by(|a, b| a.model.cmp(&b.model));
         Ok(infos)
     }
@@ -552,6 +623,83 @@ impl CheckpointStorage for SqliteCheckpointStorage {
             }
         }
     }
+
+    fn supports_deltas(&self) -> bool {
+        true
+    }
+
+    async fn store_delta(&self, delta: &CheckpointDelta) -> Result<(), CheckpointStorageError> {
+        self.append_delta(delta).await
+    }
+}
+
+impl SqliteCheckpointStorage {
+    /// `supports_deltas` and `store_delta` of [`CheckpointStorage`], kept apart from the
+    /// trait's block for reading.
+    async fn append_delta(&self, delta: &CheckpointDelta) -> Result<(), CheckpointStorageError> {
+        let bytes = crate::checkpoint::storage::encode_delta(delta)?;
+        let model = delta.model.clone();
+        let (base_position, position) = (delta.base_position, delta.position);
+        let outcome = on_writer(&self.store, move |conn| {
+            let result = append_delta_blocking(conn, &model, base_position, position, &bytes);
+            if result.is_err() {
+                conn.rollback_quietly();
+            }
+            result
+        })
+        .await
+        .map_err(SqliteStorageError::from)?;
+        match outcome {
+            Ok(None) => Ok(()),
+            Ok(Some(latest)) => Err(CheckpointStorageError::DeltaBaseMismatch {
+                model: delta.model.clone(),
+                base_position,
+                latest,
+            }),
+            Err(e) => Err(SqliteStorageError::from(e).into()),
+        }
+    }
+}
+
+/// Appends a delta in one `BEGIN IMMEDIATE` transaction if it builds on the latest stored
+/// state; otherwise writes nothing and returns that state's position (`Some(None)`: there is
+/// no checkpoint).
+fn append_delta_blocking(
+    conn: &mut Conn,
+    model: &str,
+    base_position: u64,
+    position: u64,
+    bytes: &[u8],
+) -> rusqlite::Result<Option<Option<u64>>> {
+    let tx = conn
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let base: Option<i64> = {
+        let mut stmt = tx.prepare_cached(BASE_POSITION)?;
+        let mut rows = stmt.query([model])?;
+        match rows.next()? {
+            Some(row) => Some(row.get(0)?),
+            None => None,
+        }
+    };
+    let Some(base) = base.map(from_db) else {
+        return Ok(Some(None));
+    };
+    let tip: Option<i64> = tx
+        .prepare_cached(TIP)?
+        .query_row([model], |row| row.get(0))?;
+    let latest = tip.map(from_db).filter(|&t| t > base).unwrap_or(base);
+    if latest != base_position || position <= latest {
+        return Ok(Some(Some(latest)));
+    }
+    tx.prepare_cached(INSERT_DELTA)?.execute(rusqlite::params![
+        model,
+        to_db(position),
+        to_db(base_position),
+        bytes
+    ])?;
+    tx.commit()?;
+    Ok(None)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -610,7 +758,9 @@ fn commit_blocking(
         };
         run_ops(&tx, model, ops)
             .and_then(|()| {
-                tx.prepare_cached(UPSERT)
+                tx.prepare_cached(DELETE_DELTAS)
+                    .and_then(|mut stmt| stmt.execute([model]))
+                    .and_then(|_| tx.prepare_cached(UPSERT))
                     .and_then(|mut stmt| stmt.execute(rusqlite::params![model, position, bytes]))
                     .map_err(SqliteStorageError::from)
             })

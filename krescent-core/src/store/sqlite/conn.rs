@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS krescent_checkpoints (
     position INTEGER NOT NULL,
     bytes BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS krescent_checkpoint_deltas (
+    model TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    base_position INTEGER NOT NULL,
+    bytes BLOB NOT NULL,
+    PRIMARY KEY (model, position)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS krescent_bookmarks (
     reader TEXT PRIMARY KEY NOT NULL,
     position INTEGER NOT NULL
