@@ -16,7 +16,8 @@
 //! - `catch_up/store_read_pages_two_types`: the same over two of the three types (an index
 //!   merge instead of a primary-key scan).
 //! - `catch_up/handwritten_scan`: the same decode and fold over one hand-written rusqlite
-//!   statement, `SELECT type, payload FROM events ORDER BY position`, on the same file.
+//!   statement, `SELECT type, payload FROM events ORDER BY position`, on the same file (the
+//!   type ids it reads are mapped to names through a table loaded from `event_types` first).
 //! - `init_query/latest_savepoint_of_product`: the projection init query (latest
 //!   `stock.counted` of one product, backwards, limit 1) at 1M events, through the store.
 //!
@@ -172,12 +173,26 @@ fn catch_up(store: &SqliteEventStore, query: &EventQuery) -> HashMap<String, i64
 fn handwritten_scan(path: &PathBuf) -> HashMap<String, i64> {
     let conn = rusqlite::Connection::open(path).expect("open");
     let mut levels = HashMap::with_capacity(PRODUCTS as usize);
+    // The type names by id (schema version 2 stores type ids in `events`).
+    let mut names: Vec<String> = Vec::new();
+    let mut types = conn
+        .prepare("SELECT id, name FROM event_types")
+        .expect("prepare");
+    let mut rows = types.query([]).expect("query");
+    while let Some(row) = rows.next().expect("row") {
+        let id = usize::try_from(row.get::<_, i64>(0).expect("id")).expect("id");
+        if names.len() <= id {
+            names.resize(id + 1, String::new());
+        }
+        names[id] = row.get(1).expect("name");
+    }
     let mut stmt = conn
         .prepare("SELECT type, payload FROM events ORDER BY position")
         .expect("prepare");
     let mut rows = stmt.query([]).expect("query");
     while let Some(row) = rows.next().expect("row") {
-        let event_type = row.get_ref(0).expect("type").as_str().expect("text");
+        let id = row.get_ref(0).expect("type").as_i64().expect("integer");
+        let event_type = &names[usize::try_from(id).expect("id")];
         let payload = row.get_ref(1).expect("payload").as_blob().expect("blob");
         fold(&mut levels, event_type, payload);
     }

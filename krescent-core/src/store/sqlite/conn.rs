@@ -1,6 +1,6 @@
 //! One SQLite connection with its caches: opening, schema, reads and row decoding.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Row};
 use uuid::Uuid;
 
 use super::sql::{self, Kind};
-use super::{SCHEMA_VERSION, SqliteStoreError};
+use super::{SCHEMA_VERSION, SEGMENT_BITS, SqliteStoreError};
 use crate::event::{Payload, RecordedEvent, Tag, Tags};
 use crate::query::EventQuery;
 
@@ -21,6 +21,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Prepared statements kept per connection (query shapes differ by item count and tags).
 const STATEMENT_CACHE: usize = 128;
+
+/// Type ids below this are decoded through a table indexed by id (ids are handed out from 1).
+const MAX_TYPE_ID_SLOTS: usize = 1 << 16;
 
 /// Distinct tag lists remembered per connection for decoding without allocating.
 const TAG_CACHE: usize = 65_536;
@@ -41,17 +44,19 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     position INTEGER PRIMARY KEY,
     id BLOB NOT NULL,
-    type TEXT NOT NULL,
+    type INTEGER NOT NULL,
     tags TEXT NOT NULL,
     ts INTEGER NOT NULL,
     payload BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_type_position ON events (type, position);
+CREATE TABLE IF NOT EXISTS event_segments (seg INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS event_tags (
+    seg INTEGER NOT NULL,
     tag TEXT NOT NULL,
-    type TEXT NOT NULL,
+    type INTEGER NOT NULL,
     position INTEGER NOT NULL,
-    PRIMARY KEY (tag, type, position)
+    PRIMARY KEY (seg, tag, type, position)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS event_types (
     id INTEGER PRIMARY KEY,
@@ -68,6 +73,44 @@ CREATE TABLE IF NOT EXISTS krescent_bookmarks (
 ) WITHOUT ROWID;
 ";
 
+/// Converts the event tables of a version-1 file (type names in `events` and `event_tags`,
+/// a tag index keyed by tag first) into version 2, in the open transaction. Every event row is
+/// copied; the caller checks the counts.
+const MIGRATE_V1: &str = "
+INSERT OR IGNORE INTO event_types (name) SELECT DISTINCT type FROM events;
+DROP INDEX IF EXISTS events_type_position;
+ALTER TABLE events RENAME TO krescent_v1_events;
+ALTER TABLE event_tags RENAME TO krescent_v1_event_tags;
+CREATE TABLE events (
+    position INTEGER PRIMARY KEY,
+    id BLOB NOT NULL,
+    type INTEGER NOT NULL,
+    tags TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+INSERT INTO events (position, id, type, tags, ts, payload)
+    SELECT e.position, e.id, t.id, e.tags, e.ts, e.payload
+    FROM krescent_v1_events AS e JOIN event_types AS t ON t.name = e.type
+    ORDER BY e.position;
+CREATE TABLE event_segments (seg INTEGER PRIMARY KEY);
+INSERT INTO event_segments (seg) SELECT DISTINCT position >> 13 FROM events;
+CREATE TABLE event_tags (
+    seg INTEGER NOT NULL,
+    tag TEXT NOT NULL,
+    type INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (seg, tag, type, position)
+) WITHOUT ROWID;
+INSERT INTO event_tags (seg, tag, type, position)
+    SELECT o.position >> 13, o.tag, t.id, o.position
+    FROM krescent_v1_event_tags AS o JOIN event_types AS t ON t.name = o.type
+    ORDER BY 1, 2, 3, 4;
+";
+
+// `MIGRATE_V1` spells the segment size out.
+const _: () = assert!(SEGMENT_BITS == 13);
+
 /// A connection and what it remembers between statements.
 pub(super) struct Conn {
     pub(super) conn: Connection,
@@ -76,16 +119,20 @@ pub(super) struct Conn {
     path: String,
 }
 
-/// The type names stored (from `event_types`), and interned names and tag lists for decoding.
+/// The id of each stored type name.
+pub(super) type TypeIds = HashMap<Arc<str>, i64, FastState>;
+
+/// The types stored (from `event_types`), and interned tag lists for decoding.
 #[derive(Default)]
 pub(super) struct Cache {
     /// The largest `event_types.id` loaded; 0 when nothing is loaded.
     known_max_id: i64,
-    /// The stored type names, in id order.
-    pub(super) known: Vec<Arc<str>>,
-    pub(super) known_set: HashSet<Arc<str>>,
-    /// Type names seen while decoding, shared by all rows of that type.
-    names: HashSet<Arc<str>, FastState>,
+    /// The stored types, ids and names in id order.
+    pub(super) known: Vec<(i64, Arc<str>)>,
+    /// The id of each stored type name.
+    pub(super) ids: TypeIds,
+    /// The name of each id (`None` where no type has that id), for decoding rows.
+    by_id: Vec<Option<Arc<str>>>,
     /// Tag lists by their stored text.
     tags: HashMap<Box<str>, Tags, FastState>,
 }
@@ -155,16 +202,35 @@ impl Cache {
     pub(super) fn forget_known(&mut self) {
         self.known_max_id = 0;
         self.known.clear();
-        self.known_set.clear();
+        self.ids.clear();
+        self.by_id.clear();
     }
 
-    fn intern_name(&mut self, name: &str) -> Arc<str> {
-        if let Some(n) = self.names.get(name) {
-            return Arc::clone(n);
+    /// Remembers a stored type.
+    fn learn(&mut self, id: i64, name: &str) {
+        if self.ids.contains_key(name) {
+            return;
         }
-        let n: Arc<str> = Arc::from(name);
-        self.names.insert(Arc::clone(&n));
-        n
+        let name: Arc<str> = Arc::from(name);
+        self.ids.insert(Arc::clone(&name), id);
+        if let Ok(slot) = usize::try_from(id) {
+            if slot < MAX_TYPE_ID_SLOTS {
+                if self.by_id.len() <= slot {
+                    self.by_id.resize(slot + 1, None);
+                }
+                self.by_id[slot] = Some(Arc::clone(&name));
+            }
+        }
+        self.known.push((id, name));
+    }
+
+    /// The name of type `id`, if loaded.
+    #[inline]
+    fn type_name(&self, id: i64) -> Option<&Arc<str>> {
+        match usize::try_from(id) {
+            Ok(slot) if slot < MAX_TYPE_ID_SLOTS => self.by_id.get(slot)?.as_ref(),
+            _ => self.known.iter().find(|(i, _)| *i == id).map(|(_, n)| n),
+        }
     }
 
     fn tags(&mut self, text: &str, position: u64) -> Result<Tags, SqliteStoreError> {
@@ -238,6 +304,8 @@ impl Conn {
                 tracing::warn!(path = %self.path, mode, "SQLite refused WAL mode");
             }
             c.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+            // The statement journals of multi-row inserts stay in memory.
+            c.pragma_update(None, "temp_store", "MEMORY")?;
             c.pragma_update(None, "mmap_size", MMAP_SIZE)?;
         } else {
             c.pragma_update(None, "query_only", true)?;
@@ -285,6 +353,7 @@ impl Conn {
                 })?;
             match version {
                 Some(SCHEMA_VERSION) => {}
+                Some(1) => self.migrate_v1()?,
                 Some(found) => {
                     return Err(SqliteStoreError::UnsupportedSchemaVersion {
                         path: self.path.clone(),
@@ -309,6 +378,43 @@ impl Conn {
         }
         // Idempotent; also restores an index someone dropped.
         self.conn.execute_batch(SCHEMA)?;
+        Ok(())
+    }
+
+    /// Converts a version-1 file to the current version, in the open transaction; an error
+    /// rolls everything back and leaves the file as it was.
+    fn migrate_v1(&mut self) -> Result<(), SqliteStoreError> {
+        let count = |conn: &Connection, table: &str| -> rusqlite::Result<i64> {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        };
+        // The version-1 tables; `CREATE TABLE IF NOT EXISTS` of version 1 may not have run
+        // for `event_types` in files written before it existed.
+        self.conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS event_types (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);",
+        )?;
+        let events = count(&self.conn, "events")?;
+        let tags = count(&self.conn, "event_tags")?;
+        self.conn.execute_batch(MIGRATE_V1)?;
+        let (events_now, tags_now) = (
+            count(&self.conn, "events")?,
+            count(&self.conn, "event_tags")?,
+        );
+        if (events_now, tags_now) != (events, tags) {
+            return Err(corrupt(
+                None,
+                format!(
+                    "migrating from schema version 1 would keep {events_now} of {events} events \
+                     and {tags_now} of {tags} tag rows (events whose type is not text?)"
+                ),
+            ));
+        }
+        self.conn
+            .execute_batch("DROP TABLE krescent_v1_events; DROP TABLE krescent_v1_event_tags;")?;
+        self.conn.execute(
+            "UPDATE krescent_meta SET value = ?1 WHERE key = 'schema_version'",
+            [SCHEMA_VERSION],
+        )?;
+        tracing::info!(path = %self.path, events, "migrated a krescent SQLite file from schema version 1");
         Ok(())
     }
 
@@ -361,10 +467,7 @@ impl Conn {
                 ValueRef::Text(t) => std::str::from_utf8(t).map_err(|_| corrupt_type(id))?,
                 _ => return Err(corrupt_type(id)),
             };
-            let name = self.cache.intern_name(name);
-            if self.cache.known_set.insert(Arc::clone(&name)) {
-                self.cache.known.push(name);
-            }
+            self.cache.learn(id, name);
             self.cache.known_max_id = id;
         }
         Ok(())
@@ -382,7 +485,7 @@ impl Conn {
     pub(super) fn explain(&mut self, query: &EventQuery) -> Result<String, SqliteStoreError> {
         self.in_read_txn(|c| {
             c.refresh_known()?;
-            let sql = sql::translate(query, &c.cache.known, &c.cache.known_set);
+            let sql = sql::translate(query, &c.cache.known, &c.cache.ids);
             if let Kind::Empty = sql.kind {
                 return Ok("EMPTY (no statement: the query matches nothing stored)".to_owned());
             }
@@ -435,7 +538,7 @@ impl Conn {
         self.refresh_known()?;
         let Conn { conn, cache, .. } = self;
         let (mut stmt, kind) = {
-            let sql = sql::translate(query, &cache.known, &cache.known_set);
+            let sql = sql::translate(query, &cache.known, &cache.ids);
             if let Kind::Empty = sql.kind {
                 return Ok(Vec::new());
             }
@@ -477,12 +580,12 @@ fn decode_row(row: &Row<'_>, cache: &mut Cache) -> Result<RecordedEvent, SqliteS
         _ => return Err(corrupt(Some(position), "id is not a blob")),
     };
     let event_type = match row.get_ref(2)? {
-        ValueRef::Text(t) => {
-            let t =
-                std::str::from_utf8(t).map_err(|_| corrupt(Some(position), "type is not UTF-8"))?;
-            cache.intern_name(t)
-        }
-        _ => return Err(corrupt(Some(position), "type is not text")),
+        ValueRef::Integer(id) => Arc::clone(
+            cache
+                .type_name(id)
+                .ok_or_else(|| corrupt(Some(position), format!("type id {id} is not stored")))?,
+        ),
+        _ => return Err(corrupt(Some(position), "type is not an integer")),
     };
     let tags = match row.get_ref(3)? {
         ValueRef::Text(t) => {
