@@ -1,11 +1,12 @@
 //! One SQLite connection with its caches: opening, schema, reads and row decoding.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use rusqlite::config::DbConfig;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Row};
@@ -27,6 +28,13 @@ const MAX_TYPE_ID_SLOTS: usize = 1 << 16;
 
 /// Distinct tag lists remembered per connection for decoding without allocating.
 const TAG_CACHE: usize = 65_536;
+
+/// The payload bytes reserved per event of a read before the first row (the buffer grows as
+/// needed).
+const PAYLOAD_GUESS: usize = 128;
+
+/// At most this many payload bytes are reserved before the first row.
+const PAYLOAD_RESERVE: usize = 64 * 1024;
 
 /// The page size of new files, in bytes.
 const PAGE_SIZE: u32 = 4096;
@@ -134,7 +142,9 @@ pub(super) struct Cache {
     /// The name of each id (`None` where no type has that id), for decoding rows.
     by_id: Vec<Option<Arc<str>>>,
     /// Tag lists by their stored text.
-    tags: HashMap<Box<str>, Tags, FastState>,
+    tags: HashMap<Box<[u8]>, Tags, FastState>,
+    /// The last timestamp decoded, in microseconds and as a time.
+    last_timestamp: Option<(i64, DateTime<Utc>)>,
 }
 
 /// A cheap hasher for the decoding caches, looked up once or twice per row: multiply and
@@ -233,11 +243,15 @@ impl Cache {
         }
     }
 
-    fn tags(&mut self, text: &str, position: u64) -> Result<Tags, SqliteStoreError> {
+    /// The tags stored as `text`; UTF-8 is checked only for text not seen before (a cached
+    /// key is valid text).
+    fn tags(&mut self, text: &[u8], position: u64) -> Result<Tags, SqliteStoreError> {
         if let Some(tags) = self.tags.get(text) {
             return Ok(tags.clone());
         }
-        let tags = decode_tags(text).map_err(|what| SqliteStoreError::CorruptRow {
+        let valid =
+            std::str::from_utf8(text).map_err(|_| corrupt(Some(position), "tags are not UTF-8"))?;
+        let tags = decode_tags(valid).map_err(|what| SqliteStoreError::CorruptRow {
             position: Some(position),
             what,
         })?;
@@ -246,6 +260,21 @@ impl Cache {
         }
         self.tags.insert(Box::from(text), tags.clone());
         Ok(tags)
+    }
+
+    /// The time of `micros`; consecutive events of one append share it, so the last one is
+    /// remembered.
+    #[inline]
+    fn timestamp(&mut self, micros: i64, position: u64) -> Result<DateTime<Utc>, SqliteStoreError> {
+        if let Some((m, t)) = self.last_timestamp {
+            if m == micros {
+                return Ok(t);
+            }
+        }
+        let t = DateTime::from_timestamp_micros(micros)
+            .ok_or_else(|| corrupt(Some(position), "timestamp out of range"))?;
+        self.last_timestamp = Some((micros, t));
+        Ok(t)
     }
 }
 
@@ -550,6 +579,11 @@ impl Conn {
             usize::try_from(l.get()).unwrap_or(usize::MAX)
         });
         let mut out = Vec::with_capacity(limit.min(1024));
+        // The payloads of the page go into one buffer that the events share (one allocation
+        // per page instead of one per event).
+        let mut payloads =
+            Vec::with_capacity((out.capacity() * PAYLOAD_GUESS).min(PAYLOAD_RESERVE));
+        let mut ranges = Vec::with_capacity(out.capacity());
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next()? {
             let event = decode_row(row, cache)?;
@@ -558,16 +592,22 @@ impl Conn {
                     continue;
                 }
             }
+            ranges.push(copy_payload(row, event.position, &mut payloads)?);
             out.push(event);
             if out.len() >= limit {
                 break;
             }
         }
+        let payloads = Payload::from(payloads);
+        for (event, range) in out.iter_mut().zip(ranges) {
+            event.data = payloads.slice(range);
+        }
         Ok(out)
     }
 }
 
-/// Decodes `position, id, type, tags, ts, payload`.
+/// Decodes `position, id, type, tags, ts` (the payload is left empty: see
+/// [`copy_payload`]).
 fn decode_row(row: &Row<'_>, cache: &mut Cache) -> Result<RecordedEvent, SqliteStoreError> {
     let position = match row.get_ref(0)? {
         ValueRef::Integer(p) => position_of(p)?,
@@ -588,21 +628,12 @@ fn decode_row(row: &Row<'_>, cache: &mut Cache) -> Result<RecordedEvent, SqliteS
         _ => return Err(corrupt(Some(position), "type is not an integer")),
     };
     let tags = match row.get_ref(3)? {
-        ValueRef::Text(t) => {
-            let t = std::str::from_utf8(t)
-                .map_err(|_| corrupt(Some(position), "tags are not UTF-8"))?;
-            cache.tags(t, position)?
-        }
+        ValueRef::Text(t) => cache.tags(t, position)?,
         _ => return Err(corrupt(Some(position), "tags are not text")),
     };
     let timestamp = match row.get_ref(4)? {
-        ValueRef::Integer(micros) => DateTime::from_timestamp_micros(micros)
-            .ok_or_else(|| corrupt(Some(position), "timestamp out of range"))?,
+        ValueRef::Integer(micros) => cache.timestamp(micros, position)?,
         _ => return Err(corrupt(Some(position), "timestamp is not an integer")),
-    };
-    let data = match row.get_ref(5)? {
-        ValueRef::Blob(b) => Payload::copy_from_slice(b),
-        _ => return Err(corrupt(Some(position), "payload is not a blob")),
     };
     Ok(RecordedEvent {
         position,
@@ -610,8 +641,25 @@ fn decode_row(row: &Row<'_>, cache: &mut Cache) -> Result<RecordedEvent, SqliteS
         event_type,
         tags,
         timestamp,
-        data,
+        data: Payload::new(),
     })
+}
+
+/// Appends the payload of `row` (column 5) to `buffer`; its range there.
+#[inline]
+fn copy_payload(
+    row: &Row<'_>,
+    position: u64,
+    buffer: &mut Vec<u8>,
+) -> Result<Range<usize>, SqliteStoreError> {
+    match row.get_ref(5)? {
+        ValueRef::Blob(b) => {
+            let start = buffer.len();
+            buffer.extend_from_slice(b);
+            Ok(start..buffer.len())
+        }
+        _ => Err(corrupt(Some(position), "payload is not a blob")),
+    }
 }
 
 fn position_of(p: i64) -> Result<u64, SqliteStoreError> {

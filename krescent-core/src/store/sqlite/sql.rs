@@ -213,16 +213,17 @@ pub(super) fn translate<'a>(
                 }
                 if arm.tags.is_empty() {
                     // The type index within each segment, so that every arm is ordered by
-                    // (segment, position) and the arms merge without a sort.
+                    // (segment, position) and the arms merge without a sort. One lower and one
+                    // upper bound, so that each seek stops at the end of its segment.
                     let ty = arm.ty.map_or(0, |t| sql.int(t));
                     let _ = write!(
                         text,
                         "SELECT s.seg AS g, x.position AS p FROM event_segments AS s \
                          CROSS JOIN events AS x INDEXED BY events_type_position \
-                         ON x.type = ?{ty} AND x.position >= s.seg << {SEGMENT_BITS} \
-                         AND x.position < (s.seg + 1) << {SEGMENT_BITS} \
-                         WHERE s.seg >= ?{} AND s.seg <= ?{} \
-                         AND x.position > ?1 AND x.position <= ?2",
+                         ON x.type = ?{ty} \
+                         AND x.position > max(?1, (s.seg << {SEGMENT_BITS}) - 1) \
+                         AND x.position <= min(?2, ((s.seg + 1) << {SEGMENT_BITS}) - 1) \
+                         WHERE s.seg >= ?{} AND s.seg <= ?{}",
                         seg.first, seg.last
                     );
                 } else {
