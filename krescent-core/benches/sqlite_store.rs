@@ -20,6 +20,8 @@
 //!   type ids it reads are mapped to names through a table loaded from `event_types` first).
 //! - `init_query/latest_savepoint_of_product`: the projection init query (latest
 //!   `stock.counted` of one product, backwards, limit 1) at 1M events, through the store.
+//! - `init_query/absent_tag`: the same query for a tag no event carries, the worst case of
+//!   the tag index (every segment is sought, newest to oldest, and none has it).
 //!
 //! Run: `cargo bench -p krescent-core --bench sqlite_store --features sqlite`.
 
@@ -34,7 +36,7 @@ mod common;
 use common::{EVENTS, PAGE, PRODUCTS, TYPES, condition_for, event, fold, init_query};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use krescent_core::store::sqlite::SqliteEventStore;
-use krescent_core::{EventQuery, EventStore, NewEvent, QueryItem};
+use krescent_core::{EventQuery, EventStore, NewEvent, QueryItem, Tag};
 use tokio::runtime::Runtime;
 
 const BUILD_BATCH: u64 = 10_000;
@@ -258,6 +260,18 @@ fn init_queries(c: &mut Criterion) {
             i = (i + 1) % queries.len();
             black_box(rt.block_on(store.read(&queries[i])).expect("read"))
         });
+    });
+    // The worst case of the segment walk: a tag no event carries, so every segment of the
+    // tag index is sought, from the newest to the oldest.
+    let absent = EventQuery::item(
+        QueryItem::types([TYPES[2]]).and_tag(Tag::new("product", "absent").expect("tag")),
+    )
+    .backward()
+    .limit(1)
+    .expect("limit 1");
+    assert!(rt.block_on(store.read(&absent)).expect("read").is_empty());
+    group.bench_function("absent_tag", |b| {
+        b.iter(|| black_box(rt.block_on(store.read(&absent)).expect("read")));
     });
     group.finish();
 }

@@ -237,7 +237,7 @@ async fn version_1_files_are_migrated_with_every_event() {
         let mut conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(SCHEMA_V1).unwrap();
         let conn = conn.transaction().unwrap();
-        // 20,000 events across three segments; `t.b` is missing from `event_types`, as in
+        // 70,000 events across three segments of the tag index; `t.b` is missing from `event_types`, as in
         // files written before that table existed.
         conn.execute_batch("INSERT INTO event_types (name) VALUES ('t.a');")
             .unwrap();
@@ -247,7 +247,7 @@ async fn version_1_files_are_migrated_with_every_event() {
         let mut tag = conn
             .prepare("INSERT INTO event_tags VALUES (?1, ?2, ?3)")
             .unwrap();
-        for p in 1..=20_000i64 {
+        for p in 1..=70_000i64 {
             let ty = if p % 2 == 0 { "t.a" } else { "t.b" };
             let k = format!("k:{}", p % 7);
             let tags = if p == 3 {
@@ -272,9 +272,9 @@ async fn version_1_files_are_migrated_with_every_event() {
         conn.commit().unwrap();
     }
     let store = SqliteEventStore::open(&path).await.unwrap();
-    assert_eq!(store.head().await.unwrap(), 20_000);
+    assert_eq!(store.head().await.unwrap(), 70_000);
     let all = store.read(&EventQuery::match_all()).await.unwrap();
-    assert_eq!(all.len(), 20_000);
+    assert_eq!(all.len(), 70_000);
     assert_eq!(&*all[1].event_type, "t.a");
     assert_eq!(&*all[2].event_type, "t.b");
     assert_eq!(&all[2].data[..], b"{\"n\":3}");
@@ -285,7 +285,7 @@ async fn version_1_files_are_migrated_with_every_event() {
         .unwrap();
     assert_eq!(
         k3.iter().map(|e| e.position).collect::<Vec<_>>(),
-        (1..=20_000u64).filter(|p| p % 7 == 3).collect::<Vec<_>>()
+        (1..=70_000u64).filter(|p| p % 7 == 3).collect::<Vec<_>>()
     );
     let rare = store
         .read(
@@ -302,7 +302,7 @@ async fn version_1_files_are_migrated_with_every_event() {
         .append(vec![event("t.b", &["k:3"], "{}")], None)
         .await
         .unwrap();
-    assert_eq!(next[0].position, 20_001);
+    assert_eq!(next[0].position, 70_001);
     drop(store);
     let version: i64 = rusqlite::Connection::open(&path)
         .unwrap()
@@ -315,7 +315,7 @@ async fn version_1_files_are_migrated_with_every_event() {
     assert_eq!(version, SqliteEventStore::SCHEMA_VERSION);
     // Reopening a migrated file is a plain open.
     let store = SqliteEventStore::open(&path).await.unwrap();
-    assert_eq!(store.head().await.unwrap(), 20_001);
+    assert_eq!(store.head().await.unwrap(), 70_001);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,7 +435,7 @@ fn assert_indexed(what: &str, plan: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_use_the_indexes_with_many_events() {
-    const EVENTS: u64 = 120_000;
+    const EVENTS: u64 = 170_000;
     const PRODUCTS: u64 = 1_000;
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteEventStore::open(dir.path().join("plans.db"))

@@ -83,7 +83,7 @@ CREATE TABLE IF NOT EXISTS krescent_bookmarks (
 
 /// Converts the event tables of a version-1 file (type names in `events` and `event_tags`,
 /// a tag index keyed by tag first) into version 2, in the open transaction. Every event row is
-/// copied; the caller checks the counts.
+/// copied; the caller checks the counts. `{SEGMENT_BITS}` stands for [`SEGMENT_BITS`].
 const MIGRATE_V1: &str = "
 INSERT OR IGNORE INTO event_types (name) SELECT DISTINCT type FROM events;
 DROP INDEX IF EXISTS events_type_position;
@@ -102,7 +102,7 @@ INSERT INTO events (position, id, type, tags, ts, payload)
     FROM krescent_v1_events AS e JOIN event_types AS t ON t.name = e.type
     ORDER BY e.position;
 CREATE TABLE event_segments (seg INTEGER PRIMARY KEY);
-INSERT INTO event_segments (seg) SELECT DISTINCT position >> 13 FROM events;
+INSERT INTO event_segments (seg) SELECT DISTINCT position >> {SEGMENT_BITS} FROM events;
 CREATE TABLE event_tags (
     seg INTEGER NOT NULL,
     tag TEXT NOT NULL,
@@ -111,13 +111,10 @@ CREATE TABLE event_tags (
     PRIMARY KEY (seg, tag, type, position)
 ) WITHOUT ROWID;
 INSERT INTO event_tags (seg, tag, type, position)
-    SELECT o.position >> 13, o.tag, t.id, o.position
+    SELECT o.position >> {SEGMENT_BITS}, o.tag, t.id, o.position
     FROM krescent_v1_event_tags AS o JOIN event_types AS t ON t.name = o.type
     ORDER BY 1, 2, 3, 4;
 ";
-
-// `MIGRATE_V1` spells the segment size out.
-const _: () = assert!(SEGMENT_BITS == 13);
 
 /// A connection and what it remembers between statements.
 pub(super) struct Conn {
@@ -423,7 +420,8 @@ impl Conn {
         )?;
         let events = count(&self.conn, "events")?;
         let tags = count(&self.conn, "event_tags")?;
-        self.conn.execute_batch(MIGRATE_V1)?;
+        self.conn
+            .execute_batch(&MIGRATE_V1.replace("{SEGMENT_BITS}", &SEGMENT_BITS.to_string()))?;
         let (events_now, tags_now) = (
             count(&self.conn, "events")?,
             count(&self.conn, "event_tags")?,
