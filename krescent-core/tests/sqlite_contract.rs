@@ -656,6 +656,49 @@ async fn many_types_fall_back_to_correct_results() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_meeting_a_damaged_index_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged.db");
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    store
+        .append(vec![event("t.a", &["k:1"], "{}")], None)
+        .await
+        .unwrap();
+    // A tag row for position 3, which no event has yet: the next append's tag insert conflicts.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO event_tags (seg, tag, type, position)
+             SELECT 0, 'k:1', id, 3 FROM event_types WHERE name = 't.a'",
+        )
+        .unwrap();
+    let batch = vec![event("t.b", &["k:2"], "{}"), event("t.a", &["k:1"], "{}")];
+    let err = store.append(batch.clone(), None).await.unwrap_err();
+    assert!(
+        matches!(sqlite_error(&err), SqliteStoreError::CorruptRow { .. }),
+        "{err:?}"
+    );
+    // Nothing of the batch is stored, not even its first event or its new type.
+    assert_eq!(store.head().await.unwrap(), 1);
+    assert_eq!(store.read(&EventQuery::match_all()).await.unwrap().len(), 1);
+    assert!(
+        store
+            .read(&EventQuery::item(QueryItem::types(["t.b"])))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Repaired, the store appends again.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("DELETE FROM event_tags WHERE position = 3", [])
+        .unwrap();
+    let recorded = store.append(batch, None).await.unwrap();
+    assert_eq!(recorded[0].position, 2);
+    assert_eq!(store.head().await.unwrap(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_conditional_appends_admit_exactly_one() {
     // Many writers race to claim the same name; the grouped commit must let exactly one win.
     let dir = tempfile::tempdir().unwrap();

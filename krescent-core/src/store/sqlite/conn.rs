@@ -683,13 +683,33 @@ fn open_error(e: rusqlite::Error, path: &str) -> SqliteStoreError {
     }
 }
 
-/// Appends the stored form of `tags` to `out`: `<byte length>:<tag>` for each tag.
+/// Writes the stored form of `tags` into `out` (cleared first): `<byte length>:<tag>` for each
+/// tag.
 pub(super) fn encode_tags(tags: &Tags, out: &mut String) {
-    use std::fmt::Write;
     out.clear();
     for tag in tags {
-        // Writing into a String cannot fail.
-        let _ = write!(out, "{}:{}", tag.as_str().len(), tag.as_str());
+        let tag = tag.as_str();
+        push_decimal(out, tag.len());
+        out.push(':');
+        out.push_str(tag);
+    }
+}
+
+/// Appends `n` in decimal, without the formatting machinery (this runs for every event).
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // A digit is below 10, so the cast cannot truncate.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
     }
 }
 
@@ -724,6 +744,10 @@ mod tests {
         assert_eq!(decode_tags(&text).unwrap(), tags);
         encode_tags(&Tags::empty(), &mut text);
         assert_eq!(text, "");
+        let long = Tags::parse([format!("k:{}", "v".repeat(120)).as_str()]).unwrap();
+        encode_tags(&long, &mut text);
+        assert!(text.starts_with("122:k:vv"), "{text}");
+        assert_eq!(decode_tags(&text).unwrap(), long);
         assert_eq!(decode_tags("").unwrap(), Tags::empty());
     }
 

@@ -149,6 +149,14 @@ fn append_group(
                 }
                 results.push(Ok(recorded));
             }
+            Err(e) if conn.conn.is_autocommit() => {
+                // An `INSERT OR ROLLBACK` met a constraint the store never violates (a damaged
+                // file) and rolled back the whole transaction: no append of the group is stored.
+                return Err(SqliteStoreError::CorruptRow {
+                    position: None,
+                    what: format!("an append violated a constraint of the event tables: {e}"),
+                });
+            }
             Err(e) => {
                 if !single {
                     conn.exec("ROLLBACK TO krescent_append")?;
@@ -317,13 +325,19 @@ fn insert(
         .collect())
 }
 
+// The inserts are `OR ROLLBACK`: a constraint violation ends the transaction instead of undoing
+// one statement, so SQLite keeps no statement journal for them (`append_group` then fails the
+// whole group). Positions come from the head read in the same write transaction and tags are
+// distinct, so only a damaged file can violate a constraint.
+
 /// Events inserted by one statement (6 parameters each).
 const ROWS_PER_INSERT: usize = 64;
 /// Tag rows inserted by one statement (4 parameters each).
 const TAG_ROWS_PER_INSERT: usize = 128;
-const EVENT_INSERT: &str = "INSERT INTO events (position, id, type, tags, ts, payload) VALUES ";
+const EVENT_INSERT: &str =
+    "INSERT OR ROLLBACK INTO events (position, id, type, tags, ts, payload) VALUES ";
 const EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?)";
-const TAG_INSERT: &str = "INSERT INTO event_tags (seg, tag, type, position) VALUES ";
+const TAG_INSERT: &str = "INSERT OR ROLLBACK INTO event_tags (seg, tag, type, position) VALUES ";
 const TAG_ROW: &str = "(?, ?, ?, ?)";
 
 /// Inserts `rows`, `per_statement` of them per statement (the rest one by one); `bind` binds
