@@ -19,6 +19,10 @@
 //! handling use both cores. A page read ahead is used only if it is full (a full page never
 //! changes); a short one is read again, so events appended meanwhile are not missed.
 //!
+//! The payloads of the events one read returns share one buffer (one allocation per page,
+//! not per event): an event kept after its page is dropped keeps that page's payload bytes
+//! alive. Copy `data` (`Bytes::copy_from_slice`) to keep a few events of a large page.
+//!
 //! The checkpoint and bookmark storages are handles to a store
 //! ([`SqliteEventStore::checkpoint_storage`], [`SqliteEventStore::bookmark_storage`], or a
 //! store they open themselves): their writes run on its writer thread between appends, their
