@@ -16,9 +16,12 @@
 //! - `catch_up/store_read_pages_two_types`: the same over two of the three types (an index
 //!   merge instead of a primary-key scan).
 //! - `catch_up/handwritten_scan`: the same decode and fold over one hand-written rusqlite
-//!   statement, `SELECT type, payload FROM events ORDER BY position`, on the same file.
+//!   statement, `SELECT type, payload FROM events ORDER BY position`, on the same file (the
+//!   type ids it reads are mapped to names through a table loaded from `event_types` first).
 //! - `init_query/latest_savepoint_of_product`: the projection init query (latest
 //!   `stock.counted` of one product, backwards, limit 1) at 1M events, through the store.
+//! - `init_query/absent_tag`: the same query for a tag no event carries, the worst case of
+//!   the tag index (every segment is sought, newest to oldest, and none has it).
 //!
 //! Run: `cargo bench -p krescent-core --bench sqlite_store --features sqlite`.
 
@@ -33,7 +36,7 @@ mod common;
 use common::{EVENTS, PAGE, PRODUCTS, TYPES, condition_for, event, fold, init_query};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use krescent_core::store::sqlite::SqliteEventStore;
-use krescent_core::{EventQuery, EventStore, NewEvent, QueryItem};
+use krescent_core::{EventQuery, EventStore, NewEvent, QueryItem, Tag};
 use tokio::runtime::Runtime;
 
 const BUILD_BATCH: u64 = 10_000;
@@ -172,12 +175,26 @@ fn catch_up(store: &SqliteEventStore, query: &EventQuery) -> HashMap<String, i64
 fn handwritten_scan(path: &PathBuf) -> HashMap<String, i64> {
     let conn = rusqlite::Connection::open(path).expect("open");
     let mut levels = HashMap::with_capacity(PRODUCTS as usize);
+    // The type names by id (schema version 2 stores type ids in `events`).
+    let mut names: Vec<String> = Vec::new();
+    let mut types = conn
+        .prepare("SELECT id, name FROM event_types")
+        .expect("prepare");
+    let mut rows = types.query([]).expect("query");
+    while let Some(row) = rows.next().expect("row") {
+        let id = usize::try_from(row.get::<_, i64>(0).expect("id")).expect("id");
+        if names.len() <= id {
+            names.resize(id + 1, String::new());
+        }
+        names[id] = row.get(1).expect("name");
+    }
     let mut stmt = conn
         .prepare("SELECT type, payload FROM events ORDER BY position")
         .expect("prepare");
     let mut rows = stmt.query([]).expect("query");
     while let Some(row) = rows.next().expect("row") {
-        let event_type = row.get_ref(0).expect("type").as_str().expect("text");
+        let id = row.get_ref(0).expect("type").as_i64().expect("integer");
+        let event_type = &names[usize::try_from(id).expect("id")];
         let payload = row.get_ref(1).expect("payload").as_blob().expect("blob");
         fold(&mut levels, event_type, payload);
     }
@@ -243,6 +260,18 @@ fn init_queries(c: &mut Criterion) {
             i = (i + 1) % queries.len();
             black_box(rt.block_on(store.read(&queries[i])).expect("read"))
         });
+    });
+    // The worst case of the segment walk: a tag no event carries, so every segment of the
+    // tag index is sought, from the newest to the oldest.
+    let absent = EventQuery::item(
+        QueryItem::types([TYPES[2]]).and_tag(Tag::new("product", "absent").expect("tag")),
+    )
+    .backward()
+    .limit(1)
+    .expect("limit 1");
+    assert!(rt.block_on(store.read(&absent)).expect("read").is_empty());
+    group.bench_function("absent_tag", |b| {
+        b.iter(|| black_box(rt.block_on(store.read(&absent)).expect("read")));
     });
     group.finish();
 }

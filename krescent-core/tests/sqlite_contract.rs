@@ -213,6 +213,111 @@ async fn newer_schema_version_is_refused() {
     );
 }
 
+/// The event tables of schema version 1, as krescent wrote them.
+const SCHEMA_V1: &str = "
+CREATE TABLE krescent_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO krescent_meta (key, value) VALUES ('schema_version', 1);
+CREATE TABLE events (
+    position INTEGER PRIMARY KEY, id BLOB NOT NULL, type TEXT NOT NULL, tags TEXT NOT NULL,
+    ts INTEGER NOT NULL, payload BLOB NOT NULL
+);
+CREATE INDEX events_type_position ON events (type, position);
+CREATE TABLE event_tags (
+    tag TEXT NOT NULL, type TEXT NOT NULL, position INTEGER NOT NULL,
+    PRIMARY KEY (tag, type, position)
+) WITHOUT ROWID;
+CREATE TABLE event_types (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_1_files_are_migrated_with_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        let conn = conn.transaction().unwrap();
+        // 70,000 events across three segments of the tag index; `t.b` is missing from `event_types`, as in
+        // files written before that table existed.
+        conn.execute_batch("INSERT INTO event_types (name) VALUES ('t.a');")
+            .unwrap();
+        let mut insert = conn
+            .prepare("INSERT INTO events VALUES (?1, zeroblob(16), ?2, ?3, 1700000000000000, ?4)")
+            .unwrap();
+        let mut tag = conn
+            .prepare("INSERT INTO event_tags VALUES (?1, ?2, ?3)")
+            .unwrap();
+        for p in 1..=70_000i64 {
+            let ty = if p % 2 == 0 { "t.a" } else { "t.b" };
+            let k = format!("k:{}", p % 7);
+            let tags = if p == 3 {
+                format!("{}:{k}6:rare:1", k.len())
+            } else {
+                format!("{}:{k}", k.len())
+            };
+            insert
+                .execute(rusqlite::params![
+                    p,
+                    ty,
+                    tags,
+                    format!("{{\"n\":{p}}}").into_bytes()
+                ])
+                .unwrap();
+            tag.execute(rusqlite::params![k, ty, p]).unwrap();
+            if p == 3 {
+                tag.execute(rusqlite::params!["rare:1", ty, p]).unwrap();
+            }
+        }
+        drop((insert, tag));
+        conn.commit().unwrap();
+    }
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    assert_eq!(store.head().await.unwrap(), 70_000);
+    let all = store.read(&EventQuery::match_all()).await.unwrap();
+    assert_eq!(all.len(), 70_000);
+    assert_eq!(&*all[1].event_type, "t.a");
+    assert_eq!(&*all[2].event_type, "t.b");
+    assert_eq!(&all[2].data[..], b"{\"n\":3}");
+    // The tag index came along: a tag, a rare tag, a type with a tag, backwards.
+    let k3 = store
+        .read(&EventQuery::item(QueryItem::tagged([tag("k:3")])))
+        .await
+        .unwrap();
+    assert_eq!(
+        k3.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=70_000u64).filter(|p| p % 7 == 3).collect::<Vec<_>>()
+    );
+    let rare = store
+        .read(
+            &EventQuery::item(QueryItem::types(["t.b"]).and_tag(tag("rare:1")))
+                .backward()
+                .limit(1)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rare.iter().map(|e| e.position).collect::<Vec<_>>(), [3]);
+    // New appends continue the positions, and the file now has the current version.
+    let next = store
+        .append(vec![event("t.b", &["k:3"], "{}")], None)
+        .await
+        .unwrap();
+    assert_eq!(next[0].position, 70_001);
+    drop(store);
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM krescent_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, SqliteEventStore::SCHEMA_VERSION);
+    // Reopening a migrated file is a plain open.
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    assert_eq!(store.head().await.unwrap(), 70_001);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meta_table_without_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -316,7 +421,7 @@ fn assert_indexed(what: &str, plan: &str) {
     ];
     for line in plan.lines() {
         let line = line.trim();
-        if line == "SCAN s" {
+        if line == "SCAN u" {
             continue;
         }
         if line.starts_with("SEARCH") || line.starts_with("SCAN") {
@@ -330,7 +435,7 @@ fn assert_indexed(what: &str, plan: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_use_the_indexes_with_many_events() {
-    const EVENTS: u64 = 120_000;
+    const EVENTS: u64 = 170_000;
     const PRODUCTS: u64 = 1_000;
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteEventStore::open(dir.path().join("plans.db"))
@@ -342,11 +447,13 @@ async fn queries_use_the_indexes_with_many_events() {
             .map(|i| {
                 let n = chunk * 10_000 + i;
                 let product = format!("product:P-{}", n % PRODUCTS);
-                event(
-                    types[(n % 3) as usize],
-                    &[&product, "warehouse:main"],
-                    &format!(r#"{{"n":{n}}}"#),
-                )
+                // One early event carries a tag no other event has.
+                let tags: &[&str] = if n == 5 {
+                    &[&product, "warehouse:main", "batch:rare"]
+                } else {
+                    &[&product, "warehouse:main"]
+                };
+                event(types[(n % 3) as usize], tags, &format!(r#"{{"n":{n}}}"#))
             })
             .collect();
         store.append(batch, None).await.unwrap();
@@ -425,6 +532,19 @@ async fn queries_use_the_indexes_with_many_events() {
                 .unwrap(),
         ),
         (
+            "a rare tag, backwards over every segment",
+            EventQuery::item(QueryItem::types(["stock.counted"]).and_tag(tag("batch:rare")))
+                .backward()
+                .limit(1)
+                .unwrap(),
+        ),
+        (
+            "a rare tag alone, forwards",
+            EventQuery::item(QueryItem::tagged([tag("batch:rare")]))
+                .limit(10)
+                .unwrap(),
+        ),
+        (
             "everything after a position",
             EventQuery::match_all().after(110_000).limit(1000).unwrap(),
         ),
@@ -467,6 +587,14 @@ async fn queries_use_the_indexes_with_many_events() {
             "{what}"
         );
     }
+
+    // The rare tag is found from the far end of the store.
+    let rare = EventQuery::item(QueryItem::tagged([tag("batch:rare")]))
+        .backward()
+        .limit(1)
+        .unwrap();
+    let found = store.read(&rare).await.unwrap();
+    assert_eq!(found.iter().map(|e| e.position).collect::<Vec<_>>(), [6]);
 
     // A type that is not stored needs no statement at all.
     let unknown = EventQuery::item(QueryItem::types(["stock.never"]).and_tag(product));
@@ -525,6 +653,49 @@ async fn many_types_fall_back_to_correct_results() {
         expected.truncate(query.limit_value().map_or(usize::MAX, |l| l.get() as usize));
         assert_eq!(got, expected, "{query:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_meeting_a_damaged_index_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged.db");
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    store
+        .append(vec![event("t.a", &["k:1"], "{}")], None)
+        .await
+        .unwrap();
+    // A tag row for position 3, which no event has yet: the next append's tag insert conflicts.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO event_tags (seg, tag, type, position)
+             SELECT 0, 'k:1', id, 3 FROM event_types WHERE name = 't.a'",
+        )
+        .unwrap();
+    let batch = vec![event("t.b", &["k:2"], "{}"), event("t.a", &["k:1"], "{}")];
+    let err = store.append(batch.clone(), None).await.unwrap_err();
+    assert!(
+        matches!(sqlite_error(&err), SqliteStoreError::CorruptRow { .. }),
+        "{err:?}"
+    );
+    // Nothing of the batch is stored, not even its first event or its new type.
+    assert_eq!(store.head().await.unwrap(), 1);
+    assert_eq!(store.read(&EventQuery::match_all()).await.unwrap().len(), 1);
+    assert!(
+        store
+            .read(&EventQuery::item(QueryItem::types(["t.b"])))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Repaired, the store appends again.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("DELETE FROM event_tags WHERE position = 3", [])
+        .unwrap();
+    let recorded = store.append(batch, None).await.unwrap();
+    assert_eq!(recorded[0].position, 2);
+    assert_eq!(store.head().await.unwrap(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,18 +1,19 @@
 //! One SQLite connection with its caches: opening, schema, reads and row decoding.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use rusqlite::config::DbConfig;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Row};
 use uuid::Uuid;
 
 use super::sql::{self, Kind};
-use super::{SCHEMA_VERSION, SqliteStoreError};
+use super::{SCHEMA_VERSION, SEGMENT_BITS, SqliteStoreError};
 use crate::event::{Payload, RecordedEvent, Tag, Tags};
 use crate::query::EventQuery;
 
@@ -22,8 +23,18 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection (query shapes differ by item count and tags).
 const STATEMENT_CACHE: usize = 128;
 
+/// Type ids below this are decoded through a table indexed by id (ids are handed out from 1).
+const MAX_TYPE_ID_SLOTS: usize = 1 << 16;
+
 /// Distinct tag lists remembered per connection for decoding without allocating.
 const TAG_CACHE: usize = 65_536;
+
+/// The payload bytes reserved per event of a read before the first row (the buffer grows as
+/// needed).
+const PAYLOAD_GUESS: usize = 128;
+
+/// At most this many payload bytes are reserved before the first row.
+const PAYLOAD_RESERVE: usize = 64 * 1024;
 
 /// The page size of new files, in bytes.
 const PAGE_SIZE: u32 = 4096;
@@ -41,17 +52,19 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     position INTEGER PRIMARY KEY,
     id BLOB NOT NULL,
-    type TEXT NOT NULL,
+    type INTEGER NOT NULL,
     tags TEXT NOT NULL,
     ts INTEGER NOT NULL,
     payload BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_type_position ON events (type, position);
+CREATE TABLE IF NOT EXISTS event_segments (seg INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS event_tags (
+    seg INTEGER NOT NULL,
     tag TEXT NOT NULL,
-    type TEXT NOT NULL,
+    type INTEGER NOT NULL,
     position INTEGER NOT NULL,
-    PRIMARY KEY (tag, type, position)
+    PRIMARY KEY (seg, tag, type, position)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS event_types (
     id INTEGER PRIMARY KEY,
@@ -75,6 +88,41 @@ CREATE TABLE IF NOT EXISTS krescent_bookmarks (
 ) WITHOUT ROWID;
 ";
 
+/// Converts the event tables of a version-1 file (type names in `events` and `event_tags`,
+/// a tag index keyed by tag first) into version 2, in the open transaction. Every event row is
+/// copied; the caller checks the counts. `{SEGMENT_BITS}` stands for [`SEGMENT_BITS`].
+const MIGRATE_V1: &str = "
+INSERT OR IGNORE INTO event_types (name) SELECT DISTINCT type FROM events;
+DROP INDEX IF EXISTS events_type_position;
+ALTER TABLE events RENAME TO krescent_v1_events;
+ALTER TABLE event_tags RENAME TO krescent_v1_event_tags;
+CREATE TABLE events (
+    position INTEGER PRIMARY KEY,
+    id BLOB NOT NULL,
+    type INTEGER NOT NULL,
+    tags TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+INSERT INTO events (position, id, type, tags, ts, payload)
+    SELECT e.position, e.id, t.id, e.tags, e.ts, e.payload
+    FROM krescent_v1_events AS e JOIN event_types AS t ON t.name = e.type
+    ORDER BY e.position;
+CREATE TABLE event_segments (seg INTEGER PRIMARY KEY);
+INSERT INTO event_segments (seg) SELECT DISTINCT position >> {SEGMENT_BITS} FROM events;
+CREATE TABLE event_tags (
+    seg INTEGER NOT NULL,
+    tag TEXT NOT NULL,
+    type INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (seg, tag, type, position)
+) WITHOUT ROWID;
+INSERT INTO event_tags (seg, tag, type, position)
+    SELECT o.position >> {SEGMENT_BITS}, o.tag, t.id, o.position
+    FROM krescent_v1_event_tags AS o JOIN event_types AS t ON t.name = o.type
+    ORDER BY 1, 2, 3, 4;
+";
+
 /// A connection and what it remembers between statements.
 pub(super) struct Conn {
     pub(super) conn: Connection,
@@ -83,18 +131,24 @@ pub(super) struct Conn {
     path: String,
 }
 
-/// The type names stored (from `event_types`), and interned names and tag lists for decoding.
+/// The id of each stored type name.
+pub(super) type TypeIds = HashMap<Arc<str>, i64, FastState>;
+
+/// The types stored (from `event_types`), and interned tag lists for decoding.
 #[derive(Default)]
 pub(super) struct Cache {
     /// The largest `event_types.id` loaded; 0 when nothing is loaded.
     known_max_id: i64,
-    /// The stored type names, in id order.
-    pub(super) known: Vec<Arc<str>>,
-    pub(super) known_set: HashSet<Arc<str>>,
-    /// Type names seen while decoding, shared by all rows of that type.
-    names: HashSet<Arc<str>, FastState>,
+    /// The stored types, ids and names in id order.
+    pub(super) known: Vec<(i64, Arc<str>)>,
+    /// The id of each stored type name.
+    pub(super) ids: TypeIds,
+    /// The name of each id (`None` where no type has that id), for decoding rows.
+    by_id: Vec<Option<Arc<str>>>,
     /// Tag lists by their stored text.
-    tags: HashMap<Box<str>, Tags, FastState>,
+    tags: HashMap<Box<[u8]>, Tags, FastState>,
+    /// The last timestamp decoded, in microseconds and as a time.
+    last_timestamp: Option<(i64, DateTime<Utc>)>,
 }
 
 /// A cheap hasher for the decoding caches, looked up once or twice per row: multiply and
@@ -162,23 +216,46 @@ impl Cache {
     pub(super) fn forget_known(&mut self) {
         self.known_max_id = 0;
         self.known.clear();
-        self.known_set.clear();
+        self.ids.clear();
+        self.by_id.clear();
     }
 
-    fn intern_name(&mut self, name: &str) -> Arc<str> {
-        if let Some(n) = self.names.get(name) {
-            return Arc::clone(n);
+    /// Remembers a stored type.
+    fn learn(&mut self, id: i64, name: &str) {
+        if self.ids.contains_key(name) {
+            return;
         }
-        let n: Arc<str> = Arc::from(name);
-        self.names.insert(Arc::clone(&n));
-        n
+        let name: Arc<str> = Arc::from(name);
+        self.ids.insert(Arc::clone(&name), id);
+        if let Ok(slot) = usize::try_from(id) {
+            if slot < MAX_TYPE_ID_SLOTS {
+                if self.by_id.len() <= slot {
+                    self.by_id.resize(slot + 1, None);
+                }
+                self.by_id[slot] = Some(Arc::clone(&name));
+            }
+        }
+        self.known.push((id, name));
     }
 
-    fn tags(&mut self, text: &str, position: u64) -> Result<Tags, SqliteStoreError> {
+    /// The name of type `id`, if loaded.
+    #[inline]
+    fn type_name(&self, id: i64) -> Option<&Arc<str>> {
+        match usize::try_from(id) {
+            Ok(slot) if slot < MAX_TYPE_ID_SLOTS => self.by_id.get(slot)?.as_ref(),
+            _ => self.known.iter().find(|(i, _)| *i == id).map(|(_, n)| n),
+        }
+    }
+
+    /// The tags stored as `text`; UTF-8 is checked only for text not seen before (a cached
+    /// key is valid text).
+    fn tags(&mut self, text: &[u8], position: u64) -> Result<Tags, SqliteStoreError> {
         if let Some(tags) = self.tags.get(text) {
             return Ok(tags.clone());
         }
-        let tags = decode_tags(text).map_err(|what| SqliteStoreError::CorruptRow {
+        let valid =
+            std::str::from_utf8(text).map_err(|_| corrupt(Some(position), "tags are not UTF-8"))?;
+        let tags = decode_tags(valid).map_err(|what| SqliteStoreError::CorruptRow {
             position: Some(position),
             what,
         })?;
@@ -187,6 +264,21 @@ impl Cache {
         }
         self.tags.insert(Box::from(text), tags.clone());
         Ok(tags)
+    }
+
+    /// The time of `micros`; consecutive events of one append share it, so the last one is
+    /// remembered.
+    #[inline]
+    fn timestamp(&mut self, micros: i64, position: u64) -> Result<DateTime<Utc>, SqliteStoreError> {
+        if let Some((m, t)) = self.last_timestamp {
+            if m == micros {
+                return Ok(t);
+            }
+        }
+        let t = DateTime::from_timestamp_micros(micros)
+            .ok_or_else(|| corrupt(Some(position), "timestamp out of range"))?;
+        self.last_timestamp = Some((micros, t));
+        Ok(t)
     }
 }
 
@@ -245,6 +337,8 @@ impl Conn {
                 tracing::warn!(path = %self.path, mode, "SQLite refused WAL mode");
             }
             c.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+            // The statement journals of multi-row inserts stay in memory.
+            c.pragma_update(None, "temp_store", "MEMORY")?;
             c.pragma_update(None, "mmap_size", MMAP_SIZE)?;
         } else {
             c.pragma_update(None, "query_only", true)?;
@@ -292,6 +386,7 @@ impl Conn {
                 })?;
             match version {
                 Some(SCHEMA_VERSION) => {}
+                Some(1) => self.migrate_v1()?,
                 Some(found) => {
                     return Err(SqliteStoreError::UnsupportedSchemaVersion {
                         path: self.path.clone(),
@@ -316,6 +411,44 @@ impl Conn {
         }
         // Idempotent; also restores an index someone dropped.
         self.conn.execute_batch(SCHEMA)?;
+        Ok(())
+    }
+
+    /// Converts a version-1 file to the current version, in the open transaction; an error
+    /// rolls everything back and leaves the file as it was.
+    fn migrate_v1(&mut self) -> Result<(), SqliteStoreError> {
+        let count = |conn: &Connection, table: &str| -> rusqlite::Result<i64> {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        };
+        // The version-1 tables; `CREATE TABLE IF NOT EXISTS` of version 1 may not have run
+        // for `event_types` in files written before it existed.
+        self.conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS event_types (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);",
+        )?;
+        let events = count(&self.conn, "events")?;
+        let tags = count(&self.conn, "event_tags")?;
+        self.conn
+            .execute_batch(&MIGRATE_V1.replace("{SEGMENT_BITS}", &SEGMENT_BITS.to_string()))?;
+        let (events_now, tags_now) = (
+            count(&self.conn, "events")?,
+            count(&self.conn, "event_tags")?,
+        );
+        if (events_now, tags_now) != (events, tags) {
+            return Err(corrupt(
+                None,
+                format!(
+                    "migrating from schema version 1 would keep {events_now} of {events} events \
+                     and {tags_now} of {tags} tag rows (events whose type is not text?)"
+                ),
+            ));
+        }
+        self.conn
+            .execute_batch("DROP TABLE krescent_v1_events; DROP TABLE krescent_v1_event_tags;")?;
+        self.conn.execute(
+            "UPDATE krescent_meta SET value = ?1 WHERE key = 'schema_version'",
+            [SCHEMA_VERSION],
+        )?;
+        tracing::info!(path = %self.path, events, "migrated a krescent SQLite file from schema version 1");
         Ok(())
     }
 
@@ -368,10 +501,7 @@ impl Conn {
                 ValueRef::Text(t) => std::str::from_utf8(t).map_err(|_| corrupt_type(id))?,
                 _ => return Err(corrupt_type(id)),
             };
-            let name = self.cache.intern_name(name);
-            if self.cache.known_set.insert(Arc::clone(&name)) {
-                self.cache.known.push(name);
-            }
+            self.cache.learn(id, name);
             self.cache.known_max_id = id;
         }
         Ok(())
@@ -389,7 +519,7 @@ impl Conn {
     pub(super) fn explain(&mut self, query: &EventQuery) -> Result<String, SqliteStoreError> {
         self.in_read_txn(|c| {
             c.refresh_known()?;
-            let sql = sql::translate(query, &c.cache.known, &c.cache.known_set);
+            let sql = sql::translate(query, &c.cache.known, &c.cache.ids);
             if let Kind::Empty = sql.kind {
                 return Ok("EMPTY (no statement: the query matches nothing stored)".to_owned());
             }
@@ -442,7 +572,7 @@ impl Conn {
         self.refresh_known()?;
         let Conn { conn, cache, .. } = self;
         let (mut stmt, kind) = {
-            let sql = sql::translate(query, &cache.known, &cache.known_set);
+            let sql = sql::translate(query, &cache.known, &cache.ids);
             if let Kind::Empty = sql.kind {
                 return Ok(Vec::new());
             }
@@ -454,6 +584,11 @@ impl Conn {
             usize::try_from(l.get()).unwrap_or(usize::MAX)
         });
         let mut out = Vec::with_capacity(limit.min(1024));
+        // The payloads of the page go into one buffer that the events share (one allocation
+        // per page instead of one per event).
+        let mut payloads =
+            Vec::with_capacity((out.capacity() * PAYLOAD_GUESS).min(PAYLOAD_RESERVE));
+        let mut ranges = Vec::with_capacity(out.capacity());
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next()? {
             let event = decode_row(row, cache)?;
@@ -462,16 +597,22 @@ impl Conn {
                     continue;
                 }
             }
+            ranges.push(copy_payload(row, event.position, &mut payloads)?);
             out.push(event);
             if out.len() >= limit {
                 break;
             }
         }
+        let payloads = Payload::from(payloads);
+        for (event, range) in out.iter_mut().zip(ranges) {
+            event.data = payloads.slice(range);
+        }
         Ok(out)
     }
 }
 
-/// Decodes `position, id, type, tags, ts, payload`.
+/// Decodes `position, id, type, tags, ts` (the payload is left empty: see
+/// [`copy_payload`]).
 fn decode_row(row: &Row<'_>, cache: &mut Cache) -> Result<RecordedEvent, SqliteStoreError> {
     let position = match row.get_ref(0)? {
         ValueRef::Integer(p) => position_of(p)?,
@@ -484,29 +625,20 @@ fn decode_row(row: &Row<'_>, cache: &mut Cache) -> Result<RecordedEvent, SqliteS
         _ => return Err(corrupt(Some(position), "id is not a blob")),
     };
     let event_type = match row.get_ref(2)? {
-        ValueRef::Text(t) => {
-            let t =
-                std::str::from_utf8(t).map_err(|_| corrupt(Some(position), "type is not UTF-8"))?;
-            cache.intern_name(t)
-        }
-        _ => return Err(corrupt(Some(position), "type is not text")),
+        ValueRef::Integer(id) => Arc::clone(
+            cache
+                .type_name(id)
+                .ok_or_else(|| corrupt(Some(position), format!("type id {id} is not stored")))?,
+        ),
+        _ => return Err(corrupt(Some(position), "type is not an integer")),
     };
     let tags = match row.get_ref(3)? {
-        ValueRef::Text(t) => {
-            let t = std::str::from_utf8(t)
-                .map_err(|_| corrupt(Some(position), "tags are not UTF-8"))?;
-            cache.tags(t, position)?
-        }
+        ValueRef::Text(t) => cache.tags(t, position)?,
         _ => return Err(corrupt(Some(position), "tags are not text")),
     };
     let timestamp = match row.get_ref(4)? {
-        ValueRef::Integer(micros) => DateTime::from_timestamp_micros(micros)
-            .ok_or_else(|| corrupt(Some(position), "timestamp out of range"))?,
+        ValueRef::Integer(micros) => cache.timestamp(micros, position)?,
         _ => return Err(corrupt(Some(position), "timestamp is not an integer")),
-    };
-    let data = match row.get_ref(5)? {
-        ValueRef::Blob(b) => Payload::copy_from_slice(b),
-        _ => return Err(corrupt(Some(position), "payload is not a blob")),
     };
     Ok(RecordedEvent {
         position,
@@ -514,8 +646,25 @@ fn decode_row(row: &Row<'_>, cache: &mut Cache) -> Result<RecordedEvent, SqliteS
         event_type,
         tags,
         timestamp,
-        data,
+        data: Payload::new(),
     })
+}
+
+/// Appends the payload of `row` (column 5) to `buffer`; its range there.
+#[inline]
+fn copy_payload(
+    row: &Row<'_>,
+    position: u64,
+    buffer: &mut Vec<u8>,
+) -> Result<Range<usize>, SqliteStoreError> {
+    match row.get_ref(5)? {
+        ValueRef::Blob(b) => {
+            let start = buffer.len();
+            buffer.extend_from_slice(b);
+            Ok(start..buffer.len())
+        }
+        _ => Err(corrupt(Some(position), "payload is not a blob")),
+    }
 }
 
 fn position_of(p: i64) -> Result<u64, SqliteStoreError> {
@@ -541,13 +690,33 @@ fn open_error(e: rusqlite::Error, path: &str) -> SqliteStoreError {
     }
 }
 
-/// Appends the stored form of `tags` to `out`: `<byte length>:<tag>` for each tag.
+/// Writes the stored form of `tags` into `out` (cleared first): `<byte length>:<tag>` for each
+/// tag.
 pub(super) fn encode_tags(tags: &Tags, out: &mut String) {
-    use std::fmt::Write;
     out.clear();
     for tag in tags {
-        // Writing into a String cannot fail.
-        let _ = write!(out, "{}:{}", tag.as_str().len(), tag.as_str());
+        let tag = tag.as_str();
+        push_decimal(out, tag.len());
+        out.push(':');
+        out.push_str(tag);
+    }
+}
+
+/// Appends `n` in decimal, without the formatting machinery (this runs for every event).
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // A digit is below 10, so the cast cannot truncate.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
     }
 }
 
@@ -582,6 +751,10 @@ mod tests {
         assert_eq!(decode_tags(&text).unwrap(), tags);
         encode_tags(&Tags::empty(), &mut text);
         assert_eq!(text, "");
+        let long = Tags::parse([format!("k:{}", "v".repeat(120)).as_str()]).unwrap();
+        encode_tags(&long, &mut text);
+        assert!(text.starts_with("122:k:vv"), "{text}");
+        assert_eq!(decode_tags(&text).unwrap(), long);
         assert_eq!(decode_tags("").unwrap(), Tags::empty());
     }
 

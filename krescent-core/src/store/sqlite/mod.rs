@@ -19,28 +19,34 @@
 //! handling use both cores. A page read ahead is used only if it is full (a full page never
 //! changes); a short one is read again, so events appended meanwhile are not missed.
 //!
+//! The payloads of the events one read returns share one buffer (one allocation per page,
+//! not per event): an event kept after its page is dropped keeps that page's payload bytes
+//! alive. Copy `data` (`Bytes::copy_from_slice`) to keep a few events of a large page.
+//!
 //! The checkpoint and bookmark storages are handles to a store
 //! ([`SqliteEventStore::checkpoint_storage`], [`SqliteEventStore::bookmark_storage`], or a
 //! store they open themselves): their writes run on its writer thread between appends, their
 //! reads on its read connections. A model's [`SqliteWrites`] therefore run on the writer
 //! thread too, and appends wait while they do.
 //!
-//! # Schema (version 1)
+//! # Schema (version 2)
 //!
 //! ```sql
 //! CREATE TABLE krescent_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
 //! CREATE TABLE events (
 //!     position INTEGER PRIMARY KEY,  -- the global position, from 1, without gaps
 //!     id BLOB NOT NULL,              -- UUID v7, 16 bytes
-//!     type TEXT NOT NULL,
+//!     type INTEGER NOT NULL,         -- event_types.id
 //!     tags TEXT NOT NULL,            -- `<len>:<tag>` for each tag, concatenated
 //!     ts INTEGER NOT NULL,           -- microseconds since the Unix epoch, UTC
 //!     payload BLOB NOT NULL
 //! );
 //! CREATE INDEX events_type_position ON events (type, position);
+//! CREATE TABLE event_segments (seg INTEGER PRIMARY KEY);  -- every segment holding an event
 //! CREATE TABLE event_tags (
-//!     tag TEXT NOT NULL, type TEXT NOT NULL, position INTEGER NOT NULL,
-//!     PRIMARY KEY (tag, type, position)
+//!     seg INTEGER NOT NULL,          -- position >> 15: segments of 32,768 positions
+//!     tag TEXT NOT NULL, type INTEGER NOT NULL, position INTEGER NOT NULL,
+//!     PRIMARY KEY (seg, tag, type, position)
 //! ) WITHOUT ROWID;
 //! CREATE TABLE event_types (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 //! CREATE TABLE krescent_checkpoints (
@@ -48,6 +54,12 @@
 //!     position INTEGER NOT NULL,         -- the checkpoint's position, for people reading
 //!     bytes BLOB NOT NULL                -- StoredCheckpoint::encode: metadata and state
 //! );
+//! CREATE TABLE krescent_checkpoint_deltas (
+//!     model TEXT NOT NULL, position INTEGER NOT NULL,
+//!     base_position INTEGER NOT NULL,    -- the checkpoint or delta it builds on
+//!     bytes BLOB NOT NULL,               -- CheckpointDelta::encode
+//!     PRIMARY KEY (model, position)
+//! ) WITHOUT ROWID;
 //! CREATE TABLE krescent_bookmarks (
 //!     reader TEXT PRIMARY KEY NOT NULL,  -- the reader name
 //!     position INTEGER NOT NULL
@@ -56,14 +68,24 @@
 //!
 //! `krescent_meta` holds the `schema_version`, one for all the tables above; a file with a
 //! newer version than this crate knows is refused with
-//! [`SqliteStoreError::UnsupportedSchemaVersion`]. Whoever opens a file first (a store or a
-//! storage) creates the whole schema; every open runs the `CREATE TABLE IF NOT EXISTS`
-//! statements again, so a version-1 file written before the checkpoint and bookmark tables
-//! existed gets them. The version changes only when an existing table changes.
+//! [`SqliteStoreError::UnsupportedSchemaVersion`]. A version-1 file (type names in `events`,
+//! a tag index keyed by tag first) is migrated when it is opened, in one transaction that
+//! copies every event and tag row and checks the counts (an error leaves the file as it was).
+//! Whoever opens a file first (a store or a storage) creates the whole schema; every open runs
+//! the `CREATE TABLE IF NOT EXISTS` statements again, so a file written before the checkpoint,
+//! delta and bookmark tables existed gets them. The version changes only when an existing table
+//! changes.
 //!
-//! `event_types` is the dictionary of the type names stored so far; queries use it to skip
-//! types that are not stored, to expand tag-only query items into one index range per type,
-//! and to read a query naming every stored type as a plain scan of the primary key.
+//! `event_types` is the dictionary of the type names stored so far; events and the tag index
+//! store its ids. Queries use it to skip types that are not stored, to expand tag-only query
+//! items into one index range per type, and to read a query naming every stored type as a
+//! plain scan of the primary key.
+//!
+//! The tag index is clustered by position: its key starts with the *segment* of the position,
+//! so the rows of an append all go to the pages of the last one or two segments, whatever
+//! their tags (a key starting with the tag would dirty about one page per event once the
+//! index is larger than a batch). A query with tags walks the segments in its direction and
+//! seeks `(segment, tag, type)` in each, stopping at its limit.
 //!
 //! Positions in `krescent_checkpoints` and `krescent_bookmarks` are `u64`s stored as the same
 //! 64 bits in SQLite's signed integers: those above `i64::MAX` read as negative numbers in
@@ -76,13 +98,15 @@
 //!
 //! An [`EventQuery`] becomes one parameterised statement. Each (item, type) pair is an *arm*
 //! that yields positions in order from an index: `events_type_position` for an item with types
-//! only, the `event_tags` primary key `(tag, type, position)` for an item with tags (further
-//! tags are `EXISTS` look-ups on the same key). One arm is joined with `events` directly;
-//! several are combined with `UNION ... ORDER BY position LIMIT n`, which SQLite evaluates as
-//! a lazy merge of the ordered arms, then joined with `events`. A query without items, or
-//! whose items match every event, reads the `events` primary key range. So a backwards
-//! limit-1 query for the latest event of a type with a tag, and a read of a type or tag after
-//! a position, cost index seeks, not scans.
+//! only, `event_tags` for an item with tags (one seek of `(segment, tag, type)` per segment of
+//! `event_segments` in the position range; further tags are `EXISTS` look-ups on the same
+//! key). One arm is joined with `events` directly; several are combined with `UNION ... ORDER
+//! BY segment, position LIMIT n`, which SQLite evaluates as a lazy merge of the ordered arms
+//! (type-only arms walk the segments too, so that every arm has the same order), then joined
+//! with `events`. A query without items, or whose items match every event, reads the `events`
+//! primary key range. So a backwards limit-1 query for the latest event of a type with a tag
+//! costs one seek per segment from the newest until the first hit, and a read of a type or tag
+//! after a position seeks from the segment of that position on: never a scan or a sort.
 //!
 //! # Several processes
 //!
@@ -118,7 +142,14 @@ use conn::Conn;
 use writer::Job;
 
 /// The schema version this crate writes and reads.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// A segment of the tag index holds the positions `seg << SEGMENT_BITS ..
+/// (seg + 1) << SEGMENT_BITS` (32,768 events). Smaller segments make an append dirty fewer
+/// index pages; larger ones make a query for a rare or absent tag seek fewer segments (at 1M
+/// events, 31 segments of 32,768 against 123 of 8,192, whose walk costs four times as much).
+/// Part of the schema: a file's tag index is only valid for the size it was written with.
+const SEGMENT_BITS: u32 = 15;
 
 /// How many idle read connections a store keeps open.
 const MAX_IDLE_READERS: usize = 4;

@@ -1,15 +1,16 @@
 //! Translation of an [`EventQuery`] into one parameterised SQL statement.
 //!
-//! Values are never formatted into the SQL text: positions, limit, type names and tags are
-//! bound parameters (`?1` after, `?2` until, `?3` limit, then one number per distinct string),
-//! so statements of the same shape share one prepared statement.
+//! Values are never formatted into the SQL text: positions, limit, segments, type ids and tags
+//! are bound parameters (`?1` after, `?2` until, `?3` limit, then one number per distinct
+//! value), so statements of the same shape share one prepared statement.
 
-use std::collections::HashSet;
 use std::fmt::Write;
 use std::sync::Arc;
 
 use rusqlite::Statement;
 
+use super::SEGMENT_BITS;
+use super::conn::TypeIds;
 use crate::event::Tag;
 use crate::query::{Direction, EventQuery};
 
@@ -17,11 +18,11 @@ use crate::query::{Direction, EventQuery};
 const MAX_ARMS: usize = 64;
 
 /// A tag-only item becomes one arm per stored type up to this many types; beyond, one arm
-/// that SQLite sorts.
+/// that SQLite sorts within each segment.
 const EXPAND_TYPES: usize = 32;
 
 /// The columns [`decode_row`](super::conn) expects, from `events AS e`.
-const COLUMNS: &str = "e.position, e.id, e.type, e.tags, e.ts, e.payload";
+pub(super) const COLUMNS: &str = "e.position, e.id, e.type, e.tags, e.ts, e.payload";
 
 /// How the rows of a statement relate to the query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,20 +74,34 @@ impl<'a> Sql<'a> {
             }
         }
     }
+
+    /// A new parameter holding `v`. Numbers are never shared, so that a statement's text does
+    /// not depend on their values.
+    fn int(&mut self, v: i64) -> usize {
+        self.params.push(Param::Int(v));
+        self.params.len()
+    }
 }
 
-/// One ordered source of positions: events of one type (or any type) carrying all `tags`.
+/// One ordered source of positions: events of one type id (or any type) carrying all `tags`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Arm<'a> {
-    ty: Option<&'a str>,
+    ty: Option<i64>,
     tags: &'a [Tag],
 }
 
-/// The statement for `query`, given the type names stored (`known`, in the same snapshot).
+/// The segment parameters of a statement walking `event_segments AS s` in a range.
+struct Segments {
+    first: usize,
+    last: usize,
+}
+
+/// The statement for `query`, given the types stored (`known`: ids and names in id order,
+/// `ids`: the id of each name; both from the same snapshot).
 pub(super) fn translate<'a>(
     query: &'a EventQuery,
-    known: &'a [Arc<str>],
-    known_set: &HashSet<Arc<str>>,
+    known: &[(i64, Arc<str>)],
+    ids: &TypeIds,
 ) -> Sql<'a> {
     let lo = clamp(query.after_position());
     let hi = query.until_position().map_or(i64::MAX, clamp);
@@ -109,16 +124,17 @@ pub(super) fn translate<'a>(
     let mut arms: Vec<Arm<'a>> = Vec::new();
     let mut everything = false;
     for item in query.items() {
-        // The item's stored types; `None` when it accepts every stored type.
-        let types: Option<Vec<&'a str>> = if item.type_names().is_empty() {
+        // The item's stored type ids; `None` when it accepts every stored type.
+        let types: Option<Vec<i64>> = if item.type_names().is_empty() {
             None
         } else {
-            let stored: Vec<&'a str> = item
+            let mut stored: Vec<i64> = item
                 .type_names()
                 .iter()
-                .map(|t| t.as_ref())
-                .filter(|t| known_set.contains(*t))
+                .filter_map(|t| ids.get(t.as_ref()).copied())
                 .collect();
+            stored.sort_unstable();
+            stored.dedup();
             if stored.is_empty() {
                 continue; // none of its types is stored: it matches nothing
             }
@@ -131,8 +147,8 @@ pub(super) fn translate<'a>(
                 break;
             }
             None if known.len() > EXPAND_TYPES => arms.push(Arm { ty: None, tags }),
-            None => arms.extend(known.iter().map(|t| Arm {
-                ty: Some(&**t),
+            None => arms.extend(known.iter().map(|(id, _)| Arm {
+                ty: Some(*id),
                 tags,
             })),
             Some(types) => arms.extend(types.into_iter().map(|t| Arm { ty: Some(t), tags })),
@@ -156,29 +172,38 @@ pub(super) fn translate<'a>(
     }
     arms.sort_unstable();
     arms.dedup();
-    let mut text = String::with_capacity(256);
+    // The segments that can hold a position in (lo, hi].
+    let segments = |sql: &mut Sql<'a>| Segments {
+        first: sql.int(lo.saturating_add(1) >> SEGMENT_BITS),
+        last: sql.int(hi >> SEGMENT_BITS),
+    };
+    let mut text = String::with_capacity(512);
     match arms.as_slice() {
         [] => return sql,
+        [arm] if arm.tags.is_empty() => {
+            // One type: the type index is ordered by position already.
+            let ty = arm.ty.map_or(0, |t| sql.int(t));
+            let _ = write!(
+                text,
+                "SELECT {COLUMNS} FROM events AS e INDEXED BY events_type_position \
+                 WHERE e.type = ?{ty} AND e.position > ?1 AND e.position <= ?2 \
+                 ORDER BY e.position {dir} LIMIT ?3"
+            );
+        }
         [arm] => {
-            if arm.tags.is_empty() {
-                let ty = arm.ty.map_or(0, |t| sql.text(t));
-                let _ = write!(
-                    text,
-                    "SELECT {COLUMNS} FROM events AS e INDEXED BY events_type_position \
-                     WHERE e.type = ?{ty} AND e.position > ?1 AND e.position <= ?2 \
-                     ORDER BY e.position {dir} LIMIT ?3"
-                );
-            } else {
-                let _ = write!(
-                    text,
-                    "SELECT {COLUMNS} FROM event_tags AS t CROSS JOIN events AS e \
-                     ON e.position = t.position WHERE "
-                );
-                tag_conditions(&mut text, &mut sql, arm);
-                let _ = write!(text, " ORDER BY t.position {dir} LIMIT ?3");
-            }
+            let seg = segments(&mut sql);
+            let _ = write!(
+                text,
+                "SELECT {COLUMNS} FROM event_segments AS s CROSS JOIN event_tags AS t \
+                 ON t.seg = s.seg CROSS JOIN events AS e ON e.position = t.position \
+                 WHERE s.seg >= ?{} AND s.seg <= ?{} AND ",
+                seg.first, seg.last
+            );
+            tag_conditions(&mut text, &mut sql, arm);
+            let _ = write!(text, " ORDER BY s.seg {dir}, t.position {dir} LIMIT ?3");
         }
         arms => {
+            let seg = segments(&mut sql);
             text.push_str("SELECT ");
             text.push_str(COLUMNS);
             text.push_str(" FROM (");
@@ -187,21 +212,35 @@ pub(super) fn translate<'a>(
                     text.push_str(" UNION ");
                 }
                 if arm.tags.is_empty() {
-                    let ty = arm.ty.map_or(0, |t| sql.text(t));
+                    // The type index within each segment, so that every arm is ordered by
+                    // (segment, position) and the arms merge without a sort. One lower and one
+                    // upper bound, so that each seek stops at the end of its segment.
+                    let ty = arm.ty.map_or(0, |t| sql.int(t));
                     let _ = write!(
                         text,
-                        "SELECT position AS p FROM events INDEXED BY events_type_position \
-                         WHERE type = ?{ty} AND position > ?1 AND position <= ?2"
+                        "SELECT s.seg AS g, x.position AS p FROM event_segments AS s \
+                         CROSS JOIN events AS x INDEXED BY events_type_position \
+                         ON x.type = ?{ty} \
+                         AND x.position > max(?1, (s.seg << {SEGMENT_BITS}) - 1) \
+                         AND x.position <= min(?2, ((s.seg + 1) << {SEGMENT_BITS}) - 1) \
+                         WHERE s.seg >= ?{} AND s.seg <= ?{}",
+                        seg.first, seg.last
                     );
                 } else {
-                    text.push_str("SELECT t.position AS p FROM event_tags AS t WHERE ");
+                    let _ = write!(
+                        text,
+                        "SELECT s.seg AS g, t.position AS p FROM event_segments AS s \
+                         CROSS JOIN event_tags AS t ON t.seg = s.seg \
+                         WHERE s.seg >= ?{} AND s.seg <= ?{} AND ",
+                        seg.first, seg.last
+                    );
                     tag_conditions(&mut text, &mut sql, arm);
                 }
             }
             let _ = write!(
                 text,
-                " ORDER BY 1 {dir} LIMIT ?3) AS s CROSS JOIN events AS e ON e.position = s.p \
-                 ORDER BY s.p {dir}"
+                " ORDER BY 1 {dir}, 2 {dir} LIMIT ?3) AS u CROSS JOIN events AS e \
+                 ON e.position = u.p ORDER BY u.g {dir}, u.p {dir}"
             );
         }
     }
@@ -210,7 +249,8 @@ pub(super) fn translate<'a>(
     sql
 }
 
-/// The conditions on `event_tags AS t` of an arm with tags.
+/// The conditions on `event_tags AS t` (joined with `event_segments AS s`) of an arm with
+/// tags.
 fn tag_conditions<'a>(text: &mut String, sql: &mut Sql<'a>, arm: &Arm<'a>) {
     let Some((first, more)) = arm.tags.split_first() else {
         return;
@@ -218,7 +258,7 @@ fn tag_conditions<'a>(text: &mut String, sql: &mut Sql<'a>, arm: &Arm<'a>) {
     let tag = sql.text(first.as_str());
     let _ = write!(text, "t.tag = ?{tag}");
     if let Some(ty) = arm.ty {
-        let ty = sql.text(ty);
+        let ty = sql.int(ty);
         let _ = write!(text, " AND t.type = ?{ty}");
     }
     text.push_str(" AND t.position > ?1 AND t.position <= ?2");
@@ -226,7 +266,7 @@ fn tag_conditions<'a>(text: &mut String, sql: &mut Sql<'a>, arm: &Arm<'a>) {
         let tag = sql.text(other.as_str());
         let _ = write!(
             text,
-            " AND EXISTS (SELECT 1 FROM event_tags AS x WHERE x.tag = ?{tag} \
+            " AND EXISTS (SELECT 1 FROM event_tags AS x WHERE x.seg = t.seg AND x.tag = ?{tag} \
              AND x.type = t.type AND x.position = t.position)"
         );
     }

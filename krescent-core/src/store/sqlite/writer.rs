@@ -1,13 +1,13 @@
 //! The writer thread: owns the write connection, commits appends (grouping the ones that
 //! queue up into one transaction) and publishes the head after each commit.
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{oneshot, watch};
 
-use super::SqliteStoreError;
 use super::conn::{Conn, encode_tags};
+use super::{SEGMENT_BITS, SqliteStoreError};
 use crate::event::ids::new_ids;
 use crate::event::{NewEvent, RecordedEvent};
 use crate::query::AppendCondition;
@@ -149,6 +149,14 @@ fn append_group(
                 }
                 results.push(Ok(recorded));
             }
+            Err(e) if conn.conn.is_autocommit() => {
+                // An `INSERT OR ROLLBACK` met a constraint the store never violates (a damaged
+                // file) and rolled back the whole transaction: no append of the group is stored.
+                return Err(SqliteStoreError::CorruptRow {
+                    position: None,
+                    what: format!("an append violated a constraint of the event tables: {e}"),
+                });
+            }
             Err(e) => {
                 if !single {
                     conn.exec("ROLLBACK TO krescent_append")?;
@@ -208,7 +216,7 @@ fn insert(
             what: "position beyond the SQLite integer range".into(),
         })?;
     for e in &events {
-        if !conn.cache.known_set.contains(&*e.event_type) {
+        if !conn.cache.ids.contains_key(&*e.event_type) {
             conn.conn
                 .prepare_cached(
                     "INSERT INTO event_types (name) VALUES (?1) ON CONFLICT DO NOTHING",
@@ -217,16 +225,35 @@ fn insert(
             conn.refresh_known()?;
         }
     }
+    // The type id of each event; a batch has few distinct types, so remember the last one.
+    let mut type_ids = Vec::with_capacity(events.len());
+    let mut last_type: Option<(&Arc<str>, i64)> = None;
+    for e in &events {
+        let id = match last_type {
+            Some((name, id)) if Arc::ptr_eq(name, &e.event_type) || **name == *e.event_type => id,
+            _ => {
+                let id = conn.cache.ids.get(&*e.event_type).copied().ok_or_else(|| {
+                    SqliteStoreError::CorruptRow {
+                        position: None,
+                        what: format!("event type `{}` is missing from event_types", e.event_type),
+                    }
+                })?;
+                last_type = Some((&e.event_type, id));
+                id
+            }
+        };
+        type_ids.push(id);
+    }
     let ids = new_ids(events.len());
     // Every event's encoded tags in one buffer, each a range of it.
     let mut tags_text = String::new();
     let mut one = String::new();
     let mut rows = Vec::with_capacity(events.len());
-    for (k, (e, id)) in events.iter().zip(&ids).enumerate() {
+    for (k, ((e, id), ty)) in events.iter().zip(&ids).zip(&type_ids).enumerate() {
         encode_tags(&e.tags, &mut one);
         let start = tags_text.len();
         tags_text.push_str(&one);
-        rows.push((first + k as i64, id, e, start..tags_text.len()));
+        rows.push((first + k as i64, id, *ty, e, start..tags_text.len()));
     }
     insert_chunked(
         &conn.conn,
@@ -234,38 +261,52 @@ fn insert(
         EVENT_ROW,
         ROWS_PER_INSERT,
         &rows,
-        |stmt, at, (position, id, e, tags)| {
+        |stmt, at, (position, id, ty, e, tags)| {
             stmt.raw_bind_parameter(at + 1, *position)?;
             stmt.raw_bind_parameter(at + 2, id.as_bytes().as_slice())?;
-            stmt.raw_bind_parameter(at + 3, &*e.event_type)?;
+            stmt.raw_bind_parameter(at + 3, *ty)?;
             stmt.raw_bind_parameter(at + 4, &tags_text[tags.clone()])?;
             stmt.raw_bind_parameter(at + 5, micros)?;
             stmt.raw_bind_parameter(at + 6, &e.payload[..])
         },
     )?;
 
-    // The tag index, in key order, so that the B-tree is walked forward once per batch.
-    let mut tag_rows: Vec<(&str, &str, i64)> = events
+    // The segments the batch reaches, for the queries that walk them.
+    let last = first + events.len() as i64 - 1;
+    let mut segments = conn
+        .conn
+        .prepare_cached("INSERT OR IGNORE INTO event_segments (seg) VALUES (?1)")?;
+    for seg in (first >> SEGMENT_BITS)..=(last >> SEGMENT_BITS) {
+        segments.execute([seg])?;
+    }
+    drop(segments);
+
+    // The tag index, in key order: all in the batch's one or two segments, so that only the
+    // pages of those segments change.
+    let mut tag_rows: Vec<(i64, &str, i64, i64)> = events
         .iter()
+        .zip(&type_ids)
         .enumerate()
-        .flat_map(|(k, e)| {
+        .flat_map(|(k, (e, ty))| {
             let position = first + k as i64;
             e.tags
                 .iter()
-                .map(move |t| (t.as_str(), &*e.event_type, position))
+                .map(move |t| (position >> SEGMENT_BITS, t.as_str(), *ty, position))
         })
         .collect();
     tag_rows.sort_unstable();
+
     insert_chunked(
         &conn.conn,
         TAG_INSERT,
         TAG_ROW,
         TAG_ROWS_PER_INSERT,
         &tag_rows,
-        |stmt, at, (tag, ty, position)| {
-            stmt.raw_bind_parameter(at + 1, *tag)?;
-            stmt.raw_bind_parameter(at + 2, *ty)?;
-            stmt.raw_bind_parameter(at + 3, *position)
+        |stmt, at, (seg, tag, ty, position)| {
+            stmt.raw_bind_parameter(at + 1, *seg)?;
+            stmt.raw_bind_parameter(at + 2, *tag)?;
+            stmt.raw_bind_parameter(at + 3, *ty)?;
+            stmt.raw_bind_parameter(at + 4, *position)
         },
     )?;
 
@@ -284,14 +325,20 @@ fn insert(
         .collect())
 }
 
+// The inserts are `OR ROLLBACK`: a constraint violation ends the transaction instead of undoing
+// one statement, so SQLite keeps no statement journal for them (`append_group` then fails the
+// whole group). Positions come from the head read in the same write transaction and tags are
+// distinct, so only a damaged file can violate a constraint.
+
 /// Events inserted by one statement (6 parameters each).
 const ROWS_PER_INSERT: usize = 64;
-/// Tag rows inserted by one statement (3 parameters each).
+/// Tag rows inserted by one statement (4 parameters each).
 const TAG_ROWS_PER_INSERT: usize = 128;
-const EVENT_INSERT: &str = "INSERT INTO events (position, id, type, tags, ts, payload) VALUES ";
+const EVENT_INSERT: &str =
+    "INSERT OR ROLLBACK INTO events (position, id, type, tags, ts, payload) VALUES ";
 const EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?)";
-const TAG_INSERT: &str = "INSERT INTO event_tags (tag, type, position) VALUES ";
-const TAG_ROW: &str = "(?, ?, ?)";
+const TAG_INSERT: &str = "INSERT OR ROLLBACK INTO event_tags (seg, tag, type, position) VALUES ";
+const TAG_ROW: &str = "(?, ?, ?, ?)";
 
 /// Inserts `rows`, `per_statement` of them per statement (the rest one by one); `bind` binds
 /// one row's parameters after the first `at` of the statement.
@@ -304,19 +351,22 @@ fn insert_chunked<T>(
     bind: impl Fn(&mut rusqlite::Statement<'_>, usize, &T) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
     let width = row.matches('?').count();
-    for chunk in rows.chunks(per_statement) {
-        if chunk.len() == per_statement {
-            let mut stmt = conn.prepare_cached(&multi_row_insert(insert, row, per_statement))?;
+    let (full, rest) = rows.split_at(rows.len() - rows.len() % per_statement);
+    if !full.is_empty() {
+        // One statement for every full chunk: its bindings are replaced, never cleared.
+        let mut stmt = conn.prepare_cached(&multi_row_insert(insert, row, per_statement))?;
+        for chunk in full.chunks_exact(per_statement) {
             for (k, r) in chunk.iter().enumerate() {
                 bind(&mut stmt, k * width, r)?;
             }
             stmt.raw_execute()?;
-        } else {
-            let mut stmt = conn.prepare_cached(&multi_row_insert(insert, row, 1))?;
-            for r in chunk {
-                bind(&mut stmt, 0, r)?;
-                stmt.raw_execute()?;
-            }
+        }
+    }
+    if !rest.is_empty() {
+        let mut stmt = conn.prepare_cached(&multi_row_insert(insert, row, 1))?;
+        for r in rest {
+            bind(&mut stmt, 0, r)?;
+            stmt.raw_execute()?;
         }
     }
     Ok(())
