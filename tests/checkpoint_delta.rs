@@ -412,3 +412,31 @@ async fn sqlite_storage_keeps_the_chain_across_opens() {
     assert_eq!(reopened.list().await.unwrap()[0].position, 240);
     assert_eq!(restored(reopened, &store).await, replay(&store).await);
 }
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_storage_keeps_the_chain() {
+    let Ok(url) = std::env::var("KRESCENT_POSTGRES_URL") else {
+        eprintln!("skipped: KRESCENT_POSTGRES_URL is not set");
+        return;
+    };
+    let prefix = format!("t_{}_", uuid::Uuid::now_v7().simple());
+    let pg = krescent::PostgresEventStore::connect(
+        &url,
+        krescent::PostgresOptions::default().table_prefix(&prefix),
+    )
+    .await
+    .unwrap();
+    let store = InMemoryEventStore::new();
+    store.append_events(&events(100, 140), None).await.unwrap();
+    let storage = pg.checkpoint_storage();
+    let mut r = Ledger::default()
+        .configure(|c| c.use_checkpoints(storage.clone(), FixedEventRate::new(20).unwrap()));
+    let m = r.catch_up(&store).await.unwrap();
+    assert_eq!((m.checkpoints_written, m.deltas_written), (12, 10));
+    let loaded = storage.load("test.ledger").await.unwrap().unwrap();
+    assert_eq!((loaded.position, loaded.deltas.len()), (40, 10));
+    assert_eq!(storage.list().await.unwrap()[0].position, 240);
+    assert_eq!(restored(storage, &store).await, replay(&store).await);
+    pg.drop_tables().await.unwrap();
+}

@@ -20,8 +20,8 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 use super::sql::{self, CheckpointSql, Tables};
 use super::{BACKEND, PostgresError, PostgresEventStore, PostgresOptions};
 use crate::checkpoint::{
-    BucketError, CheckpointInfo, CheckpointStorage, CheckpointStorageError, CheckpointVersion,
-    PendingWrites, StoredCheckpoint, validate_model_name,
+    BucketError, CheckpointDelta, CheckpointInfo, CheckpointStorage, CheckpointStorageError,
+    CheckpointVersion, PendingWrites, StoredCheckpoint, validate_model_name,
 };
 use crate::store::StoreError;
 
@@ -207,8 +207,16 @@ pub(super) fn describe(error: &tokio_postgres::Error) -> String {
 /// and `position` are `u64` values kept in `bigint` with the same 64 bits, so values of 2^63
 /// and more read as negative numbers in SQL.
 ///
-/// [`store`](CheckpointStorage::store) is one `INSERT … ON CONFLICT (model) DO UPDATE`: a
-/// concurrent load sees the old or the new row, complete, and the last write wins. A row whose
+/// [`store`](CheckpointStorage::store) is one `INSERT … ON CONFLICT (model) DO UPDATE` in a
+/// transaction that also drops the model's deltas: a concurrent load sees the old or the new
+/// row, complete, and the last write wins.
+///
+/// [Deltas](CheckpointStorage::supports_deltas) are rows of `<prefix>checkpoint_deltas`
+/// (`model`, `position`, `base_position`, `taken_at`, `delta bytea`; primary key
+/// `(model, position)`). A delta is inserted in a transaction that locks the checkpoint's row
+/// and checks that the delta builds on the latest stored position; a load reads the
+/// checkpoint and its deltas in one statement, and `list` reports the last delta's position
+/// and time. A row whose
 /// `checkpoint` does not decode is reported as [`Corrupt`](CheckpointStorageError::Corrupt),
 /// one whose `checkpoint` names another model as
 /// [`ModelMismatch`](CheckpointStorageError::ModelMismatch).
@@ -343,16 +351,72 @@ impl PostgresCheckpointStorage {
         Ok(checkpoint)
     }
 
-    /// Upserts `checkpoint` (already `bytes`) inside `txn`.
+    /// Upserts `checkpoint` (already `bytes`) inside `txn`, dropping the deltas of the one
+    /// it replaces.
     async fn upsert_in(
         &self,
         txn: &deadpool_postgres::Transaction<'_>,
         checkpoint: &StoredCheckpoint,
         bytes: &[u8],
     ) -> Result<(), tokio_postgres::Error> {
+        let deltas = txn.prepare_cached(&self.sql.delete_deltas).await?;
+        txn.execute(&deltas, &[&checkpoint.model]).await?;
         let row = UpsertRow::new(checkpoint, bytes);
         let statement = txn.prepare_cached(&self.sql.upsert).await?;
         txn.execute(&statement, &row.params()).await.map(drop)
+    }
+
+    /// Appends `delta` (already `bytes`) if it builds on the latest stored state; otherwise
+    /// returns that state's position (`Some(None)`: no checkpoint).
+    async fn append_delta(
+        &self,
+        delta: &CheckpointDelta,
+        bytes: &[u8],
+    ) -> Result<Option<Option<u64>>, CheckpointStorageError> {
+        let model = delta.model.as_str();
+        let position = sql::u64_to_sql(delta.position);
+        let base_position = sql::u64_to_sql(delta.base_position);
+        let micros = delta.timestamp.timestamp_micros();
+        let taken_at = DateTime::from_timestamp_micros(micros).unwrap_or(delta.timestamp);
+        with_retry!(&self.pool, checkpoint_backend, |client| {
+            // Repeated only when BEGIN fails: a lost COMMIT may have stored the delta, and a
+            // repeat would then find it and refuse, which is the safe answer.
+            let txn = client.transaction().await.map_err(lost)?;
+            let lock = txn
+                .prepare_cached(&self.sql.lock_position)
+                .await
+                .map_err(failed)?;
+            // Locks the checkpoint's row: a full store of the same model waits, or wins.
+            let Some(row) = txn.query_opt(&lock, &[&model]).await.map_err(failed)? else {
+                return Ok(Some(None));
+            };
+            let base: i64 = row.try_get(0).map_err(failed)?;
+            let last = txn
+                .prepare_cached(&self.sql.last_delta)
+                .await
+                .map_err(failed)?;
+            let tip: Option<i64> = txn
+                .query_one(&last, &[&model])
+                .await
+                .and_then(|r| r.try_get(0))
+                .map_err(failed)?;
+            let latest = sql::u64_from_sql(tip.unwrap_or(base));
+            if latest != delta.base_position || delta.position <= latest {
+                return Ok(Some(Some(latest)));
+            }
+            let insert = txn
+                .prepare_cached(&self.sql.insert_delta)
+                .await
+                .map_err(failed)?;
+            txn.execute(
+                &insert,
+                &[&model, &position, &base_position, &taken_at, &bytes],
+            )
+            .await
+            .map_err(failed)?;
+            txn.commit().await.map_err(failed)?;
+            Ok(None)
+        })
     }
 }
 
@@ -399,17 +463,34 @@ impl<'a> UpsertRow<'a> {
 impl CheckpointStorage for PostgresCheckpointStorage {
     async fn load(&self, model: &str) -> Result<Option<StoredCheckpoint>, CheckpointStorageError> {
         validate_model_name(model)?;
-        let bytes: Option<Vec<u8>> = with_retry!(&self.pool, checkpoint_backend, |client| {
+        // One statement: the checkpoint and its deltas as of one snapshot.
+        let rows: Vec<(i32, Vec<u8>)> = with_retry!(&self.pool, checkpoint_backend, |client| {
             let statement = client.prepare_cached(&self.sql.load).await.map_err(lost)?;
-            let row = client
-                .query_opt(&statement, &[&model])
-                .await
-                .map_err(lost)?;
-            row.map(|r| r.try_get::<_, Vec<u8>>(0))
-                .transpose()
+            let rows = client.query(&statement, &[&model]).await.map_err(lost)?;
+            rows.iter()
+                .map(|r| Ok((r.try_get::<_, i32>(0)?, r.try_get::<_, Vec<u8>>(2)?)))
+                .collect::<Result<Vec<_>, tokio_postgres::Error>>()
                 .map_err(failed)
         })?;
-        bytes.map(|bytes| self.decode(model, &bytes)).transpose()
+        let mut rows = rows.into_iter();
+        let Some((0, bytes)) = rows.next() else {
+            // No checkpoint (deltas without one cannot be stored).
+            return Ok(None);
+        };
+        let mut checkpoint = self.decode(model, &bytes)?;
+        for (_, bytes) in rows {
+            let delta = CheckpointDelta::decode(&bytes).map_err(|source| {
+                CheckpointStorageError::corrupt(model, self.location(model), source)
+            })?;
+            checkpoint
+                .push_delta(delta)
+                .map_err(|source| CheckpointStorageError::BrokenChain {
+                    model: model.to_owned(),
+                    location: self.location(model),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(Some(checkpoint))
     }
 
     async fn store(&self, checkpoint: &StoredCheckpoint) -> Result<(), CheckpointStorageError> {
@@ -417,18 +498,14 @@ impl CheckpointStorage for PostgresCheckpointStorage {
         let bytes = checkpoint
             .encode()
             .map_err(|source| CheckpointStorageError::encode(&checkpoint.model, source))?;
-        let row = UpsertRow::new(checkpoint, &bytes);
-        // One statement that writes the same row whenever it runs: safe to repeat.
+        // Drops the deltas of the old checkpoint and writes the same row whenever it runs:
+        // safe to repeat.
         with_retry!(&self.pool, checkpoint_backend, |client| {
-            let statement = client
-                .prepare_cached(&self.sql.upsert)
+            let txn = client.transaction().await.map_err(lost)?;
+            self.upsert_in(&txn, checkpoint, &bytes)
                 .await
                 .map_err(lost)?;
-            client
-                .execute(&statement, &row.params())
-                .await
-                .map_err(lost)?;
-            Ok(())
+            txn.commit().await.map_err(lost)
         })
     }
 
@@ -440,7 +517,12 @@ impl CheckpointStorage for PostgresCheckpointStorage {
                 .prepare_cached(&self.sql.delete)
                 .await
                 .map_err(lost)?;
+            let deltas = client
+                .prepare_cached(&self.sql.delete_deltas)
+                .await
+                .map_err(lost)?;
             let txn = client.transaction().await.map_err(lost)?;
+            txn.execute(&deltas, &[&model]).await.map_err(failed)?;
             let deleted = txn.execute(&statement, &[&model]).await.map_err(failed)?;
             txn.commit().await.map_err(failed)?;
             Ok(deleted > 0)
@@ -513,6 +595,22 @@ impl CheckpointStorage for PostgresCheckpointStorage {
         })?;
         buffer.clear();
         Ok(())
+    }
+
+    fn supports_deltas(&self) -> bool {
+        true
+    }
+
+    async fn store_delta(&self, delta: &CheckpointDelta) -> Result<(), CheckpointStorageError> {
+        let bytes = crate::checkpoint::storage::encode_delta(delta)?;
+        match self.append_delta(delta, &bytes).await? {
+            None => Ok(()),
+            Some(latest) => Err(CheckpointStorageError::DeltaBaseMismatch {
+                model: delta.model.clone(),
+                base_position: delta.base_position,
+                latest,
+            }),
+        }
     }
 }
 

@@ -20,6 +20,7 @@
 //! | `<prefix>events` | `position` (primary key), `id uuid`, `type`, `tags bytea` (each tag's length and text), `recorded_at`, `payload bytea`; index `(type, position)` |
 //! | `<prefix>event_tags` | one row per tag of each event: primary key `(tag, type, position)` |
 //! | `<prefix>checkpoints` | one row per read model: `model` (primary key), `catalog_revision`, `model_version`, `shape`, `position`, `taken_at`, `checkpoint bytea` (see [`PostgresCheckpointStorage`]) |
+//! | `<prefix>checkpoint_deltas` | checkpoint deltas: primary key `(model, position)`, `base_position`, `taken_at`, `delta bytea` |
 //! | `<prefix>bookmarks` | one row per projector: `reader` (primary key), `position` |
 //!
 //! Type names and tags are compared bytewise (`COLLATE "C"`), whatever the database's locale.

@@ -44,6 +44,8 @@ pub(super) struct Tables {
     pub meta: String,
     /// Checkpoints of read models ([`CheckpointSql`]).
     pub checkpoints: String,
+    /// Checkpoint deltas of read models ([`CheckpointSql`]).
+    pub checkpoint_deltas: String,
     /// Bookmarks of projectors ([`BookmarkSql`]).
     pub bookmarks: String,
     /// The LISTEN/NOTIFY channel.
@@ -91,6 +93,7 @@ impl Tables {
             notify: format!("SELECT pg_notify($1, position::text) FROM {head}"),
             meta: format!("{prefix}meta"),
             checkpoints: format!("{prefix}checkpoints"),
+            checkpoint_deltas: format!("{prefix}checkpoint_deltas"),
             bookmarks: format!("{prefix}bookmarks"),
             channel: format!("{prefix}events"),
             events,
@@ -125,6 +128,7 @@ impl Tables {
             head,
             meta,
             checkpoints,
+            checkpoint_deltas,
             bookmarks,
             ..
         } = self;
@@ -159,6 +163,14 @@ impl Tables {
                  position bigint NOT NULL,
                  taken_at timestamptz NOT NULL,
                  checkpoint bytea NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS {checkpoint_deltas} (
+                 model text COLLATE \"C\" NOT NULL,
+                 position bigint NOT NULL,
+                 base_position bigint NOT NULL,
+                 taken_at timestamptz NOT NULL,
+                 delta bytea NOT NULL,
+                 PRIMARY KEY (model, position)
              );
              CREATE TABLE IF NOT EXISTS {bookmarks} (
                  reader text COLLATE \"C\" PRIMARY KEY,
@@ -203,8 +215,14 @@ impl Tables {
     /// The statement dropping every table of the store.
     pub fn drop_schema(&self) -> String {
         format!(
-            "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {}",
-            self.events, self.tags, self.head, self.meta, self.checkpoints, self.bookmarks
+            "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {}, {}",
+            self.events,
+            self.tags,
+            self.head,
+            self.meta,
+            self.checkpoints,
+            self.checkpoint_deltas,
+            self.bookmarks
         )
     }
 }
@@ -220,19 +238,29 @@ pub(super) fn u64_from_sql(value: i64) -> u64 {
     u64::from_ne_bytes(value.to_ne_bytes())
 }
 
-/// The statements of the checkpoint storage on `<prefix>checkpoints`.
+/// The statements of the checkpoint storage on `<prefix>checkpoints` and
+/// `<prefix>checkpoint_deltas`.
 #[derive(Debug)]
 pub(super) struct CheckpointSql {
     /// The table name.
     pub table: String,
-    /// `$1` model → the encoded checkpoint.
+    /// `$1` model → the encoded checkpoint (kind 0), then its deltas (kind 1) by position.
     pub load: String,
     /// `$1` model, `$2` catalog revision, `$3` model version, `$4` shape, `$5` position,
     /// `$6` time, `$7` the encoded checkpoint: insert or replace.
     pub upsert: String,
     /// `$1` model → one row if it was deleted.
     pub delete: String,
-    /// Every checkpoint's metadata, in byte order of the model names.
+    /// `$1` model: drops the model's deltas.
+    pub delete_deltas: String,
+    /// `$1` model → the checkpoint's position, locking its row.
+    pub lock_position: String,
+    /// `$1` model → the position of the last delta (NULL: none).
+    pub last_delta: String,
+    /// `$1` model, `$2` position, `$3` base position, `$4` time, `$5` the encoded delta.
+    pub insert_delta: String,
+    /// Every checkpoint's metadata, in byte order of the model names, with the position and
+    /// time of its last delta if it has one.
     pub list: String,
 }
 
@@ -240,8 +268,13 @@ impl CheckpointSql {
     /// The statements for a prefix that [`is_valid_prefix`] accepted.
     pub fn new(prefix: &str) -> Self {
         let table = format!("{prefix}checkpoints");
+        let deltas = format!("{prefix}checkpoint_deltas");
         CheckpointSql {
-            load: format!("SELECT checkpoint FROM {table} WHERE model = $1"),
+            load: format!(
+                "SELECT 0 AS kind, position, checkpoint FROM {table} WHERE model = $1 \
+                 UNION ALL SELECT 1, position, delta FROM {deltas} WHERE model = $1 \
+                 ORDER BY 1, 2"
+            ),
             upsert: format!(
                 "INSERT INTO {table} \
                  (model, catalog_revision, model_version, shape, position, taken_at, checkpoint) \
@@ -253,9 +286,20 @@ impl CheckpointSql {
                  checkpoint = EXCLUDED.checkpoint"
             ),
             delete: format!("DELETE FROM {table} WHERE model = $1 RETURNING true"),
+            delete_deltas: format!("DELETE FROM {deltas} WHERE model = $1"),
+            lock_position: format!("SELECT position FROM {table} WHERE model = $1 FOR UPDATE"),
+            last_delta: format!("SELECT max(position) FROM {deltas} WHERE model = $1"),
+            insert_delta: format!(
+                "INSERT INTO {deltas} (model, position, base_position, taken_at, delta) \
+                 VALUES ($1, $2, $3, $4, $5)"
+            ),
             list: format!(
-                "SELECT model, catalog_revision, model_version, shape, position, taken_at \
-                 FROM {table} ORDER BY model"
+                "SELECT c.model, c.catalog_revision, c.model_version, c.shape, \
+                 coalesce(d.position, c.position), coalesce(d.taken_at, c.taken_at) \
+                 FROM {table} AS c LEFT JOIN LATERAL (\
+                 SELECT position, taken_at FROM {deltas} WHERE model = c.model \
+                 ORDER BY position DESC LIMIT 1) AS d ON true \
+                 ORDER BY c.model"
             ),
             table,
         }
@@ -637,7 +681,7 @@ mod tests {
     fn storage_tables_belong_to_the_schema() {
         let tables = Tables::new("p_");
         let schema = tables.create_schema();
-        for table in ["p_checkpoints", "p_bookmarks"] {
+        for table in ["p_checkpoints", "p_checkpoint_deltas", "p_bookmarks"] {
             assert!(
                 schema.contains(&format!("CREATE TABLE IF NOT EXISTS {table} (")),
                 "{table}"
