@@ -3,6 +3,8 @@
 mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod read_ahead;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod subscription;

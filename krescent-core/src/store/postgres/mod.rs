@@ -86,6 +86,8 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::FutureExt as _;
 use parking_lot::{Mutex, RwLock};
+
+use super::read_ahead::{ReadAhead, read_page};
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{FromSql, ToSql, Type};
@@ -94,7 +96,7 @@ use uuid::Uuid;
 
 use super::{EventStore, StoreError, Subscription};
 use crate::event::{NewEvent, RecordedEvent, Tag, Tags, validate_type_name};
-use crate::query::{AppendCondition, Direction, EventQuery};
+use crate::query::{AppendCondition, EventQuery};
 use sql::{Output, Params, Shape, Tables};
 
 /// The backend name in [`StoreError::Backend`].
@@ -839,30 +841,6 @@ impl Decoding {
     }
 }
 
-/// How many sequential readers the read-ahead follows at once.
-const READ_AHEAD_READERS: usize = 4;
-
-/// A page being read ahead.
-type PageTask = tokio::task::JoinHandle<Result<Vec<RecordedEvent>, StoreError>>;
-
-/// Read-ahead of paged forward reads. A forward read with a limit that returns a full page
-/// is noted by its continuation (the same query after the page's last position); when a
-/// read asks for a noted continuation, the reader is sequential (a catch-up, a projector
-/// working through history), and from then on each full page it receives starts the read of
-/// the next one on another pooled connection while the caller handles this one.
-///
-/// A full page never changes: positions are assigned in commit order, so no event can later
-/// appear at or before the last position of a page that was full. A page read ahead that is
-/// full is therefore what a read at the time of the request would return. One that is short
-/// may miss events appended since it was read: it is discarded and the page read afresh.
-#[derive(Default)]
-struct ReadAhead {
-    /// Continuations of recent full pages.
-    noted: Vec<EventQuery>,
-    /// Pages being read, with the query that will ask for them.
-    reading: Vec<(EventQuery, PageTask)>,
-}
-
 #[async_trait]
 impl EventStore for PostgresEventStore {
     async fn append(
@@ -1052,41 +1030,14 @@ impl EventStore for PostgresEventStore {
         if query.is_empty() {
             return Ok(Vec::new());
         }
-        let page_size = match (query.direction_value(), query.limit_value()) {
-            (Direction::Forward, Some(limit)) => usize::try_from(limit.get()).ok(),
-            _ => None,
-        };
-        let Some(page_size) = page_size else {
+        let Some(page_size) = ReadAhead::page_size(query) else {
             return self.read_now(query).await;
         };
-        let (task, sequential) = {
-            let mut ahead = self.inner.ahead.lock();
-            let task = ahead
-                .reading
-                .iter()
-                .position(|(q, _)| q == query)
-                .map(|i| ahead.reading.remove(i).1);
-            let noted = ahead.noted.iter().position(|q| q == query);
-            if let Some(i) = noted {
-                ahead.noted.remove(i);
-            }
-            let sequential = task.is_some() || noted.is_some();
-            (task, sequential)
-        };
-        let page = match task {
-            Some(task) => match task.await {
-                Ok(Ok(page)) if page.len() == page_size => page,
-                // Short (events may have been appended since), failed or cancelled.
-                _ => self.read_now(query).await?,
-            },
-            None => self.read_now(query).await?,
-        };
-        if page.len() == page_size {
-            if let Some(last) = page.last() {
-                self.read_next(query.clone().after(last.position), sequential);
-            }
-        }
-        Ok(page)
+        read_page(&self.inner.ahead, query, page_size, |query| {
+            let store = self.clone();
+            async move { store.read_now(&query).await }
+        })
+        .await
     }
 
     async fn head(&self) -> Result<u64, StoreError> {
@@ -1117,28 +1068,6 @@ impl PostgresEventStore {
     async fn read_now(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows = self.query(query, Output::Rows).await?;
         self.inner.decoding.lock().rows(&rows)
-    }
-
-    /// After a full page: notes its continuation `next`, or for a sequential reader starts
-    /// reading it.
-    fn read_next(&self, next: EventQuery, sequential: bool) {
-        let mut ahead = self.inner.ahead.lock();
-        if !sequential {
-            if ahead.noted.len() == READ_AHEAD_READERS {
-                ahead.noted.remove(0);
-            }
-            ahead.noted.push(next);
-            return;
-        }
-        if ahead.reading.len() == READ_AHEAD_READERS {
-            // The reader that has waited longest stopped following its pages; its page is
-            // dropped when read.
-            ahead.reading.remove(0);
-        }
-        let store = self.clone();
-        let query = next.clone();
-        let task = tokio::spawn(async move { store.read_now(&query).await });
-        ahead.reading.push((next, task));
     }
 
     /// The positions `query` selects (for conditions checked outside an append).

@@ -132,12 +132,14 @@ use std::sync::{Arc, mpsc};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+
+use super::read_ahead::{ReadAhead, read_page};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{EventStore, StoreError, Subscription};
 use crate::event::{NewEvent, RecordedEvent, validate_type_name};
-use crate::query::{AppendCondition, Direction, EventQuery};
+use crate::query::{AppendCondition, EventQuery};
 use conn::Conn;
 use writer::Job;
 
@@ -252,25 +254,6 @@ struct Inner {
     ahead: Mutex<ReadAhead>,
 }
 
-/// How many sequential readers the read-ahead follows at once.
-const READ_AHEAD_SLOTS: usize = 4;
-
-type PageTask = tokio::task::JoinHandle<Result<Vec<RecordedEvent>, StoreError>>;
-
-/// Read-ahead of paged forward reads: when a full page continues the previous full page of
-/// the same query (`after` = its last position), the next page is read on the blocking pool
-/// while the caller handles this one. A full page never changes once read (positions are
-/// assigned in commit order and events are immutable), so a prefetched full page is exactly
-/// what a fresh read would return; a prefetched page that is short is discarded and read
-/// again, so appends made meanwhile are never missed.
-#[derive(Default)]
-struct ReadAhead {
-    /// The continuations of recent full pages: a read equal to one of them is sequential.
-    expected: Vec<EventQuery>,
-    /// Pages being read ahead, by the query that will ask for them.
-    pending: Vec<(EventQuery, PageTask)>,
-}
-
 struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Conn>>,
@@ -365,26 +348,6 @@ impl SqliteEventStore {
         self.with_reader(move |conn| conn.read(&query)).await
     }
 
-    /// Notes the continuation of a full page; for a sequential reader, starts reading it.
-    fn expect_next(&self, next: EventQuery, sequential: bool) {
-        let mut ahead = self.inner.ahead.lock();
-        if !sequential {
-            if ahead.expected.len() == READ_AHEAD_SLOTS {
-                ahead.expected.remove(0);
-            }
-            ahead.expected.push(next);
-            return;
-        }
-        if ahead.pending.len() == READ_AHEAD_SLOTS {
-            // The oldest reader stopped following its pages; its read finishes unobserved.
-            ahead.pending.remove(0);
-        }
-        let store = self.clone();
-        let query = next.clone();
-        let task = tokio::spawn(async move { store.read_now(&query).await });
-        ahead.pending.push((next, task));
-    }
-
     /// Runs `f` with a read connection, off the async runtime's workers.
     async fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -462,47 +425,16 @@ impl EventStore for SqliteEventStore {
         if query.is_empty() {
             return Ok(Vec::new());
         }
-        let page_size = match (query.direction_value(), query.limit_value()) {
-            (Direction::Forward, Some(limit)) if self.inner.readers.is_some() => {
-                usize::try_from(limit.get()).ok()
-            }
-            _ => None,
-        };
+        // Read-ahead for file stores only: an in-memory store has one connection.
+        let page_size = ReadAhead::page_size(query).filter(|_| self.inner.readers.is_some());
         let Some(page_size) = page_size else {
-            let query = query.clone();
-            return self.with_reader(move |conn| conn.read(&query)).await;
+            return self.read_now(query).await;
         };
-        let (prefetched, sequential) = {
-            let mut ahead = self.inner.ahead.lock();
-            let prefetched = ahead
-                .pending
-                .iter()
-                .position(|(q, _)| q == query)
-                .map(|i| ahead.pending.swap_remove(i).1);
-            let sequential = match ahead.expected.iter().position(|q| q == query) {
-                Some(i) => {
-                    ahead.expected.swap_remove(i);
-                    true
-                }
-                None => false,
-            };
-            let sequential = sequential || prefetched.is_some();
-            (prefetched, sequential)
-        };
-        let page = match prefetched {
-            Some(task) => match task.await {
-                Ok(Ok(page)) if page.len() == page_size => page,
-                // Short (the head may have moved since), failed or cancelled: read afresh.
-                _ => self.read_now(query).await?,
-            },
-            None => self.read_now(query).await?,
-        };
-        if page.len() == page_size {
-            if let Some(last) = page.last() {
-                self.expect_next(query.clone().after(last.position), sequential);
-            }
-        }
-        Ok(page)
+        read_page(&self.inner.ahead, query, page_size, |query| {
+            let store = self.clone();
+            async move { store.read_now(&query).await }
+        })
+        .await
     }
 
     async fn head(&self) -> Result<u64, StoreError> {

@@ -1,0 +1,106 @@
+//! Sequential read-ahead of paged forward reads, shared by the SQLite and PostgreSQL stores.
+//!
+//! A forward read with a limit that returns a full page is noted by its continuation (the
+//! same query after the page's last position). When a later read asks for a noted
+//! continuation, its reader is sequential (a catch-up, a projector working through history),
+//! and from then on each full page it receives starts the read of the next page in a task of
+//! its own while the caller handles this one.
+//!
+//! A full page never changes: positions are assigned in commit order and events are
+//! immutable, so no event can later appear at or before the last position of a page that was
+//! full. A page read ahead that is full is therefore what a read at the time of the request
+//! would return. One that is short may miss events appended since it was read: it is
+//! discarded and the page read afresh.
+
+use std::future::Future;
+
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+
+use super::StoreError;
+use crate::event::RecordedEvent;
+use crate::query::{Direction, EventQuery};
+
+/// How many sequential readers are followed at once.
+const READERS: usize = 4;
+
+/// A page being read ahead.
+type PageTask = JoinHandle<Result<Vec<RecordedEvent>, StoreError>>;
+
+/// The read-ahead state of one store.
+#[derive(Default)]
+pub(crate) struct ReadAhead {
+    /// Continuations of recent full pages: a read equal to one of them is sequential.
+    noted: Vec<EventQuery>,
+    /// Pages being read ahead, by the query that will ask for them.
+    reading: Vec<(EventQuery, PageTask)>,
+}
+
+impl ReadAhead {
+    /// The page size of `query` if it is a forward read with a limit, the only reads that
+    /// are paged.
+    pub(crate) fn page_size(query: &EventQuery) -> Option<usize> {
+        match (query.direction_value(), query.limit_value()) {
+            (Direction::Forward, Some(limit)) => usize::try_from(limit.get()).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the page `query` (a forward read of `page_size` events) with `read_now`, taking a
+/// page read ahead when there is a full one, and starts reading the next page when the reader
+/// is sequential and this page is full.
+pub(crate) async fn read_page<F, Fut>(
+    ahead: &Mutex<ReadAhead>,
+    query: &EventQuery,
+    page_size: usize,
+    read_now: F,
+) -> Result<Vec<RecordedEvent>, StoreError>
+where
+    F: Fn(EventQuery) -> Fut,
+    Fut: Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send + 'static,
+{
+    let (task, sequential) = {
+        let mut ahead = ahead.lock();
+        let task = ahead
+            .reading
+            .iter()
+            .position(|(q, _)| q == query)
+            .map(|i| ahead.reading.remove(i).1);
+        let noted = ahead.noted.iter().position(|q| q == query);
+        if let Some(i) = noted {
+            ahead.noted.remove(i);
+        }
+        let sequential = task.is_some() || noted.is_some();
+        (task, sequential)
+    };
+    let page = match task {
+        Some(task) => match task.await {
+            Ok(Ok(page)) if page.len() == page_size => page,
+            // Short (events may have been appended since), failed or cancelled: read afresh.
+            _ => read_now(query.clone()).await?,
+        },
+        None => read_now(query.clone()).await?,
+    };
+    if page.len() == page_size
+        && let Some(last) = page.last()
+    {
+        let next = query.clone().after(last.position);
+        let mut ahead = ahead.lock();
+        if sequential {
+            if ahead.reading.len() == READERS {
+                // The reader that has waited longest stopped following its pages; its page
+                // is dropped when read.
+                ahead.reading.remove(0);
+            }
+            let task = tokio::spawn(read_now(next.clone()));
+            ahead.reading.push((next, task));
+        } else {
+            if ahead.noted.len() == READERS {
+                ahead.noted.remove(0);
+            }
+            ahead.noted.push(next);
+        }
+    }
+    Ok(page)
+}
