@@ -557,6 +557,16 @@ pub struct MapDelta<K, V> {
     changed: Vec<(K, V)>,
 }
 
+impl<K, V> fmt::Debug for MapDelta<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapDelta")
+            .field("cleared", &self.cleared)
+            .field("removed", &self.removed.len())
+            .field("changed", &self.changed.len())
+            .finish()
+    }
+}
+
 /// The stored form of a full [`CheckpointMap`] and of its deltas: bytes of the compact binary
 /// codec under the field's key.
 impl<K, V, S> DeltaState for CheckpointMap<K, V, S>

@@ -28,6 +28,7 @@ pub use storage::{
     InMemoryCheckpointStorage, ModelNameError, PendingWrites, validate_model_name,
 };
 pub use stored::{CheckpointDelta, CheckpointVersion, DeltaChainError, StoredCheckpoint};
+pub(crate) use stored::{chain_problem, continues_chain};
 pub use strategy::{
     Always, CheckpointStrategy, CheckpointStrategyExt, FixedEventRate, FixedTimeRate, Manual,
     ManualTrigger, Never, StrategyError,

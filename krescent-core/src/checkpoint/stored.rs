@@ -279,24 +279,7 @@ impl StoredCheckpoint {
     /// [`DeltaChainError`] if the delta belongs to another model or version, does not build
     /// on [`latest_position`](Self::latest_position), or does not move past it.
     pub fn push_delta(&mut self, delta: CheckpointDelta) -> Result<(), DeltaChainError> {
-        let tip = self.latest_position();
-        let problem = if delta.model != self.model {
-            Some(format!("it belongs to model `{}`", delta.model))
-        } else if delta.version != self.version {
-            Some(format!("its version ({}) differs", delta.version))
-        } else if delta.base_position != tip {
-            Some(format!(
-                "it builds on position {} but the latest state is at {tip}",
-                delta.base_position
-            ))
-        } else if delta.position <= tip {
-            Some(format!(
-                "its position {} does not move past {tip}",
-                delta.position
-            ))
-        } else {
-            None
-        };
+        let problem = chain_problem(&self.model, self.version, self.latest_position(), &delta);
         match problem {
             Some(problem) => Err(DeltaChainError {
                 model: self.model.clone(),
@@ -308,6 +291,35 @@ impl StoredCheckpoint {
                 Ok(())
             }
         }
+    }
+}
+
+/// Whether a delta from `base_position` to `position` continues a chain whose latest state is
+/// at `tip`: it builds on `tip` and moves past it. The one rule every storage and the runner
+/// apply.
+pub(crate) fn continues_chain(tip: u64, base_position: u64, position: u64) -> bool {
+    base_position == tip && position > tip
+}
+
+/// Why `delta` does not continue the chain of `model` at `version` whose latest state is at
+/// `tip`; `None` if it does.
+pub(crate) fn chain_problem(
+    model: &str,
+    version: CheckpointVersion,
+    tip: u64,
+    delta: &CheckpointDelta,
+) -> Option<String> {
+    if delta.model != model {
+        Some(format!("it belongs to model `{}`", delta.model))
+    } else if delta.version != version {
+        Some(format!("its version ({}) differs", delta.version))
+    } else if !continues_chain(tip, delta.base_position, delta.position) {
+        Some(format!(
+            "it goes from position {} to {}, but the latest state is at {tip}",
+            delta.base_position, delta.position
+        ))
+    } else {
+        None
     }
 }
 

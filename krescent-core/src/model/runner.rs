@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::{EventOutcome, ReadModel};
 use crate::checkpoint::{
     CheckpointBucket, CheckpointDelta, CheckpointError, CheckpointStorage, CheckpointStorageError,
-    CheckpointStrategy, CheckpointVersion, StoredCheckpoint,
+    CheckpointStrategy, CheckpointVersion, StoredCheckpoint, chain_problem,
 };
 use crate::event::{DecodeError, Event, RecordedEvent};
 use crate::projection::HandlerError;
@@ -521,19 +521,13 @@ impl<M: ReadModel> ModelRunner<M> {
         let mut position = checkpoint.position;
         self.delta_chain = 0;
         for delta in &checkpoint.deltas {
-            let problem = if delta.version != checkpoint.version {
-                Some(format!("its version ({}) differs", delta.version))
-            } else if delta.base_position != position || delta.position <= position {
-                Some(format!(
-                    "it builds on position {} but the state is at {position}",
-                    delta.base_position
-                ))
-            } else {
-                self.model
-                    .restore_checkpoint_delta(&delta.state)
-                    .err()
-                    .map(|e| e.to_string())
-            };
+            let problem = chain_problem(&checkpoint.model, checkpoint.version, position, delta)
+                .or_else(|| {
+                    self.model
+                        .restore_checkpoint_delta(&delta.state)
+                        .err()
+                        .map(|e| e.to_string())
+                });
             if let Some(problem) = problem {
                 tracing::warn!(
                     model = M::NAME,

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::{CheckpointInfo, CheckpointStorage, CheckpointStorageError, validate_model_name};
+use crate::checkpoint::continues_chain;
 use crate::checkpoint::stored::{CheckpointDelta, StoredCheckpoint};
 
 /// The extension of checkpoint files.
@@ -322,7 +323,7 @@ fn read_deltas(
         let tip = records
             .last()
             .map_or(checkpoint_position, |r: &Record| r.position);
-        if base_position != tip || position <= tip {
+        if !continues_chain(tip, base_position, position) {
             // Not written by this storage: keep the chain up to here.
             tracing::warn!(model, path = %path.display(), tip, base_position, position, "ignoring checkpoint deltas that do not continue the chain");
             break;
@@ -368,7 +369,7 @@ fn store_delta_blocking(
         .as_ref()
         .and_then(|f| f.records.last())
         .map_or(checkpoint.position, |r| r.position);
-    if latest != base_position || position <= latest {
+    if !continues_chain(latest, base_position, position) {
         return Err(CheckpointStorageError::DeltaBaseMismatch {
             model: model.to_owned(),
             base_position,

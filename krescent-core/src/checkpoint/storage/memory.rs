@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use super::{CheckpointInfo, CheckpointStorage, CheckpointStorageError, validate_model_name};
+use crate::checkpoint::continues_chain;
 use crate::checkpoint::stored::{CheckpointDelta, StoredCheckpoint};
 
 /// Checkpoints in memory, lost when the process ends. Cloning gives another handle to the same
@@ -167,7 +168,7 @@ impl CheckpointStorage for InMemoryCheckpointStorage {
         let mut checkpoints = self.checkpoints.write();
         let chain = checkpoints.get_mut(&delta.model);
         match chain {
-            Some(chain) if chain.tip == delta.base_position && delta.position > chain.tip => {
+            Some(chain) if continues_chain(chain.tip, delta.base_position, delta.position) => {
                 chain.deltas.push(Arc::new(bytes));
                 chain.tip = delta.position;
                 Ok(())

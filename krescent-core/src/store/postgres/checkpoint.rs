@@ -19,6 +19,7 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 
 use super::sql::{self, CheckpointSql, Tables};
 use super::{BACKEND, PostgresError, PostgresEventStore, PostgresOptions};
+use crate::checkpoint::continues_chain;
 use crate::checkpoint::{
     BucketError, CheckpointDelta, CheckpointInfo, CheckpointStorage, CheckpointStorageError,
     CheckpointVersion, PendingWrites, StoredCheckpoint, validate_model_name,
@@ -401,7 +402,7 @@ impl PostgresCheckpointStorage {
                 .and_then(|r| r.try_get(0))
                 .map_err(failed)?;
             let latest = sql::u64_from_sql(tip.unwrap_or(base));
-            if latest != delta.base_position || delta.position <= latest {
+            if !continues_chain(latest, delta.base_position, delta.position) {
                 return Ok(Some(Some(latest)));
             }
             let insert = txn

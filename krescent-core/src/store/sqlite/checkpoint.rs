@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use super::conn::Conn;
 use super::writer::Job;
 use super::{SqliteEventStore, SqliteStoreError};
+use crate::checkpoint::continues_chain;
 use crate::checkpoint::{
     CheckpointDelta, CheckpointInfo, CheckpointStorage, CheckpointStorageError, PendingWrites,
     StoredCheckpoint, validate_model_name,
@@ -689,7 +690,7 @@ fn append_delta_blocking(
         .prepare_cached(TIP)?
         .query_row([model], |row| row.get(0))?;
     let latest = tip.map(from_db).filter(|&t| t > base).unwrap_or(base);
-    if latest != base_position || position <= latest {
+    if !continues_chain(latest, base_position, position) {
         return Ok(Some(Some(latest)));
     }
     tx.prepare_cached(INSERT_DELTA)?.execute(rusqlite::params![
