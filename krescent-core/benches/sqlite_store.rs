@@ -16,8 +16,10 @@
 //! - `catch_up/store_read_pages_two_types`: the same over two of the three types (an index
 //!   merge instead of a primary-key scan).
 //! - `catch_up/handwritten_scan`: the same decode and fold over one hand-written rusqlite
-//!   statement, `SELECT type, payload FROM events ORDER BY position`, on the same file (the
-//!   type ids it reads are mapped to names through a table loaded from `event_types` first).
+//!   statement, `SELECT record FROM events ORDER BY position`, on the same file: the least a
+//!   scan can read (the type id is the record's first 8 bytes, mapped to a name through a
+//!   table loaded from `event_types` first; the payload is the tail of the record, after the
+//!   36-byte header and the tags).
 //! - `init_query/latest_savepoint_of_product`: the projection init query (latest
 //!   `stock.counted` of one product, backwards, limit 1) at 1M events, through the store.
 //! - `init_query/absent_tag`: the same query for a tag no event carries, the worst case of
@@ -189,13 +191,17 @@ fn handwritten_scan(path: &PathBuf) -> HashMap<String, i64> {
         names[id] = row.get(1).expect("name");
     }
     let mut stmt = conn
-        .prepare("SELECT type, payload FROM events ORDER BY position")
+        .prepare("SELECT record FROM events ORDER BY position")
         .expect("prepare");
     let mut rows = stmt.query([]).expect("query");
     while let Some(row) = rows.next().expect("row") {
-        let id = row.get_ref(0).expect("type").as_i64().expect("integer");
+        let record = row.get_ref(0).expect("record").as_blob().expect("blob");
+        // The type id (8 bytes), the event id (16), the time (8), the length of the tags
+        // (4), the tags, then the payload.
+        let id = i64::from_le_bytes(record[..8].try_into().expect("8 bytes"));
         let event_type = &names[usize::try_from(id).expect("id")];
-        let payload = row.get_ref(1).expect("payload").as_blob().expect("blob");
+        let tags_len = u32::from_le_bytes(record[32..36].try_into().expect("4 bytes"));
+        let payload = &record[36 + tags_len as usize..];
         fold(&mut levels, event_type, payload);
     }
     levels

@@ -318,6 +318,151 @@ async fn version_1_files_are_migrated_with_every_event() {
     assert_eq!(store.head().await.unwrap(), 70_001);
 }
 
+/// The event tables of schema version 2, as krescent wrote them.
+const SCHEMA_V2: &str = "
+CREATE TABLE krescent_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO krescent_meta (key, value) VALUES ('schema_version', 2);
+CREATE TABLE events (
+    position INTEGER PRIMARY KEY, id BLOB NOT NULL, type INTEGER NOT NULL, tags TEXT NOT NULL,
+    ts INTEGER NOT NULL, payload BLOB NOT NULL
+);
+CREATE INDEX events_type_position ON events (type, position);
+CREATE TABLE event_segments (seg INTEGER PRIMARY KEY);
+CREATE TABLE event_tags (
+    seg INTEGER NOT NULL, tag TEXT NOT NULL, type INTEGER NOT NULL, position INTEGER NOT NULL,
+    PRIMARY KEY (seg, tag, type, position)
+) WITHOUT ROWID;
+CREATE TABLE event_types (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+INSERT INTO event_types (id, name) VALUES (1, 't.a'), (2, 't.b');
+";
+
+/// Writes a version-2 file of `events` events at `path`: type `t.a` at even positions and
+/// `t.b` at odd ones, tag `k:<position % 5>`, id bytes and time from the position, payload
+/// `{"n":<position>}`.
+fn write_v2_file(path: &std::path::Path, events: i64) {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(SCHEMA_V2).unwrap();
+    let txn = conn.transaction().unwrap();
+    {
+        let mut insert = txn
+            .prepare("INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .unwrap();
+        let mut tag = txn
+            .prepare("INSERT INTO event_tags VALUES (?1 >> 15, ?2, ?3, ?1)")
+            .unwrap();
+        let mut segment = txn
+            .prepare("INSERT OR IGNORE INTO event_segments VALUES (?1 >> 15)")
+            .unwrap();
+        for p in 1..=events {
+            let ty = if p % 2 == 0 { 1 } else { 2 };
+            let k = format!("k:{}", p % 5);
+            let mut id = [0u8; 16];
+            id[8..].copy_from_slice(&p.to_be_bytes());
+            insert
+                .execute(rusqlite::params![
+                    p,
+                    id.to_vec(),
+                    ty,
+                    format!("{}:{k}", k.len()),
+                    1_700_000_000_000_000i64 + p,
+                    format!("{{\"n\":{p}}}").into_bytes()
+                ])
+                .unwrap();
+            tag.execute(rusqlite::params![p, k, ty]).unwrap();
+            segment.execute([p]).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
+fn schema_version(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM krescent_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_2_files_are_migrated_with_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    write_v2_file(&path, 40_000);
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    assert_eq!(schema_version(&path), SqliteEventStore::SCHEMA_VERSION);
+    let all = store.read(&EventQuery::match_all()).await.unwrap();
+    assert_eq!(all.len(), 40_000);
+    for (e, p) in all.iter().zip(1u64..) {
+        assert_eq!(e.position, p);
+        assert_eq!(&e.id.as_bytes()[8..], &p.to_be_bytes());
+        assert_eq!(&*e.event_type, if p % 2 == 0 { "t.a" } else { "t.b" });
+        assert_eq!(
+            e.tags,
+            Tags::parse([format!("k:{}", p % 5).as_str()]).unwrap()
+        );
+        assert_eq!(
+            e.timestamp.timestamp_micros(),
+            1_700_000_000_000_000 + p as i64
+        );
+        assert_eq!(&e.data[..], format!("{{\"n\":{p}}}").as_bytes());
+    }
+    // The indexes came along: a type, and a type with a tag backwards across both segments.
+    let b = store
+        .read(&EventQuery::item(QueryItem::types(["t.b"])))
+        .await
+        .unwrap();
+    assert_eq!(b.len(), 20_000);
+    let latest = store
+        .read(
+            &EventQuery::item(QueryItem::types(["t.a"]).and_tag(tag("k:4")))
+                .backward()
+                .limit(1)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        latest.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [39_994]
+    );
+    let next = store
+        .append(vec![event("t.a", &["k:4"], "{}")], None)
+        .await
+        .unwrap();
+    assert_eq!(next[0].position, 40_001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_file_with_a_corrupt_row_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2-corrupt.db");
+    write_v2_file(&path, 100);
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE events SET id = x'0102' WHERE position = 42", [])
+        .unwrap();
+    let err = SqliteEventStore::open(&path).await.unwrap_err();
+    match sqlite_error(&err) {
+        SqliteStoreError::CorruptRow { position, what } => {
+            assert_eq!(*position, Some(42));
+            assert!(what.contains("id"), "{what}");
+        }
+        other => panic!("expected CorruptRow, got {other:?}"),
+    }
+    // Nothing changed: still version 2, every row in the six-column table.
+    assert_eq!(schema_version(&path), 2);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (rows, payloads): (i64, i64) = conn
+        .query_row("SELECT count(*), count(payload) FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((rows, payloads), (100, 100));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meta_table_without_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -364,24 +509,53 @@ async fn corrupt_rows_are_typed_errors() {
     let path = dir.path().join("corrupt.db");
     let store = SqliteEventStore::open(&path).await.unwrap();
     store
-        .append(
-            vec![
-                event("t.a", &["k:1"], "{}"),
-                event("t.a", &["k:1"], "{}"),
-                event("t.a", &["k:1"], "{}"),
-            ],
-            None,
-        )
+        .append((0..7).map(|_| event("t.a", &["k:1"], "{}")).collect(), None)
         .await
         .unwrap();
+    // A record is type id (8 bytes) ‖ id (16) ‖ time (8) ‖ tags length (4) ‖ tags ‖ payload;
+    // SQL's `||`
+    // makes text, so the changed records are cast back to blobs.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute("UPDATE events SET id = x'0102' WHERE position = 1", [])
-        .unwrap();
-    conn.execute("UPDATE events SET tags = '9:k:1' WHERE position = 2", [])
-        .unwrap();
-    conn.execute("UPDATE events SET payload = 42 WHERE position = 3", [])
-        .unwrap();
-    for (position, what) in [(1, "id"), (2, "tags"), (3, "payload")] {
+    for (position, update) in [
+        (1, "SET record = x'0102'"),
+        (2, "SET record = 42"),
+        // The tags length says more bytes than the record has.
+        (
+            3,
+            "SET record = CAST(substr(record, 1, 32) || x'ffffff00' || substr(record, 37) AS BLOB)",
+        ),
+        // The tags text has a wrong length prefix.
+        (
+            4,
+            "SET record = CAST(substr(record, 1, 36) || x'39' || substr(record, 38) AS BLOB)",
+        ),
+        // A time beyond what a timestamp can hold.
+        (
+            5,
+            "SET record = CAST(substr(record, 1, 24) || x'ffffffffffffff7f' || substr(record, 33) AS BLOB)",
+        ),
+        // A type id that `event_types` does not have.
+        (
+            6,
+            "SET record = CAST(x'6300000000000000' || substr(record, 9) AS BLOB)",
+        ),
+    ] {
+        let changed = conn
+            .execute(
+                &format!("UPDATE events {update} WHERE position = ?1"),
+                [position],
+            )
+            .unwrap();
+        assert_eq!(changed, 1, "{update}");
+    }
+    for (position, what) in [
+        (1, "shorter than its 36-byte header"),
+        (2, "record is not a blob"),
+        (3, "run past its end"),
+        (4, "tags"),
+        (5, "timestamp out of range"),
+        (6, "type id 99"),
+    ] {
         let query = EventQuery::match_all().after(position - 1).until(position);
         let err = store.read(&query).await.unwrap_err();
         match sqlite_error(&err) {
@@ -396,6 +570,9 @@ async fn corrupt_rows_are_typed_errors() {
         }
         assert!(err.to_string().contains("sqlite"), "{err}");
     }
+    // The intact event still reads.
+    let intact = EventQuery::match_all().after(6);
+    assert_eq!(store.read(&intact).await.unwrap().len(), 1);
 }
 
 /// Asserts that every step of a plan that reads a table uses an index (scanning `s`, the

@@ -51,11 +51,8 @@ const CACHE_KIB: i64 = 32 * 1024;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     position INTEGER PRIMARY KEY,
-    id BLOB NOT NULL,
     type INTEGER NOT NULL,
-    tags TEXT NOT NULL,
-    ts INTEGER NOT NULL,
-    payload BLOB NOT NULL
+    record BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_type_position ON events (type, position);
 CREATE TABLE IF NOT EXISTS event_segments (seg INTEGER PRIMARY KEY);
@@ -121,6 +118,18 @@ INSERT INTO event_tags (seg, tag, type, position)
     SELECT o.position >> {SEGMENT_BITS}, o.tag, t.id, o.position
     FROM krescent_v1_event_tags AS o JOIN event_types AS t ON t.name = o.type
     ORDER BY 1, 2, 3, 4;
+";
+
+/// Moves the version-2 `events` table (six columns) aside for [`Conn::migrate_v2`], which
+/// copies its rows into the version-3 table (three columns, see [`encode_record`]).
+const MIGRATE_V2: &str = "
+DROP INDEX IF EXISTS events_type_position;
+ALTER TABLE events RENAME TO krescent_v2_events;
+CREATE TABLE events (
+    position INTEGER PRIMARY KEY,
+    type INTEGER NOT NULL,
+    record BLOB NOT NULL
+);
 ";
 
 /// A connection and what it remembers between statements.
@@ -386,7 +395,11 @@ impl Conn {
                 })?;
             match version {
                 Some(SCHEMA_VERSION) => {}
-                Some(1) => self.migrate_v1()?,
+                Some(1) => {
+                    self.migrate_v1()?;
+                    self.migrate_v2()?;
+                }
+                Some(2) => self.migrate_v2()?,
                 Some(found) => {
                     return Err(SqliteStoreError::UnsupportedSchemaVersion {
                         path: self.path.clone(),
@@ -414,8 +427,8 @@ impl Conn {
         Ok(())
     }
 
-    /// Converts a version-1 file to the current version, in the open transaction; an error
-    /// rolls everything back and leaves the file as it was.
+    /// Converts a version-1 file to version 2, in the open transaction (the caller then
+    /// converts it to version 3); an error rolls everything back and leaves the file as it was.
     fn migrate_v1(&mut self) -> Result<(), SqliteStoreError> {
         let count = |conn: &Connection, table: &str| -> rusqlite::Result<i64> {
             conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
@@ -445,10 +458,78 @@ impl Conn {
         self.conn
             .execute_batch("DROP TABLE krescent_v1_events; DROP TABLE krescent_v1_event_tags;")?;
         self.conn.execute(
+            "UPDATE krescent_meta SET value = 2 WHERE key = 'schema_version'",
+            [],
+        )?;
+        tracing::info!(path = %self.path, events, "migrated a krescent SQLite file from schema version 1 to 2");
+        Ok(())
+    }
+
+    /// Converts a version-2 file (`events` with six columns) to version 3 (the id, time, tags
+    /// and payload of an event in one `record`, see [`encode_record`]), in the open
+    /// transaction. Every row is copied and the count checked; a row that is not what version
+    /// 2 wrote is a [`SqliteStoreError::CorruptRow`] naming its position, and any error rolls
+    /// everything back, leaving the file as it was.
+    fn migrate_v2(&mut self) -> Result<(), SqliteStoreError> {
+        let count = |conn: &Connection, table: &str| -> rusqlite::Result<i64> {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        };
+        let events = count(&self.conn, "events")?;
+        self.conn.execute_batch(MIGRATE_V2)?;
+        {
+            let mut old = self.conn.prepare(
+                "SELECT position, id, type, tags, ts, payload FROM krescent_v2_events \
+                 ORDER BY position",
+            )?;
+            let mut insert = self
+                .conn
+                .prepare("INSERT INTO events (position, type, record) VALUES (?1, ?2, ?3)")?;
+            let mut rows = old.query([])?;
+            let mut record = Vec::new();
+            while let Some(row) = rows.next()? {
+                let ValueRef::Integer(position) = row.get_ref(0)? else {
+                    return Err(corrupt(None, "position is not an integer"));
+                };
+                let at = u64::try_from(position).ok();
+                let id = match row.get_ref(1)? {
+                    ValueRef::Blob(b) => {
+                        Uuid::from_slice(b).map_err(|_| corrupt(at, "id is not 16 bytes"))?
+                    }
+                    _ => return Err(corrupt(at, "id is not a blob")),
+                };
+                let ValueRef::Integer(ty) = row.get_ref(2)? else {
+                    return Err(corrupt(at, "type is not an integer"));
+                };
+                let ValueRef::Text(tags) = row.get_ref(3)? else {
+                    return Err(corrupt(at, "tags are not text"));
+                };
+                let ValueRef::Integer(micros) = row.get_ref(4)? else {
+                    return Err(corrupt(at, "timestamp is not an integer"));
+                };
+                let ValueRef::Blob(payload) = row.get_ref(5)? else {
+                    return Err(corrupt(at, "payload is not a blob"));
+                };
+                record.clear();
+                encode_record(ty, &id, micros, tags, payload, &mut record)
+                    .map_err(|what| corrupt(at, what))?;
+                insert.execute(rusqlite::params![position, ty, record])?;
+            }
+        }
+        let events_now = count(&self.conn, "events")?;
+        if events_now != events {
+            return Err(corrupt(
+                None,
+                format!(
+                    "migrating from schema version 2 would keep {events_now} of {events} events"
+                ),
+            ));
+        }
+        self.conn.execute_batch("DROP TABLE krescent_v2_events;")?;
+        self.conn.execute(
             "UPDATE krescent_meta SET value = ?1 WHERE key = 'schema_version'",
             [SCHEMA_VERSION],
         )?;
-        tracing::info!(path = %self.path, events, "migrated a krescent SQLite file from schema version 1");
+        tracing::info!(path = %self.path, events, "migrated a krescent SQLite file from schema version 2 to 3");
         Ok(())
     }
 
@@ -591,13 +672,14 @@ impl Conn {
         let mut ranges = Vec::with_capacity(out.capacity());
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next()? {
-            let event = decode_row(row, cache)?;
+            let (event, payload) = decode_row(row, cache, &mut payloads)?;
             if let Kind::Filter = kind {
                 if !query.matches_filter(&event.event_type, &event.tags) {
+                    payloads.truncate(payload.start);
                     continue;
                 }
             }
-            ranges.push(copy_payload(row, event.position, &mut payloads)?);
+            ranges.push(payload);
             out.push(event);
             if out.len() >= limit {
                 break;
@@ -611,60 +693,109 @@ impl Conn {
     }
 }
 
-/// Decodes `position, id, type, tags, ts` (the payload is left empty: see
-/// [`copy_payload`]).
-fn decode_row(row: &Row<'_>, cache: &mut Cache) -> Result<RecordedEvent, SqliteStoreError> {
+/// Decodes `position, record`, appending the payload to `payloads`; the event (with an
+/// empty payload) and the payload's range in `payloads`.
+#[inline]
+fn decode_row(
+    row: &Row<'_>,
+    cache: &mut Cache,
+    payloads: &mut Vec<u8>,
+) -> Result<(RecordedEvent, Range<usize>), SqliteStoreError> {
     let position = match row.get_ref(0)? {
         ValueRef::Integer(p) => position_of(p)?,
         _ => return Err(corrupt(None, "position is not an integer")),
     };
-    let id = match row.get_ref(1)? {
-        ValueRef::Blob(b) => {
-            Uuid::from_slice(b).map_err(|_| corrupt(Some(position), "id is not 16 bytes"))?
-        }
-        _ => return Err(corrupt(Some(position), "id is not a blob")),
+    let ValueRef::Blob(record) = row.get_ref(1)? else {
+        return Err(corrupt(Some(position), "record is not a blob"));
     };
-    let event_type = match row.get_ref(2)? {
-        ValueRef::Integer(id) => Arc::clone(
-            cache
-                .type_name(id)
-                .ok_or_else(|| corrupt(Some(position), format!("type id {id} is not stored")))?,
-        ),
-        _ => return Err(corrupt(Some(position), "type is not an integer")),
-    };
-    let tags = match row.get_ref(3)? {
-        ValueRef::Text(t) => cache.tags(t, position)?,
-        _ => return Err(corrupt(Some(position), "tags are not text")),
-    };
-    let timestamp = match row.get_ref(4)? {
-        ValueRef::Integer(micros) => cache.timestamp(micros, position)?,
-        _ => return Err(corrupt(Some(position), "timestamp is not an integer")),
-    };
-    Ok(RecordedEvent {
+    let parts = decode_record(record).map_err(|what| corrupt(Some(position), what))?;
+    let event_type = Arc::clone(cache.type_name(parts.type_id).ok_or_else(|| {
+        corrupt(
+            Some(position),
+            format!("type id {} is not stored", parts.type_id),
+        )
+    })?);
+    let tags = cache.tags(parts.tags, position)?;
+    let timestamp = cache.timestamp(parts.micros, position)?;
+    let start = payloads.len();
+    payloads.extend_from_slice(parts.payload);
+    let event = RecordedEvent {
         position,
-        id,
+        id: parts.id,
         event_type,
         tags,
         timestamp,
         data: Payload::new(),
-    })
+    };
+    Ok((event, start..payloads.len()))
 }
 
-/// Appends the payload of `row` (column 5) to `buffer`; its range there.
+/// The bytes of a record before its tags: the type id (8), the event id (16), the time (8)
+/// and the length of the tags (4).
+const RECORD_HEADER: usize = 36;
+
+/// Writes the stored `record` of an event into `out` (appended): its type id (8 bytes,
+/// little-endian; the `type` column repeats it for the type index), its id (16 bytes), its
+/// time in microseconds since the Unix epoch (8 bytes, little-endian), the length of its
+/// stored tags (4 bytes, little-endian), the tags as [`encode_tags`] writes them, then the
+/// payload. Fails only for tags longer than 4 GiB.
+pub(super) fn encode_record(
+    type_id: i64,
+    id: &Uuid,
+    micros: i64,
+    tags: &[u8],
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let tags_len = u32::try_from(tags.len())
+        .map_err(|_| format!("the stored tags are {} bytes, over 4 GiB", tags.len()))?;
+    out.reserve(RECORD_HEADER + tags.len() + payload.len());
+    out.extend_from_slice(&type_id.to_le_bytes());
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(&micros.to_le_bytes());
+    out.extend_from_slice(&tags_len.to_le_bytes());
+    out.extend_from_slice(tags);
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// The parts of a stored record (see [`encode_record`]).
+struct RecordParts<'a> {
+    type_id: i64,
+    id: Uuid,
+    micros: i64,
+    tags: &'a [u8],
+    payload: &'a [u8],
+}
+
+/// Splits a stored record; what is wrong with it if it is too short for its header or tags.
 #[inline]
-fn copy_payload(
-    row: &Row<'_>,
-    position: u64,
-    buffer: &mut Vec<u8>,
-) -> Result<Range<usize>, SqliteStoreError> {
-    match row.get_ref(5)? {
-        ValueRef::Blob(b) => {
-            let start = buffer.len();
-            buffer.extend_from_slice(b);
-            Ok(start..buffer.len())
-        }
-        _ => Err(corrupt(Some(position), "payload is not a blob")),
+fn decode_record(record: &[u8]) -> Result<RecordParts<'_>, String> {
+    let short = || {
+        format!(
+            "record of {} bytes is shorter than its {RECORD_HEADER}-byte header",
+            record.len()
+        )
+    };
+    let (type_id, rest) = record.split_first_chunk::<8>().ok_or_else(short)?;
+    let (id, rest) = rest.split_first_chunk::<16>().ok_or_else(short)?;
+    let (micros, rest) = rest.split_first_chunk::<8>().ok_or_else(short)?;
+    let (tags_len, rest) = rest.split_first_chunk::<4>().ok_or_else(short)?;
+    let tags_len = usize::try_from(u32::from_le_bytes(*tags_len)).unwrap_or(usize::MAX);
+    if tags_len > rest.len() {
+        return Err(format!(
+            "record's tags of {tags_len} bytes run past its end ({} bytes left)",
+            rest.len()
+        ));
     }
+    let (tags, payload) = rest.split_at(tags_len);
+    Ok(RecordParts {
+        type_id: i64::from_le_bytes(*type_id),
+        id: Uuid::from_bytes(*id),
+        micros: i64::from_le_bytes(*micros),
+        tags,
+        payload,
+    })
 }
 
 fn position_of(p: i64) -> Result<u64, SqliteStoreError> {

@@ -29,17 +29,14 @@
 //! reads on its read connections. A model's [`SqliteWrites`] therefore run on the writer
 //! thread too, and appends wait while they do.
 //!
-//! # Schema (version 2)
+//! # Schema (version 3)
 //!
 //! ```sql
 //! CREATE TABLE krescent_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
 //! CREATE TABLE events (
 //!     position INTEGER PRIMARY KEY,  -- the global position, from 1, without gaps
-//!     id BLOB NOT NULL,              -- UUID v7, 16 bytes
-//!     type INTEGER NOT NULL,         -- event_types.id
-//!     tags TEXT NOT NULL,            -- `<len>:<tag>` for each tag, concatenated
-//!     ts INTEGER NOT NULL,           -- microseconds since the Unix epoch, UTC
-//!     payload BLOB NOT NULL
+//!     type INTEGER NOT NULL,         -- event_types.id, for the type index
+//!     record BLOB NOT NULL           -- the rest of the event, see below
 //! );
 //! CREATE INDEX events_type_position ON events (type, position);
 //! CREATE TABLE event_segments (seg INTEGER PRIMARY KEY);  -- every segment holding an event
@@ -66,11 +63,25 @@
 //! ) WITHOUT ROWID;
 //! ```
 //!
+//! An event's `record` holds, in this order: its type id again (8 bytes, little-endian), its
+//! id (a UUID v7, 16 bytes), its time (microseconds since the Unix epoch, UTC, 8 bytes,
+//! little-endian), the length of its stored tags (4 bytes, little-endian), its tags
+//! (`<byte length>:<tag>` for each tag, concatenated), and its payload. A read fetches two
+//! values per event, the position and the record: every further column of a row costs SQLite
+//! and rusqlite about as much again as the position does, so version 2's six columns made a
+//! catch-up read cost about twice what the scan itself costs. A record that is too short for
+//! what its header says, or whose type id is not stored, is a
+//! [`SqliteStoreError::CorruptRow`] naming the position.
+//!
 //! `krescent_meta` holds the `schema_version`, one for all the tables above; a file with a
 //! newer version than this crate knows is refused with
-//! [`SqliteStoreError::UnsupportedSchemaVersion`]. A version-1 file (type names in `events`,
-//! a tag index keyed by tag first) is migrated when it is opened, in one transaction that
-//! copies every event and tag row and checks the counts (an error leaves the file as it was).
+//! [`SqliteStoreError::UnsupportedSchemaVersion`]. Older files are migrated when they are
+//! opened, in one transaction that copies every event (and, from version 1, every tag row) and
+//! checks the counts; an error, such as a row that the older version could not have written,
+//! leaves the file as it was. Version 1 had type names in `events` and a tag index keyed by tag
+//! first; version 2 had the id, type, tags, time and payload of an event in columns of their
+//! own. The migration frees the old table's pages inside the file, where later appends reuse
+//! them (`VACUUM` returns them to the file system).
 //! Whoever opens a file first (a store or a storage) creates the whole schema; every open runs
 //! the `CREATE TABLE IF NOT EXISTS` statements again, so a file written before the checkpoint,
 //! delta and bookmark tables existed gets them. The version changes only when an existing table
@@ -144,7 +155,7 @@ use conn::Conn;
 use writer::Job;
 
 /// The schema version this crate writes and reads.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// A segment of the tag index holds the positions `seg << SEGMENT_BITS ..
 /// (seg + 1) << SEGMENT_BITS` (32,768 events). Smaller segments make an append dirty fewer

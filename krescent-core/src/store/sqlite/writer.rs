@@ -6,7 +6,7 @@ use std::sync::{Arc, mpsc};
 use chrono::{DateTime, Utc};
 use tokio::sync::{oneshot, watch};
 
-use super::conn::{Conn, encode_tags};
+use super::conn::{Conn, encode_record, encode_tags};
 use super::{SEGMENT_BITS, SqliteStoreError};
 use crate::event::ids::new_ids;
 use crate::event::{NewEvent, RecordedEvent};
@@ -245,15 +245,27 @@ fn insert(
         type_ids.push(id);
     }
     let ids = new_ids(events.len());
-    // Every event's encoded tags in one buffer, each a range of it.
+    // Every event's record (id, time, tags, payload) in one buffer, each a range of it.
+    let mut records = Vec::with_capacity(events.iter().map(|e| e.payload.len() + 64).sum());
     let mut tags_text = String::new();
-    let mut one = String::new();
     let mut rows = Vec::with_capacity(events.len());
     for (k, ((e, id), ty)) in events.iter().zip(&ids).zip(&type_ids).enumerate() {
-        encode_tags(&e.tags, &mut one);
-        let start = tags_text.len();
-        tags_text.push_str(&one);
-        rows.push((first + k as i64, id, *ty, e, start..tags_text.len()));
+        let position = first + k as i64;
+        encode_tags(&e.tags, &mut tags_text);
+        let start = records.len();
+        encode_record(
+            *ty,
+            id,
+            micros,
+            tags_text.as_bytes(),
+            &e.payload,
+            &mut records,
+        )
+        .map_err(|what| SqliteStoreError::CorruptRow {
+            position: u64::try_from(position).ok(),
+            what,
+        })?;
+        rows.push((position, *ty, start..records.len()));
     }
     insert_chunked(
         &conn.conn,
@@ -261,13 +273,10 @@ fn insert(
         EVENT_ROW,
         ROWS_PER_INSERT,
         &rows,
-        |stmt, at, (position, id, ty, e, tags)| {
+        |stmt, at, (position, ty, record)| {
             stmt.raw_bind_parameter(at + 1, *position)?;
-            stmt.raw_bind_parameter(at + 2, id.as_bytes().as_slice())?;
-            stmt.raw_bind_parameter(at + 3, *ty)?;
-            stmt.raw_bind_parameter(at + 4, &tags_text[tags.clone()])?;
-            stmt.raw_bind_parameter(at + 5, micros)?;
-            stmt.raw_bind_parameter(at + 6, &e.payload[..])
+            stmt.raw_bind_parameter(at + 2, *ty)?;
+            stmt.raw_bind_parameter(at + 3, &records[record.clone()])
         },
     )?;
 
@@ -330,13 +339,12 @@ fn insert(
 // whole group). Positions come from the head read in the same write transaction and tags are
 // distinct, so only a damaged file can violate a constraint.
 
-/// Events inserted by one statement (6 parameters each).
+/// Events inserted by one statement (3 parameters each).
 const ROWS_PER_INSERT: usize = 64;
 /// Tag rows inserted by one statement (4 parameters each).
 const TAG_ROWS_PER_INSERT: usize = 128;
-const EVENT_INSERT: &str =
-    "INSERT OR ROLLBACK INTO events (position, id, type, tags, ts, payload) VALUES ";
-const EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?)";
+const EVENT_INSERT: &str = "INSERT OR ROLLBACK INTO events (position, type, record) VALUES ";
+const EVENT_ROW: &str = "(?, ?, ?)";
 const TAG_INSERT: &str = "INSERT OR ROLLBACK INTO event_tags (seg, tag, type, position) VALUES ";
 const TAG_ROW: &str = "(?, ?, ?, ?)";
 
