@@ -237,7 +237,7 @@ async fn version_1_files_are_migrated_with_every_event() {
         let mut conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(SCHEMA_V1).unwrap();
         let conn = conn.transaction().unwrap();
-        // 70,000 events across three segments of the tag index; `t.b` is missing from `event_types`, as in
+        // 70,000 events across nine segments of the tag index; `t.b` is missing from `event_types`, as in
         // files written before that table existed.
         conn.execute_batch("INSERT INTO event_types (name) VALUES ('t.a');")
             .unwrap();

@@ -121,7 +121,9 @@ INSERT INTO event_tags (seg, tag, type, position)
 ";
 
 /// Moves the version-2 `events` table (six columns) aside for [`Conn::migrate_v2`], which
-/// copies its rows into the version-3 table (three columns, see [`encode_record`]).
+/// copies its rows into the version-3 table (three columns, see [`encode_record`]), and
+/// rebuilds the tag index for version 3's smaller segments. `{SEGMENT_BITS}` stands for
+/// [`SEGMENT_BITS`].
 const MIGRATE_V2: &str = "
 DROP INDEX IF EXISTS events_type_position;
 ALTER TABLE events RENAME TO krescent_v2_events;
@@ -130,6 +132,20 @@ CREATE TABLE events (
     type INTEGER NOT NULL,
     record BLOB NOT NULL
 );
+ALTER TABLE event_tags RENAME TO krescent_v2_event_tags;
+CREATE TABLE event_tags (
+    seg INTEGER NOT NULL,
+    tag TEXT NOT NULL,
+    type INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (seg, tag, type, position)
+) WITHOUT ROWID;
+INSERT INTO event_tags (seg, tag, type, position)
+    SELECT position >> {SEGMENT_BITS}, tag, type, position FROM krescent_v2_event_tags
+    ORDER BY 1, 2, 3, 4;
+DELETE FROM event_segments;
+INSERT INTO event_segments (seg)
+    SELECT DISTINCT position >> {SEGMENT_BITS} FROM krescent_v2_events;
 ";
 
 /// A connection and what it remembers between statements.
@@ -465,8 +481,9 @@ impl Conn {
         Ok(())
     }
 
-    /// Converts a version-2 file (`events` with six columns) to version 3 (the id, time, tags
-    /// and payload of an event in one `record`, see [`encode_record`]), in the open
+    /// Converts a version-2 file (`events` with six columns, tag index segments of 32,768
+    /// positions) to version 3 (the id, time, tags and payload of an event in one `record`,
+    /// see [`encode_record`]; segments of 2^[`SEGMENT_BITS`] positions), in the open
     /// transaction. Every row is copied and the count checked; a row that is not what version
     /// 2 wrote is a [`SqliteStoreError::CorruptRow`] naming its position, and any error rolls
     /// everything back, leaving the file as it was.
@@ -475,7 +492,9 @@ impl Conn {
             conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
         };
         let events = count(&self.conn, "events")?;
-        self.conn.execute_batch(MIGRATE_V2)?;
+        let tags = count(&self.conn, "event_tags")?;
+        self.conn
+            .execute_batch(&MIGRATE_V2.replace("{SEGMENT_BITS}", &SEGMENT_BITS.to_string()))?;
         {
             let mut old = self.conn.prepare(
                 "SELECT position, id, type, tags, ts, payload FROM krescent_v2_events \
@@ -515,16 +534,21 @@ impl Conn {
                 insert.execute(rusqlite::params![position, ty, record])?;
             }
         }
-        let events_now = count(&self.conn, "events")?;
-        if events_now != events {
+        let (events_now, tags_now) = (
+            count(&self.conn, "events")?,
+            count(&self.conn, "event_tags")?,
+        );
+        if (events_now, tags_now) != (events, tags) {
             return Err(corrupt(
                 None,
                 format!(
-                    "migrating from schema version 2 would keep {events_now} of {events} events"
+                    "migrating from schema version 2 would keep {events_now} of {events} events \
+                     and {tags_now} of {tags} tag rows"
                 ),
             ));
         }
-        self.conn.execute_batch("DROP TABLE krescent_v2_events;")?;
+        self.conn
+            .execute_batch("DROP TABLE krescent_v2_events; DROP TABLE krescent_v2_event_tags;")?;
         self.conn.execute(
             "UPDATE krescent_meta SET value = ?1 WHERE key = 'schema_version'",
             [SCHEMA_VERSION],

@@ -41,7 +41,7 @@
 //! CREATE INDEX events_type_position ON events (type, position);
 //! CREATE TABLE event_segments (seg INTEGER PRIMARY KEY);  -- every segment holding an event
 //! CREATE TABLE event_tags (
-//!     seg INTEGER NOT NULL,          -- position >> 15: segments of 32,768 positions
+//!     seg INTEGER NOT NULL,          -- position >> 13: segments of 8,192 positions
 //!     tag TEXT NOT NULL, type INTEGER NOT NULL, position INTEGER NOT NULL,
 //!     PRIMARY KEY (seg, tag, type, position)
 //! ) WITHOUT ROWID;
@@ -158,11 +158,14 @@ use writer::Job;
 const SCHEMA_VERSION: i64 = 3;
 
 /// A segment of the tag index holds the positions `seg << SEGMENT_BITS ..
-/// (seg + 1) << SEGMENT_BITS` (32,768 events). Smaller segments make an append dirty fewer
-/// index pages; larger ones make a query for a rare or absent tag seek fewer segments (at 1M
-/// events, 31 segments of 32,768 against 123 of 8,192, whose walk costs four times as much).
-/// Part of the schema: a file's tag index is only valid for the size it was written with.
-const SEGMENT_BITS: u32 = 15;
+/// (seg + 1) << SEGMENT_BITS` (8,192 events). Smaller segments make an append dirty fewer
+/// index pages: a batch of 1,000 events lands in random places of its segment's part of the
+/// index, so it rewrites nearly every page of it, and with 32,768-event segments (schema
+/// version 2) that cost the writer about 20% more CPU per event than 8,192 (4,096 saved
+/// little more). Larger ones make a query for a rare or absent tag seek fewer segments: at 1M
+/// events 123 of 8,192 against 31 of 32,768. Part of the schema: a file's tag index is only
+/// valid for the size it was written with (opening a version-2 file rebuilds it).
+const SEGMENT_BITS: u32 = 13;
 
 /// How many idle read connections a store keeps open.
 const MAX_IDLE_READERS: usize = 4;
