@@ -48,8 +48,8 @@ impl ReadAhead {
 }
 
 /// Reads the page `query` (a forward read of `page_size` events) with `read_now`, taking a
-/// page read ahead when there is a full one, and starts reading the next page when the reader
-/// is sequential and this page is full.
+/// page read ahead when there is a full one, and starts reading the next page, in a task of
+/// its own, when the reader is sequential and this page is full.
 pub(crate) async fn read_page<F, Fut>(
     ahead: &Mutex<ReadAhead>,
     query: &EventQuery,
@@ -59,6 +59,27 @@ pub(crate) async fn read_page<F, Fut>(
 where
     F: Fn(EventQuery) -> Fut,
     Fut: Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send + 'static,
+{
+    read_page_with(ahead, query, page_size, &read_now, |next| {
+        tokio::spawn(read_now(next))
+    })
+    .await
+}
+
+/// [`read_page`], with `start` starting the read of a page ahead: for a store whose reads
+/// block a thread, a task on the blocking pool directly, rather than an async task that waits
+/// for one (one wake-up less per page).
+pub(crate) async fn read_page_with<F, Fut, S>(
+    ahead: &Mutex<ReadAhead>,
+    query: &EventQuery,
+    page_size: usize,
+    read_now: F,
+    start: S,
+) -> Result<Vec<RecordedEvent>, StoreError>
+where
+    F: Fn(EventQuery) -> Fut,
+    Fut: Future<Output = Result<Vec<RecordedEvent>, StoreError>>,
+    S: FnOnce(EventQuery) -> PageTask,
 {
     let (task, sequential) = {
         let mut ahead = ahead.lock();
@@ -93,7 +114,7 @@ where
                 // is dropped when read.
                 ahead.reading.remove(0);
             }
-            let task = tokio::spawn(read_now(next.clone()));
+            let task = start(next.clone());
             ahead.reading.push((next, task));
         } else {
             if ahead.noted.len() == READERS {

@@ -144,7 +144,7 @@ use std::sync::{Arc, mpsc};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::read_ahead::{ReadAhead, read_page};
+use super::read_ahead::{ReadAhead, read_page_with};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -358,7 +358,11 @@ impl SqliteEventStore {
 
     /// Reads `query` on a read connection.
     async fn read_now(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>, StoreError> {
-        let query = query.clone();
+        self.read_now_owned(query.clone()).await
+    }
+
+    /// [`read_now`](Self::read_now) of a query it owns.
+    async fn read_now_owned(&self, query: EventQuery) -> Result<Vec<RecordedEvent>, StoreError> {
         self.with_reader(move |conn| conn.read(&query)).await
     }
 
@@ -380,23 +384,30 @@ impl SqliteEventStore {
             return Ok(rx.await.map_err(|_| SqliteStoreError::WriterStopped)??);
         }
         let inner = Arc::clone(&self.inner);
-        blocking(move || {
-            let Some(readers) = &inner.readers else {
-                return Err(SqliteStoreError::Thread("no read connections".into()));
-            };
-            let popped = readers.idle.lock().pop();
-            let mut conn = match popped {
-                Some(conn) => conn,
-                None => Conn::open_reader(&readers.path)?,
-            };
-            let result = f(&mut conn);
-            let mut idle = readers.idle.lock();
-            if idle.len() < MAX_IDLE_READERS {
-                idle.push(conn);
-            }
-            result
-        })
-        .await
+        blocking(move || inner.on_reader(f)).await
+    }
+}
+
+impl Inner {
+    /// Runs `f` with an idle read connection (or a new one), on the calling thread.
+    fn on_reader<T>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T, SqliteStoreError>,
+    ) -> Result<T, SqliteStoreError> {
+        let Some(readers) = &self.readers else {
+            return Err(SqliteStoreError::Thread("no read connections".into()));
+        };
+        let popped = readers.idle.lock().pop();
+        let mut conn = match popped {
+            Some(conn) => conn,
+            None => Conn::open_reader(&readers.path)?,
+        };
+        let result = f(&mut conn);
+        let mut idle = readers.idle.lock();
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result
     }
 }
 
@@ -444,10 +455,18 @@ impl EventStore for SqliteEventStore {
         let Some(page_size) = page_size else {
             return self.read_now(query).await;
         };
-        read_page(&self.inner.ahead, query, page_size, |query| {
-            let store = self.clone();
-            async move { store.read_now(&query).await }
-        })
+        // A page read ahead runs on the blocking pool directly.
+        let start = |next: EventQuery| {
+            let inner = Arc::clone(&self.inner);
+            tokio::task::spawn_blocking(move || Ok(inner.on_reader(|conn| conn.read(&next))?))
+        };
+        read_page_with(
+            &self.inner.ahead,
+            query,
+            page_size,
+            |q| self.read_now_owned(q),
+            start,
+        )
         .await
     }
 
