@@ -17,9 +17,9 @@
 //!   merge instead of a primary-key scan).
 //! - `catch_up/handwritten_scan`: the same decode and fold over one hand-written rusqlite
 //!   statement, `SELECT record FROM events ORDER BY position`, on the same file: the least a
-//!   scan can read (the type id is the record's first 8 bytes, mapped to a name through a
+//!   scan can read (the type id is bytes 8 to 16 of the record, mapped to a name through a
 //!   table loaded from `event_types` first; the payload is the tail of the record, after the
-//!   36-byte header and the tags).
+//!   44-byte header and the tags).
 //! - `init_query/latest_savepoint_of_product`: the projection init query (latest
 //!   `stock.counted` of one product, backwards, limit 1) at 1M events, through the store.
 //! - `init_query/absent_tag`: the same query for a tag no event carries, the worst case of
@@ -196,12 +196,12 @@ fn handwritten_scan(path: &PathBuf) -> HashMap<String, i64> {
     let mut rows = stmt.query([]).expect("query");
     while let Some(row) = rows.next().expect("row") {
         let record = row.get_ref(0).expect("record").as_blob().expect("blob");
-        // The type id (8 bytes), the event id (16), the time (8), the length of the tags
-        // (4), the tags, then the payload.
-        let id = i64::from_le_bytes(record[..8].try_into().expect("8 bytes"));
+        // The position (8 bytes), the type id (8), the event id (16), the time (8), the
+        // length of the tags (4), the tags, then the payload.
+        let id = i64::from_le_bytes(record[8..16].try_into().expect("8 bytes"));
         let event_type = &names[usize::try_from(id).expect("id")];
-        let tags_len = u32::from_le_bytes(record[32..36].try_into().expect("4 bytes"));
-        let payload = &record[36 + tags_len as usize..];
+        let tags_len = u32::from_le_bytes(record[40..44].try_into().expect("4 bytes"));
+        let payload = &record[44 + tags_len as usize..];
         fold(&mut levels, event_type, payload);
     }
     levels

@@ -509,10 +509,11 @@ async fn corrupt_rows_are_typed_errors() {
     let path = dir.path().join("corrupt.db");
     let store = SqliteEventStore::open(&path).await.unwrap();
     store
-        .append((0..7).map(|_| event("t.a", &["k:1"], "{}")).collect(), None)
+        .append((0..8).map(|_| event("t.a", &["k:1"], "{}")).collect(), None)
         .await
         .unwrap();
-    // A record is type id (8 bytes) ‖ id (16) ‖ time (8) ‖ tags length (4) ‖ tags ‖ payload;
+    // A record is position (8 bytes) ‖ type id (8) ‖ id (16) ‖ time (8) ‖ tags length (4) ‖
+    // tags ‖ payload;
     // SQL's `||`
     // makes text, so the changed records are cast back to blobs.
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -522,21 +523,26 @@ async fn corrupt_rows_are_typed_errors() {
         // The tags length says more bytes than the record has.
         (
             3,
-            "SET record = CAST(substr(record, 1, 32) || x'ffffff00' || substr(record, 37) AS BLOB)",
+            "SET record = CAST(substr(record, 1, 40) || x'ffffff00' || substr(record, 45) AS BLOB)",
         ),
         // The tags text has a wrong length prefix.
         (
             4,
-            "SET record = CAST(substr(record, 1, 36) || x'39' || substr(record, 38) AS BLOB)",
+            "SET record = CAST(substr(record, 1, 44) || x'39' || substr(record, 46) AS BLOB)",
         ),
         // A time beyond what a timestamp can hold.
         (
             5,
-            "SET record = CAST(substr(record, 1, 24) || x'ffffffffffffff7f' || substr(record, 33) AS BLOB)",
+            "SET record = CAST(substr(record, 1, 32) || x'ffffffffffffff7f' || substr(record, 41) AS BLOB)",
         ),
         // A type id that `event_types` does not have.
         (
             6,
+            "SET record = CAST(substr(record, 1, 8) || x'6300000000000000' || substr(record, 17) AS BLOB)",
+        ),
+        // A record whose position is not its row's.
+        (
+            7,
             "SET record = CAST(x'6300000000000000' || substr(record, 9) AS BLOB)",
         ),
     ] {
@@ -549,12 +555,13 @@ async fn corrupt_rows_are_typed_errors() {
         assert_eq!(changed, 1, "{update}");
     }
     for (position, what) in [
-        (1, "shorter than its 36-byte header"),
+        (1, "shorter than its 44-byte header"),
         (2, "record is not a blob"),
         (3, "run past its end"),
         (4, "tags"),
         (5, "timestamp out of range"),
         (6, "type id 99"),
+        (7, "record says position 99"),
     ] {
         let query = EventQuery::match_all().after(position - 1).until(position);
         let err = store.read(&query).await.unwrap_err();
@@ -571,7 +578,7 @@ async fn corrupt_rows_are_typed_errors() {
         assert!(err.to_string().contains("sqlite"), "{err}");
     }
     // The intact event still reads.
-    let intact = EventQuery::match_all().after(6);
+    let intact = EventQuery::match_all().after(7);
     assert_eq!(store.read(&intact).await.unwrap().len(), 1);
 }
 

@@ -50,6 +50,7 @@ impl ReadAhead {
 /// Reads the page `query` (a forward read of `page_size` events) with `read_now`, taking a
 /// page read ahead when there is a full one, and starts reading the next page, in a task of
 /// its own, when the reader is sequential and this page is full.
+#[cfg(feature = "postgres")]
 pub(crate) async fn read_page<F, Fut>(
     ahead: &Mutex<ReadAhead>,
     query: &EventQuery,

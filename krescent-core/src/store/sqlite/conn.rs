@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::sql::{self, Kind};
 use super::{SCHEMA_VERSION, SEGMENT_BITS, SqliteStoreError};
 use crate::event::{Payload, RecordedEvent, Tag, Tags};
-use crate::query::EventQuery;
+use crate::query::{Direction, EventQuery};
 
 /// How long a connection waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,12 +29,13 @@ const MAX_TYPE_ID_SLOTS: usize = 1 << 16;
 /// Distinct tag lists remembered per connection for decoding without allocating.
 const TAG_CACHE: usize = 65_536;
 
-/// The payload bytes reserved per event of a read before the first row (the buffer grows as
-/// needed).
+/// The payload bytes per event assumed by a connection's first read (later reads assume the
+/// average of the read before).
 const PAYLOAD_GUESS: usize = 128;
 
-/// At most this many payload bytes are reserved before the first row.
-const PAYLOAD_RESERVE: usize = 64 * 1024;
+/// At most this many payload bytes are reserved before the first row (the buffer grows as
+/// needed).
+const PAYLOAD_RESERVE: usize = 8 << 20;
 
 /// The page size of new files, in bytes.
 const PAGE_SIZE: u32 = 4096;
@@ -174,6 +175,9 @@ pub(super) struct Cache {
     tags: HashMap<Box<[u8]>, Tags, FastState>,
     /// The last timestamp decoded, in microseconds and as a time.
     last_timestamp: Option<(i64, DateTime<Utc>)>,
+    /// The average payload size of the last read, for the next read's buffer; 0 before the
+    /// first.
+    payload_per_event: usize,
 }
 
 /// A cheap hasher for the decoding caches, looked up once or twice per row: multiply and
@@ -529,7 +533,7 @@ impl Conn {
                     return Err(corrupt(at, "payload is not a blob"));
                 };
                 record.clear();
-                encode_record(ty, &id, micros, tags, payload, &mut record)
+                encode_record(position, ty, &id, micros, tags, payload, &mut record)
                     .map_err(|what| corrupt(at, what))?;
                 insert.execute(rusqlite::params![position, ty, record])?;
             }
@@ -691,12 +695,22 @@ impl Conn {
         let mut out = Vec::with_capacity(limit.min(1024));
         // The payloads of the page go into one buffer that the events share (one allocation
         // per page instead of one per event).
-        let mut payloads =
-            Vec::with_capacity((out.capacity() * PAYLOAD_GUESS).min(PAYLOAD_RESERVE));
+        // Sized from the previous read's payloads, with an eighth to spare, so that a page
+        // of similar events fills it without growing (and copying) it.
+        let per_event = match cache.payload_per_event {
+            0 => PAYLOAD_GUESS,
+            n => n + n / 8,
+        };
+        let mut payloads = Vec::with_capacity(
+            out.capacity()
+                .saturating_mul(per_event)
+                .min(PAYLOAD_RESERVE),
+        );
         let mut ranges = Vec::with_capacity(out.capacity());
+        let mut order = Order::of(query);
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next()? {
-            let (event, payload) = decode_row(row, cache, &mut payloads)?;
+            let (event, payload) = decode_row(row, cache, &mut order, &mut payloads)?;
             if let Kind::Filter = kind {
                 if !query.matches_filter(&event.event_type, &event.tags) {
                     payloads.truncate(payload.start);
@@ -709,6 +723,9 @@ impl Conn {
                 break;
             }
         }
+        if !out.is_empty() {
+            cache.payload_per_event = payloads.len().div_ceil(out.len());
+        }
         let payloads = Payload::from(payloads);
         for (event, range) in out.iter_mut().zip(ranges) {
             event.data = payloads.slice(range);
@@ -717,22 +734,72 @@ impl Conn {
     }
 }
 
-/// Decodes `position, record`, appending the payload to `payloads`; the event (with an
-/// empty payload) and the payload's range in `payloads`.
+/// The positions a statement's rows must have, in their order: strictly after the last one
+/// (backwards: before), within the query's range.
+struct Order {
+    forward: bool,
+    /// The last position seen, or the bound the first one must be beyond.
+    last: u64,
+    /// The bound on the other side (inclusive).
+    end: u64,
+}
+
+impl Order {
+    fn of(query: &EventQuery) -> Self {
+        let until = query.until_position().unwrap_or(u64::MAX);
+        match query.direction_value() {
+            Direction::Forward => Order {
+                forward: true,
+                last: query.after_position(),
+                end: until,
+            },
+            Direction::Backward => Order {
+                forward: false,
+                last: until.saturating_add(1),
+                end: query.after_position().saturating_add(1),
+            },
+        }
+    }
+
+    /// Takes `position` as the next row's; false if it is out of order or out of range.
+    #[inline]
+    fn next(&mut self, position: u64) -> bool {
+        let ok = if self.forward {
+            position > self.last && position <= self.end
+        } else {
+            position < self.last && position >= self.end
+        };
+        self.last = position;
+        ok
+    }
+}
+
+/// Decodes `record, position` (the position only to name a row whose record is damaged),
+/// appending the payload to `payloads`; the event (with an empty payload) and the payload's
+/// range in `payloads`.
 #[inline]
 fn decode_row(
     row: &Row<'_>,
     cache: &mut Cache,
+    order: &mut Order,
     payloads: &mut Vec<u8>,
 ) -> Result<(RecordedEvent, Range<usize>), SqliteStoreError> {
-    let position = match row.get_ref(0)? {
-        ValueRef::Integer(p) => position_of(p)?,
-        _ => return Err(corrupt(None, "position is not an integer")),
+    let rowid = || match row.get_ref(1) {
+        Ok(ValueRef::Integer(p)) => u64::try_from(p).ok(),
+        _ => None,
     };
-    let ValueRef::Blob(record) = row.get_ref(1)? else {
-        return Err(corrupt(Some(position), "record is not a blob"));
+    let ValueRef::Blob(record) = row.get_ref(0)? else {
+        return Err(corrupt(rowid(), "record is not a blob"));
     };
-    let parts = decode_record(record).map_err(|what| corrupt(Some(position), what))?;
+    let parts = decode_record(record).map_err(|what| corrupt(rowid(), what))?;
+    let position = parts.position;
+    if !order.next(position) {
+        let at = rowid();
+        return Err(corrupt(
+            at,
+            format!("record says position {position}, out of the order of the rows"),
+        ));
+    }
     let event_type = Arc::clone(cache.type_name(parts.type_id).ok_or_else(|| {
         corrupt(
             Some(position),
@@ -754,16 +821,17 @@ fn decode_row(
     Ok((event, start..payloads.len()))
 }
 
-/// The bytes of a record before its tags: the type id (8), the event id (16), the time (8)
-/// and the length of the tags (4).
-const RECORD_HEADER: usize = 36;
+/// The bytes of a record before its tags: the position (8), the type id (8), the event id
+/// (16), the time (8) and the length of the tags (4).
+const RECORD_HEADER: usize = 44;
 
-/// Writes the stored `record` of an event into `out` (appended): its type id (8 bytes,
-/// little-endian; the `type` column repeats it for the type index), its id (16 bytes), its
-/// time in microseconds since the Unix epoch (8 bytes, little-endian), the length of its
-/// stored tags (4 bytes, little-endian), the tags as [`encode_tags`] writes them, then the
-/// payload. Fails only for tags longer than 4 GiB.
+/// Writes the stored `record` of an event into `out` (appended): its position and its type
+/// id (8 bytes each, little-endian; the `position` and `type` columns repeat them for the
+/// indexes), its id (16 bytes), its time in microseconds since the Unix epoch (8 bytes,
+/// little-endian), the length of its stored tags (4 bytes, little-endian), the tags as
+/// [`encode_tags`] writes them, then the payload. Fails only for tags longer than 4 GiB.
 pub(super) fn encode_record(
+    position: i64,
     type_id: i64,
     id: &Uuid,
     micros: i64,
@@ -774,6 +842,7 @@ pub(super) fn encode_record(
     let tags_len = u32::try_from(tags.len())
         .map_err(|_| format!("the stored tags are {} bytes, over 4 GiB", tags.len()))?;
     out.reserve(RECORD_HEADER + tags.len() + payload.len());
+    out.extend_from_slice(&position.to_le_bytes());
     out.extend_from_slice(&type_id.to_le_bytes());
     out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(&micros.to_le_bytes());
@@ -785,6 +854,7 @@ pub(super) fn encode_record(
 
 /// The parts of a stored record (see [`encode_record`]).
 struct RecordParts<'a> {
+    position: u64,
     type_id: i64,
     id: Uuid,
     micros: i64,
@@ -801,7 +871,14 @@ fn decode_record(record: &[u8]) -> Result<RecordParts<'_>, String> {
             record.len()
         )
     };
-    let (type_id, rest) = record.split_first_chunk::<8>().ok_or_else(short)?;
+    let (position, rest) = record.split_first_chunk::<8>().ok_or_else(short)?;
+    let position = u64::try_from(i64::from_le_bytes(*position)).map_err(|_| {
+        format!(
+            "record's position {} is negative",
+            i64::from_le_bytes(*position)
+        )
+    })?;
+    let (type_id, rest) = rest.split_first_chunk::<8>().ok_or_else(short)?;
     let (id, rest) = rest.split_first_chunk::<16>().ok_or_else(short)?;
     let (micros, rest) = rest.split_first_chunk::<8>().ok_or_else(short)?;
     let (tags_len, rest) = rest.split_first_chunk::<4>().ok_or_else(short)?;
@@ -814,6 +891,7 @@ fn decode_record(record: &[u8]) -> Result<RecordParts<'_>, String> {
     }
     let (tags, payload) = rest.split_at(tags_len);
     Ok(RecordParts {
+        position,
         type_id: i64::from_le_bytes(*type_id),
         id: Uuid::from_bytes(*id),
         micros: i64::from_le_bytes(*micros),

@@ -63,15 +63,17 @@
 //! ) WITHOUT ROWID;
 //! ```
 //!
-//! An event's `record` holds, in this order: its type id again (8 bytes, little-endian), its
-//! id (a UUID v7, 16 bytes), its time (microseconds since the Unix epoch, UTC, 8 bytes,
-//! little-endian), the length of its stored tags (4 bytes, little-endian), its tags
-//! (`<byte length>:<tag>` for each tag, concatenated), and its payload. A read fetches two
-//! values per event, the position and the record: every further column of a row costs SQLite
-//! and rusqlite about as much again as the position does, so version 2's six columns made a
-//! catch-up read cost about twice what the scan itself costs. A record that is too short for
-//! what its header says, or whose type id is not stored, is a
-//! [`SqliteStoreError::CorruptRow`] naming the position.
+//! An event's `record` holds, in this order: its position and its type id again (8 bytes
+//! each, little-endian), its id (a UUID v7, 16 bytes), its time (microseconds since the Unix
+//! epoch, UTC, 8 bytes, little-endian), the length of its stored tags (4 bytes,
+//! little-endian), its tags (`<byte length>:<tag>` for each tag, concatenated), and its
+//! payload. A read decodes one value per event, the record: every further column SQLite and
+//! rusqlite hand over costs about as much again per row as the scan itself, so version 2's six
+//! columns made a catch-up's reads cost about twice what the scan does. The `position` and
+//! `type` columns are there for the indexes; a read also selects `position` (which costs
+//! little while it is not fetched) to name the row of a damaged record. A record that is too
+//! short for what its header says, whose type id is not stored, or whose position is out of
+//! the order and range the statement reads in, is a [`SqliteStoreError::CorruptRow`].
 //!
 //! `krescent_meta` holds the `schema_version`, one for all the tables above; a file with a
 //! newer version than this crate knows is refused with

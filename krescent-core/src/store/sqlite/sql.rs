@@ -22,7 +22,7 @@ const MAX_ARMS: usize = 64;
 const EXPAND_TYPES: usize = 32;
 
 /// The columns [`decode_row`](super::conn) expects, from `events AS e`.
-pub(super) const COLUMNS: &str = "e.position, e.record";
+pub(super) const COLUMNS: &str = "e.record, e.position";
 
 /// How the rows of a statement relate to the query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -254,6 +254,7 @@ fn insert(
         encode_tags(&e.tags, &mut tags_text);
         let start = records.len();
         encode_record(
+            position,
             *ty,
             id,
             micros,
