@@ -450,38 +450,60 @@ impl Conn {
     /// Converts a version-1 file to version 2, in the open transaction (the caller then
     /// converts it to version 3); an error rolls everything back and leaves the file as it was.
     fn migrate_v1(&mut self) -> Result<(), SqliteStoreError> {
-        let count = |conn: &Connection, table: &str| -> rusqlite::Result<i64> {
-            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-        };
         // The version-1 tables; `CREATE TABLE IF NOT EXISTS` of version 1 may not have run
         // for `event_types` in files written before it existed.
         self.conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS event_types (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);",
         )?;
-        let events = count(&self.conn, "events")?;
-        let tags = count(&self.conn, "event_tags")?;
+        let before = self.event_counts()?;
         self.conn
             .execute_batch(&MIGRATE_V1.replace("{SEGMENT_BITS}", &SEGMENT_BITS.to_string()))?;
-        let (events_now, tags_now) = (
-            count(&self.conn, "events")?,
-            count(&self.conn, "event_tags")?,
-        );
-        if (events_now, tags_now) != (events, tags) {
+        self.finish_migration(1, before, " (events whose type is not text?)")
+    }
+
+    /// The rows of `events` and `event_tags`.
+    fn event_counts(&self) -> rusqlite::Result<(i64, i64)> {
+        let count = |table: &str| -> rusqlite::Result<i64> {
+            self.conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        };
+        Ok((count("events")?, count("event_tags")?))
+    }
+
+    /// Ends the migration from version `from`: checks that `events` and `event_tags` hold as
+    /// many rows as the old tables did (`before`; `hint` follows the error's message), drops the
+    /// old tables `krescent_v<from>_events` and `krescent_v<from>_event_tags`, and records
+    /// version `from + 1`.
+    fn finish_migration(
+        &self,
+        from: i64,
+        before: (i64, i64),
+        hint: &str,
+    ) -> Result<(), SqliteStoreError> {
+        let (events, tags) = before;
+        let (events_now, tags_now) = self.event_counts()?;
+        if (events_now, tags_now) != before {
             return Err(corrupt(
                 None,
                 format!(
-                    "migrating from schema version 1 would keep {events_now} of {events} events \
-                     and {tags_now} of {tags} tag rows (events whose type is not text?)"
+                    "migrating from schema version {from} would keep {events_now} of {events} \
+                     events and {tags_now} of {tags} tag rows{hint}"
                 ),
             ));
         }
-        self.conn
-            .execute_batch("DROP TABLE krescent_v1_events; DROP TABLE krescent_v1_event_tags;")?;
+        self.conn.execute_batch(&format!(
+            "DROP TABLE krescent_v{from}_events; DROP TABLE krescent_v{from}_event_tags;"
+        ))?;
         self.conn.execute(
-            "UPDATE krescent_meta SET value = 2 WHERE key = 'schema_version'",
-            [],
+            "UPDATE krescent_meta SET value = ?1 WHERE key = 'schema_version'",
+            [from + 1],
         )?;
-        tracing::info!(path = %self.path, events, "migrated a krescent SQLite file from schema version 1 to 2");
+        tracing::info!(
+            path = %self.path,
+            events,
+            "migrated a krescent SQLite file from schema version {from} to {}",
+            from + 1
+        );
         Ok(())
     }
 
@@ -492,11 +514,7 @@ impl Conn {
     /// 2 wrote is a [`SqliteStoreError::CorruptRow`] naming its position, and any error rolls
     /// everything back, leaving the file as it was.
     fn migrate_v2(&mut self) -> Result<(), SqliteStoreError> {
-        let count = |conn: &Connection, table: &str| -> rusqlite::Result<i64> {
-            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-        };
-        let events = count(&self.conn, "events")?;
-        let tags = count(&self.conn, "event_tags")?;
+        let before = self.event_counts()?;
         self.conn
             .execute_batch(&MIGRATE_V2.replace("{SEGMENT_BITS}", &SEGMENT_BITS.to_string()))?;
         {
@@ -538,27 +556,7 @@ impl Conn {
                 insert.execute(rusqlite::params![position, ty, record])?;
             }
         }
-        let (events_now, tags_now) = (
-            count(&self.conn, "events")?,
-            count(&self.conn, "event_tags")?,
-        );
-        if (events_now, tags_now) != (events, tags) {
-            return Err(corrupt(
-                None,
-                format!(
-                    "migrating from schema version 2 would keep {events_now} of {events} events \
-                     and {tags_now} of {tags} tag rows"
-                ),
-            ));
-        }
-        self.conn
-            .execute_batch("DROP TABLE krescent_v2_events; DROP TABLE krescent_v2_event_tags;")?;
-        self.conn.execute(
-            "UPDATE krescent_meta SET value = ?1 WHERE key = 'schema_version'",
-            [SCHEMA_VERSION],
-        )?;
-        tracing::info!(path = %self.path, events, "migrated a krescent SQLite file from schema version 2 to 3");
-        Ok(())
+        self.finish_migration(2, before, "")
     }
 
     /// Runs a statement without parameters or results, prepared once per connection.
