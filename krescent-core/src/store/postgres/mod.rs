@@ -615,13 +615,18 @@ async fn init_schema(pool: &Pool, tables: &Tables) -> Result<u64, StoreError> {
     match found {
         None => {}
         Some(sql::SCHEMA_VERSION) => {}
-        Some(1) => {
+        Some(found @ (1 | 2)) => {
             tracing::info!(
                 prefix = %tables.prefix,
-                "postgres event store: migrating the schema from version 1 to {}",
+                "postgres event store: migrating the schema from version {found} to {}",
                 sql::SCHEMA_VERSION
             );
-            txn.batch_execute(&tables.migrate_from_1())
+            if found == 1 {
+                txn.batch_execute(&tables.migrate_from_1())
+                    .await
+                    .map_err(db)?;
+            }
+            txn.batch_execute(&tables.migrate_from_2())
                 .await
                 .map_err(db)?;
         }

@@ -13,9 +13,16 @@ use crate::query::{Direction, EventQuery};
 /// The columns every event read returns, in this order.
 pub(super) const EVENT_COLUMNS: &str = "position, id, type, tags, recorded_at, payload";
 
-/// The schema version this code writes and reads. Version 1 (tags as a JSON array) is
-/// migrated on connect ([`Tables::migrate_from_1`]).
-pub(super) const SCHEMA_VERSION: i64 = 2;
+/// The schema version this code writes and reads. Versions 1 (tags as a JSON array) and 2
+/// (a tag index keyed by tag first) are migrated on connect ([`Tables::migrate_from_1`],
+/// [`Tables::migrate_from_2`]).
+pub(super) const SCHEMA_VERSION: i64 = 3;
+
+/// The tag index is split into segments of `2^SEGMENT_BITS` positions (`seg = position >>
+/// SEGMENT_BITS`), its key starting with the segment: an append writes to the pages of the
+/// newest segment only, which stay in memory, rather than to a page per event spread over the
+/// whole index.
+pub(super) const SEGMENT_BITS: u32 = 15;
 
 /// The longest accepted table prefix, in bytes (PostgreSQL identifiers hold 63 bytes; the
 /// longest derived name is the prefix plus `event_tags_pkey`).
@@ -146,7 +153,8 @@ impl Tables {
                  tag text COLLATE \"C\" NOT NULL,
                  type text COLLATE \"C\" NOT NULL,
                  position bigint NOT NULL,
-                 PRIMARY KEY (tag, type, position)
+                 seg bigint NOT NULL GENERATED ALWAYS AS (position >> {SEGMENT_BITS}) STORED,
+                 PRIMARY KEY (seg, tag, type, position)
              );
              CREATE TABLE IF NOT EXISTS {head} (
                  id boolean PRIMARY KEY DEFAULT true CHECK (id),
@@ -209,6 +217,22 @@ impl Tables {
                  ALTER COLUMN type TYPE text COLLATE \"C\";
              ALTER TABLE {head} ADD COLUMN IF NOT EXISTS recorded_at timestamptz;
              DROP FUNCTION pg_temp.krescent_json_tags(json);"
+        )
+    }
+
+    /// The statement migrating schema version 2 to version 3, run under the schema lock before
+    /// [`create_schema`](Self::create_schema) (which then records version 3): `event_tags`
+    /// gets the generated column `seg` (the table is rewritten) and its primary key becomes
+    /// `(seg, tag, type, position)` (the index is rebuilt). Appends of processes still running
+    /// version 2 keep working (they do not name `seg`), but their tag queries scan the index.
+    pub fn migrate_from_2(&self) -> String {
+        let tags = &self.tags;
+        format!(
+            "ALTER TABLE {tags}
+                 DROP CONSTRAINT {tags}_pkey,
+                 ADD COLUMN seg bigint NOT NULL
+                     GENERATED ALWAYS AS (position >> {SEGMENT_BITS}) STORED,
+                 ADD CONSTRAINT {tags}_pkey PRIMARY KEY (seg, tag, type, position);"
         )
     }
 
@@ -539,10 +563,13 @@ enum ItemParams {
 ///   within the position range, by the primary key or by the `(type, position)` index,
 ///   whichever the statistics favour for the values at hand (see
 ///   [`Shape::is_value_sensitive`]).
-/// - An item with tags drives from the `event_tags` primary key `(tag, type, position)`: the
-///   first tag with each type is an index range read in position order, each further tag an
-///   `EXISTS` probe of the same key. The per-type branches are disjoint; each is ordered and
-///   limited, and `UNION ALL` merges them in position order (Merge Append) without a sort.
+/// - An item with tags drives from the `event_tags` primary key `(seg, tag, type, position)`,
+///   walking the segments in the query's direction (`generate_series`, from the segment of
+///   `$1` to that of the head or `$2`) in a nested loop that stops at the limit. Within a
+///   segment, the first tag with each type is an index range read in position order, each
+///   further tag an `EXISTS` probe of the same key. The per-type branches are disjoint; each
+///   is ordered and limited, and `UNION ALL` merges them in position order (Merge Append)
+///   without a sort. A tag absent from the store costs one index probe per segment.
 /// - Several items may select the same event: each item is ordered and limited on its own,
 ///   then they are combined with `UNION` (no duplicates), ordered and limited again.
 /// - Tagged and multi-item reads select positions first and join the events by primary key.
@@ -596,7 +623,7 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
             return String::new();
         };
         let branches = tagged_branches(tables, types, tags, dir);
-        match branches.as_slice() {
+        let in_segment = match branches.as_slice() {
             [one] => one.clone(),
             _ => format!(
                 "SELECT position FROM ({}) b ORDER BY position {dir} LIMIT $3",
@@ -606,7 +633,32 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
                     .collect::<Vec<_>>()
                     .join(" UNION ALL ")
             ),
-        }
+        };
+        // The segments that may hold a position in ($1, $2], in the query's direction: up to
+        // the head's (no later segment holds a committed event). A position's segment only
+        // grows with it, so visiting them in order and the positions of each in order
+        // visits the positions in order: the nested loop emits them ordered by `s.n`, the
+        // ordinality the planner knows the function scan is sorted by, without a sort,
+        // and the limit stops the walk as soon as enough are found.
+        let last = format!(
+            "least($2::bigint, (SELECT position FROM {head})) >> {SEGMENT_BITS}",
+            head = tables.head
+        );
+        let first = format!("$1::bigint >> {SEGMENT_BITS}");
+        let series = match shape.direction {
+            Direction::Forward => format!("{first}, {last}, 1"),
+            Direction::Backward => format!("{last}, {first}, -1"),
+        };
+        // The filter on `s.seg` holds for every segment of the series. It is there for the
+        // planner, which otherwise counts 1,000 rows for a series with parameters (and a
+        // tenth of them under a `LIMIT` parameter): a generic plan costed that high is never
+        // chosen over the custom plans, and planning every execution would cost more than
+        // the query. Two bounds on an unknown value count as 0.5% of the rows.
+        format!(
+            "SELECT w.position FROM generate_series({series}) WITH ORDINALITY AS s(seg, n) \
+             CROSS JOIN LATERAL ({in_segment}) w WHERE s.seg >= {first} AND s.seg <= {last} \
+             ORDER BY s.n LIMIT $3"
+        )
     };
     let positions = match items.as_slice() {
         [item] => item_positions(item),
@@ -637,8 +689,8 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
     }
 }
 
-/// The disjoint, ordered and limited branches of a tagged item: one per type (one for any
-/// type), each selecting `position`.
+/// The disjoint, ordered and limited branches of a tagged item within the segment `s.seg`:
+/// one per type (one for any type), each selecting `position`.
 fn tagged_branches(tables: &Tables, types: &[usize], tags: &[usize], dir: &str) -> Vec<String> {
     let tag_table = &tables.tags;
     let (first_tag, more_tags) = match tags.split_first() {
@@ -649,8 +701,8 @@ fn tagged_branches(tables: &Tables, types: &[usize], tags: &[usize], dir: &str) 
     for g in more_tags {
         let _ = write!(
             more,
-            " AND EXISTS (SELECT 1 FROM {tag_table} x \
-             WHERE x.tag = ${g} AND x.type = t.type AND x.position = t.position)"
+            " AND EXISTS (SELECT 1 FROM {tag_table} x WHERE x.seg = t.seg \
+             AND x.tag = ${g} AND x.type = t.type AND x.position = t.position)"
         );
     }
     let types: Vec<Option<usize>> = if types.is_empty() {
@@ -663,9 +715,9 @@ fn tagged_branches(tables: &Tables, types: &[usize], tags: &[usize], dir: &str) 
         .map(|t| {
             let of_type = t.map_or_else(String::new, |t| format!(" AND t.type = ${t}"));
             format!(
-                "SELECT t.position FROM {tag_table} t WHERE t.tag = ${first_tag}{of_type} \
-                 AND t.position > $1 AND t.position <= $2{more} \
-                 ORDER BY t.position {dir} LIMIT $3"
+                "SELECT t.position FROM {tag_table} t WHERE t.seg = s.seg \
+                 AND t.tag = ${first_tag}{of_type} AND t.position > $1 AND t.position <= $2\
+                 {more} ORDER BY t.position {dir} LIMIT $3"
             )
         })
         .collect()
