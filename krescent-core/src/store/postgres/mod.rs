@@ -312,6 +312,9 @@ struct Inner {
     shapes: RwLock<HashMap<Shape, Compiled>>,
     decoding: Mutex<Decoding>,
     ahead: Mutex<ReadAhead>,
+    /// The (type, tag) pairs this handle saw committed to `<prefix>tag_starts`, which an
+    /// append need not send again ([`KnownStarts`]).
+    starts: Mutex<KnownStarts>,
     listener_application_name: String,
     /// Stops the listener task when the last handle is dropped.
     _listener: DropGuard,
@@ -392,6 +395,7 @@ impl PostgresEventStore {
                 shapes: RwLock::new(HashMap::new()),
                 decoding: Mutex::new(Decoding::default()),
                 ahead: Mutex::new(ReadAhead::default()),
+                starts: Mutex::new(KnownStarts::default()),
                 listener_application_name,
                 _listener: cancel.drop_guard(),
             }),
@@ -583,6 +587,55 @@ async fn conflict(
     match statement {
         Some(stmt) => client.query_opt(stmt, &params.untyped()).await,
         None => client.query_typed_opt(&compiled.sql, &params.typed()).await,
+    }
+}
+
+/// Rows of `(tag, type, position relative to the new head)` in slices of at most
+/// [`INSERT_CHUNK`], one statement each.
+#[allow(clippy::type_complexity)]
+fn chunks<'a>(
+    rows: &'a (Vec<&'a str>, Vec<&'a str>, Vec<i64>),
+) -> Vec<(&'a [&'a str], &'a [&'a str], &'a [i64])> {
+    (0..rows.0.len())
+        .step_by(INSERT_CHUNK)
+        .map(|start| {
+            let end = (start + INSERT_CHUNK).min(rows.0.len());
+            (&rows.0[start..end], &rows.1[start..end], &rows.2[start..end])
+        })
+        .collect()
+}
+
+/// The most (type, tag) pairs [`KnownStarts`] holds; it starts over when full.
+const KNOWN_STARTS: usize = 1 << 18;
+
+/// The (type, tag) pairs known to have their row in `<prefix>tag_starts`: recorded after the
+/// append that sent them committed. A row is never deleted, so a pair known here needs no
+/// row; an append sends only the pairs it does not know (usually none, once the store's tags
+/// have been seen), which spares the server a conflicting insert per tag.
+#[derive(Default)]
+struct KnownStarts {
+    /// `type`, a NUL byte (which no stored text holds), then the tag.
+    pairs: std::collections::HashSet<String, TagsHashState>,
+}
+
+impl KnownStarts {
+    fn key(event_type: &str, tag: &str) -> String {
+        let mut key = String::with_capacity(event_type.len() + 1 + tag.len());
+        key.push_str(event_type);
+        key.push('\0');
+        key.push_str(tag);
+        key
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.pairs.contains(key)
+    }
+
+    fn extend(&mut self, keys: impl ExactSizeIterator<Item = String>) {
+        if self.pairs.len() + keys.len() > KNOWN_STARTS {
+            self.pairs.clear();
+        }
+        self.pairs.extend(keys);
     }
 }
 
@@ -876,6 +929,25 @@ impl EventStore for PostgresEventStore {
         let ids: Vec<Uuid> = crate::event::ids::new_ids(n);
         let mut encoded_tags: Vec<Vec<u8>> = Vec::with_capacity(n);
         let mut tag_rows: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
+        // The pairs this handle does not know to be in `tag_starts`, at their first occurrence.
+        let mut start_rows: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
+        let mut new_starts = std::collections::HashSet::<String, TagsHashState>::default();
+        {
+            let known = self.inner.starts.lock();
+            for (k, e) in events.iter().enumerate() {
+                // k < n, so the difference fits.
+                let delta = i64::try_from(k).unwrap_or(i64::MAX) - (n_i64 - 1);
+                for tag in e.tags.iter() {
+                    let key = KnownStarts::key(&e.event_type, tag.as_str());
+                    if known.contains(&key) || !new_starts.insert(key) {
+                        continue;
+                    }
+                    start_rows.0.push(tag.as_str());
+                    start_rows.1.push(&e.event_type);
+                    start_rows.2.push(delta);
+                }
+            }
+        }
         for (k, e) in events.iter().enumerate() {
             let mut encoded =
                 Vec::with_capacity(e.tags.iter().map(|t| t.as_str().len() + 4).sum::<usize>());
@@ -903,17 +975,8 @@ impl EventStore for PostgresEventStore {
                 )
             })
             .collect();
-        let tag_chunks: Vec<(&[&str], &[&str], &[i64])> = (0..tag_rows.0.len())
-            .step_by(INSERT_CHUNK)
-            .map(|start| {
-                let end = (start + INSERT_CHUNK).min(tag_rows.0.len());
-                (
-                    &tag_rows.0[start..end],
-                    &tag_rows.1[start..end],
-                    &tag_rows.2[start..end],
-                )
-            })
-            .collect();
+        let tag_chunks = chunks(&tag_rows);
+        let start_chunks = chunks(&start_rows);
         let tables = &self.inner.tables;
         let conflict_sql = conflict_query
             .as_ref()
@@ -929,6 +992,15 @@ impl EventStore for PostgresEventStore {
             .prepare_cached(&tables.insert_tags)
             .await
             .map_err(db)?;
+        let insert_starts = match start_chunks.is_empty() {
+            true => None,
+            false => Some(
+                client
+                    .prepare_cached(&tables.insert_starts)
+                    .await
+                    .map_err(db)?,
+            ),
+        };
         let notify = client.prepare_cached(&tables.notify).await.map_err(db)?;
         let conflict_stmt = match &conflict_sql {
             Some(c) if !c.per_execution => Some(client.prepare_cached(&c.sql).await.map_err(db)?),
@@ -976,8 +1048,11 @@ impl EventStore for PostgresEventStore {
                 client.execute(insert, &params).await.map(|_| None)
             }));
         }
-        for (texts, types, deltas) in &tag_chunks {
-            let insert = &insert_tags;
+        let tag_inserts = tag_chunks.iter().map(|c| (c, &insert_tags));
+        let start_inserts = insert_starts
+            .iter()
+            .flat_map(|insert| start_chunks.iter().map(move |c| (c, insert)));
+        for ((texts, types, deltas), insert) in tag_inserts.chain(start_inserts) {
             steps.push(Box::pin(async move {
                 let params: [&(dyn ToSql + Sync); 3] = [texts, types, deltas];
                 client.execute(insert, &params).await.map(|_| None)
@@ -1013,6 +1088,10 @@ impl EventStore for PostgresEventStore {
         };
         let head: i64 = row.try_get(0).map_err(db)?;
         let timestamp: DateTime<Utc> = row.try_get(1).map_err(db)?;
+        if !new_starts.is_empty() {
+            // Committed: the pairs have their rows now.
+            self.inner.starts.lock().extend(new_starts.into_iter());
+        }
         let first = to_position(head - n_i64 + 1)?;
         listener::publish(&self.inner.head, to_position(head)?);
 

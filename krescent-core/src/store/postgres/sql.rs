@@ -25,7 +25,7 @@ pub(super) const SCHEMA_VERSION: i64 = 3;
 pub(super) const SEGMENT_BITS: u32 = 15;
 
 /// The longest accepted table prefix, in bytes (PostgreSQL identifiers hold 63 bytes; the
-/// longest derived name is the prefix plus `event_tags_pkey`).
+/// longest derived name is the prefix plus `event_tags_seg_check`, 61 bytes).
 pub(super) const MAX_PREFIX_LEN: usize = 41;
 
 /// Whether `prefix` is a valid table prefix: `^[a-z_][a-z0-9_]{0,40}$`.
@@ -47,6 +47,8 @@ pub(super) struct Tables {
     pub prefix: String,
     pub events: String,
     pub tags: String,
+    /// The first segment of each (tag, type) pair ([`Tables::insert_starts`]).
+    pub starts: String,
     pub head: String,
     pub meta: String,
     /// Checkpoints of read models ([`CheckpointSql`]).
@@ -61,6 +63,9 @@ pub(super) struct Tables {
     pub lock_head: String,
     pub insert_events: String,
     pub insert_tags: String,
+    /// `$1` tags, `$2` types, `$3` positions relative to the new head: records the segment
+    /// of each pair not recorded yet (the first one it appears in, as positions only grow).
+    pub insert_starts: String,
     /// `$1` the channel: notifies the new head, read from the locked counter row.
     pub notify: String,
 }
@@ -70,6 +75,7 @@ impl Tables {
     pub fn new(prefix: &str) -> Self {
         let events = format!("{prefix}events");
         let tags = format!("{prefix}event_tags");
+        let starts = format!("{prefix}tag_starts");
         let head = format!("{prefix}head");
         Tables {
             prefix: prefix.to_owned(),
@@ -93,9 +99,16 @@ impl Tables {
             ),
             // `$3`: each tag's position relative to the new head (0 for the last event).
             insert_tags: format!(
-                "INSERT INTO {tags} (tag, type, position) \
-                 SELECT u.tag, u.type, h.position + u.delta FROM {head} h, \
+                "INSERT INTO {tags} (seg, tag, type, position) \
+                 SELECT (h.position + u.delta) >> {SEGMENT_BITS}, u.tag, u.type, \
+                 h.position + u.delta FROM {head} h, \
                  UNNEST($1::text[], $2::text[], $3::int8[]) AS u(tag, type, delta)"
+            ),
+            insert_starts: format!(
+                "INSERT INTO {starts} (tag, type, seg) \
+                 SELECT u.tag, u.type, min((h.position + u.delta) >> {SEGMENT_BITS}) \
+                 FROM {head} h, UNNEST($1::text[], $2::text[], $3::int8[]) AS u(tag, type, delta) \
+                 GROUP BY u.tag, u.type ON CONFLICT DO NOTHING"
             ),
             notify: format!("SELECT pg_notify($1, position::text) FROM {head}"),
             meta: format!("{prefix}meta"),
@@ -105,6 +118,7 @@ impl Tables {
             channel: format!("{prefix}events"),
             events,
             tags,
+            starts,
             head,
         }
     }
@@ -139,6 +153,7 @@ impl Tables {
             bookmarks,
             ..
         } = self;
+        let create_starts = self.create_starts();
         format!(
             "CREATE TABLE IF NOT EXISTS {events} (
                  position bigint PRIMARY KEY,
@@ -153,9 +168,11 @@ impl Tables {
                  tag text COLLATE \"C\" NOT NULL,
                  type text COLLATE \"C\" NOT NULL,
                  position bigint NOT NULL,
-                 seg bigint NOT NULL GENERATED ALWAYS AS (position >> {SEGMENT_BITS}) STORED,
+                 seg bigint NOT NULL,
+                 CONSTRAINT {tags}_seg_check CHECK (seg = position >> {SEGMENT_BITS}),
                  PRIMARY KEY (seg, tag, type, position)
              );
+             {create_starts}
              CREATE TABLE IF NOT EXISTS {head} (
                  id boolean PRIMARY KEY DEFAULT true CHECK (id),
                  position bigint NOT NULL,
@@ -220,28 +237,55 @@ impl Tables {
         )
     }
 
-    /// The statement migrating schema version 2 to version 3, run under the schema lock before
-    /// [`create_schema`](Self::create_schema) (which then records version 3): `event_tags`
-    /// gets the generated column `seg` (the table is rewritten) and its primary key becomes
-    /// `(seg, tag, type, position)` (the index is rebuilt). Appends of processes still running
-    /// version 2 keep working (they do not name `seg`), but their tag queries scan the index.
+    /// The statement creating `<prefix>tag_starts`: for each (tag, type) pair stored, the
+    /// first segment holding it. A tag query skips the segments before it, and finds a pair
+    /// that was never stored without visiting any segment.
+    fn create_starts(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+                 tag text COLLATE \"C\" NOT NULL,
+                 type text COLLATE \"C\" NOT NULL,
+                 seg bigint NOT NULL,
+                 PRIMARY KEY (tag, type)
+             );",
+            self.starts
+        )
+    }
+
+    /// The statements migrating schema version 2 to version 3, run under the schema lock
+    /// before [`create_schema`](Self::create_schema) (which then records version 3):
+    /// `event_tags` gets the column `seg` (filled as a generated column, then kept as a plain
+    /// one with a check; the table is rewritten) and its primary key becomes `(seg, tag,
+    /// type, position)` (the index is rebuilt); `tag_starts` is created and filled from it.
+    /// Processes still running version 2 fail their appends afterwards (they do not set
+    /// `seg`, which has no default), so none can store a pair without recording it in
+    /// `tag_starts`.
     pub fn migrate_from_2(&self) -> String {
-        let tags = &self.tags;
+        let Tables { tags, starts, .. } = self;
+        let create_starts = self.create_starts();
         format!(
             "ALTER TABLE {tags}
                  DROP CONSTRAINT {tags}_pkey,
                  ADD COLUMN seg bigint NOT NULL
                      GENERATED ALWAYS AS (position >> {SEGMENT_BITS}) STORED,
-                 ADD CONSTRAINT {tags}_pkey PRIMARY KEY (seg, tag, type, position);"
+                 ADD CONSTRAINT {tags}_pkey PRIMARY KEY (seg, tag, type, position);
+             ALTER TABLE {tags}
+                 ALTER COLUMN seg DROP EXPRESSION,
+                 ADD CONSTRAINT {tags}_seg_check CHECK (seg = position >> {SEGMENT_BITS});
+             {create_starts}
+             INSERT INTO {starts} (tag, type, seg)
+                 SELECT tag, type, min(seg) FROM {tags} GROUP BY tag, type
+                 ON CONFLICT DO NOTHING;"
         )
     }
 
     /// The statement dropping every table of the store.
     pub fn drop_schema(&self) -> String {
         format!(
-            "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {}, {}",
+            "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {}, {}, {}",
             self.events,
             self.tags,
+            self.starts,
             self.head,
             self.meta,
             self.checkpoints,
@@ -645,6 +689,27 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
             head = tables.head
         );
         let first = format!("$1::bigint >> {SEGMENT_BITS}");
+        // No segment before the first one holding every tag of the item (with one of its
+        // types): none at all when a tag was never stored with them.
+        let mut starts = String::new();
+        for g in tags {
+            let of_type = match types.as_slice() {
+                [] => String::new(),
+                [t] => format!(" AND type = ${t}"),
+                more => format!(
+                    " AND type IN ({})",
+                    more.iter()
+                        .map(|t| format!("${t}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            let _ = write!(
+                starts,
+                " AND s.seg >= (SELECT min(seg) FROM {} WHERE tag = ${g}{of_type})",
+                tables.starts
+            );
+        }
         let series = match shape.direction {
             Direction::Forward => format!("{first}, {last}, 1"),
             Direction::Backward => format!("{last}, {first}, -1"),
@@ -656,8 +721,8 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
         // the query. Two bounds on an unknown value count as 0.5% of the rows.
         format!(
             "SELECT w.position FROM generate_series({series}) WITH ORDINALITY AS s(seg, n) \
-             CROSS JOIN LATERAL ({in_segment}) w WHERE s.seg >= {first} AND s.seg <= {last} \
-             ORDER BY s.n LIMIT $3"
+             CROSS JOIN LATERAL ({in_segment}) w \
+             WHERE s.seg >= {first} AND s.seg <= {last}{starts} ORDER BY s.n LIMIT $3"
         )
     };
     let positions = match items.as_slice() {
