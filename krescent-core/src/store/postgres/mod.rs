@@ -600,7 +600,11 @@ fn chunks<'a>(
         .step_by(INSERT_CHUNK)
         .map(|start| {
             let end = (start + INSERT_CHUNK).min(rows.0.len());
-            (&rows.0[start..end], &rows.1[start..end], &rows.2[start..end])
+            (
+                &rows.0[start..end],
+                &rows.1[start..end],
+                &rows.2[start..end],
+            )
         })
         .collect()
 }

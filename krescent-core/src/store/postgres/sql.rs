@@ -678,20 +678,15 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
                     .join(" UNION ALL ")
             ),
         };
-        // The segments that may hold a position in ($1, $2], in the query's direction: up to
-        // the head's (no later segment holds a committed event). A position's segment only
-        // grows with it, so visiting them in order and the positions of each in order
-        // visits the positions in order: the nested loop emits them ordered by `s.n`, the
-        // ordinality the planner knows the function scan is sorted by, without a sort,
-        // and the limit stops the walk as soon as enough are found.
-        let last = format!(
-            "least($2::bigint, (SELECT position FROM {head})) >> {SEGMENT_BITS}",
-            head = tables.head
-        );
-        let first = format!("$1::bigint >> {SEGMENT_BITS}");
-        // No segment before the first one holding every tag of the item (with one of its
-        // types): none at all when a tag was never stored with them.
-        let mut starts = String::new();
+        // The segments that may hold a position in ($1, $2], in the query's direction: from
+        // the first one holding every tag of the item (with one of its types; none at all
+        // when a tag was never stored with them) up to the head's (no later segment holds a
+        // committed event). A position's segment only grows with it, so visiting the
+        // segments in order and the positions of each in order visits the positions in
+        // order: the nested loop emits them ordered by `s.n`, the ordinality the planner
+        // knows the function scan is sorted by, without a sort, and the limit stops the walk
+        // as soon as enough are found.
+        let mut first = format!("greatest($1::bigint >> {SEGMENT_BITS}");
         for g in tags {
             let of_type = match types.as_slice() {
                 [] => String::new(),
@@ -704,17 +699,25 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
                         .join(", ")
                 ),
             };
+            // `greatest` skips NULLs: an absent pair moves the start past every segment.
             let _ = write!(
-                starts,
-                " AND s.seg >= (SELECT min(seg) FROM {} WHERE tag = ${g}{of_type})",
-                tables.starts
+                first,
+                ", coalesce((SELECT min(seg) FROM {} WHERE tag = ${g}{of_type}), {})",
+                tables.starts,
+                i64::MAX
             );
         }
+        first.push(')');
+        let last = format!(
+            "least($2::bigint, (SELECT position FROM {head})) >> {SEGMENT_BITS}",
+            head = tables.head
+        );
         let series = match shape.direction {
             Direction::Forward => format!("{first}, {last}, 1"),
             Direction::Backward => format!("{last}, {first}, -1"),
         };
-        // The filter on `s.seg` holds for every segment of the series. It is there for the
+        // The filter on `s.seg` holds for every segment of the series (it repeats the bounds
+        // of the query's range). It is there for the
         // planner, which otherwise counts 1,000 rows for a series with parameters (and a
         // tenth of them under a `LIMIT` parameter): a generic plan costed that high is never
         // chosen over the custom plans, and planning every execution would cost more than
@@ -722,7 +725,8 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
         format!(
             "SELECT w.position FROM generate_series({series}) WITH ORDINALITY AS s(seg, n) \
              CROSS JOIN LATERAL ({in_segment}) w \
-             WHERE s.seg >= {first} AND s.seg <= {last}{starts} ORDER BY s.n LIMIT $3"
+             WHERE s.seg >= $1::bigint >> {SEGMENT_BITS} AND s.seg <= $2::bigint >> {SEGMENT_BITS} \
+             ORDER BY s.n LIMIT $3"
         )
     };
     let positions = match items.as_slice() {
