@@ -9,7 +9,7 @@
 //! that users bind [`PostgresWrites`] parameters ([`ToSql`] values) with the same version of
 //! the driver.
 //!
-//! # Schema (version 2)
+//! # Schema (version 3)
 //!
 //! Every table name starts with the configured prefix (default `krescent_`):
 //!
@@ -18,24 +18,41 @@
 //! | `<prefix>meta` | `(name, value)`: the `schema_version` |
 //! | `<prefix>head` | one row: the position and time of the last append |
 //! | `<prefix>events` | `position` (primary key), `id uuid`, `type`, `tags bytea` (each tag's length and text), `recorded_at`, `payload bytea`; index `(type, position)` |
-//! | `<prefix>event_tags` | one row per tag of each event: primary key `(tag, type, position)` |
+//! | `<prefix>event_tags` | one row per tag of each event: `tag`, `type`, `position`, `seg` (`position >> 15`, checked); primary key `(seg, tag, type, position)` |
+//! | `<prefix>tag_starts` | one row per (tag, type) pair ever stored: `seg`, the first segment holding it; primary key `(tag, type)`, including `seg` |
 //! | `<prefix>checkpoints` | one row per read model: `model` (primary key), `catalog_revision`, `model_version`, `shape`, `position`, `taken_at`, `checkpoint bytea` (see [`PostgresCheckpointStorage`]) |
 //! | `<prefix>checkpoint_deltas` | checkpoint deltas: primary key `(model, position)`, `base_position`, `taken_at`, `delta bytea` |
 //! | `<prefix>bookmarks` | one row per projector: `reader` (primary key), `position` |
 //!
+//! The tag index is cut into *segments* of 32,768 positions, and its key starts with the
+//! segment. An append's tag rows therefore all land in the pages of the newest segment (a few
+//! hundred, which stay in memory), instead of one page per event anywhere in an index that
+//! grows with the store: a key starting with the tag dirties about one page per event, and
+//! after each checkpoint writes a full-page image of it to the WAL, which made the tag index
+//! the largest cost of a batched append. A tag query walks the segments in its direction, one
+//! index probe per segment (`generate_series` in a nested loop that stops at the limit), from
+//! the pair's first segment, read in `tag_starts`, to the head's; a pair never stored costs a
+//! single probe of `tag_starts` and visits no segment. An append inserts into `tag_starts`
+//! only the pairs the store handle has not seen committed before (`ON CONFLICT DO NOTHING`,
+//! under the head's lock, so the first segment is the earliest). The cost that remains is
+//! that of a tag stored long ago and rarely since: a backward query visits every segment down
+//! to its latest event (at 1M events, 31 segments).
+//!
 //! Type names and tags are compared bytewise (`COLLATE "C"`), whatever the database's locale.
-//! The schema is created on first use, idempotently, under an advisory lock. Tables of
-//! version 1 (tags stored as a JSON array, the database's collation) are migrated in that
-//! transaction: the events table is rewritten and the indexes rebuilt, so the first connect
-//! after an upgrade takes a while on a large store, and processes still running the older
-//! version fail their appends until they are upgraded too. A schema written by a newer
-//! version of krescent is refused ([`PostgresError::UnsupportedSchemaVersion`]).
+//! The schema is created on first use, idempotently, under an advisory lock. Older tables are
+//! migrated in that transaction: version 1 (tags stored as a JSON array, the database's
+//! collation) by rewriting the events table and rebuilding the indexes, then version 2 (a tag
+//! index keyed by tag first) by adding `seg` to `event_tags` (the table is rewritten and its
+//! index rebuilt) and filling `tag_starts`. The first connect after an upgrade therefore
+//! takes a while on a large store, and processes still running an older version fail their
+//! appends until they are upgraded too. A schema written by a newer version of krescent is
+//! refused ([`PostgresError::UnsupportedSchemaVersion`]).
 //!
 //! # Positions under concurrency
 //!
 //! An append locks the counter row of `<prefix>head` (`UPDATE … RETURNING`), checks the append
-//! condition, inserts the batch (`UNNEST` arrays, 1000 rows per statement) and commits, which
-//! releases the lock. Positions are therefore assigned in commit order: a reader never sees
+//! condition, inserts the batch (`UNNEST` arrays, 1000 rows per statement: events, tag rows,
+//! new (tag, type) pairs) and commits, which releases the lock. Positions are therefore assigned in commit order: a reader never sees
 //! position `p + 1` before `p` is visible, so it never skips an event that commits late, and a
 //! failed or rolled back append gives its positions back (no gaps). The condition is checked
 //! after the lock is taken, so the database enforces it atomically.

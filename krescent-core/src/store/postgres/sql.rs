@@ -246,7 +246,7 @@ impl Tables {
                  tag text COLLATE \"C\" NOT NULL,
                  type text COLLATE \"C\" NOT NULL,
                  seg bigint NOT NULL,
-                 PRIMARY KEY (tag, type)
+                 PRIMARY KEY (tag, type) INCLUDE (seg)
              );",
             self.starts
         )
@@ -613,7 +613,8 @@ enum ItemParams {
 ///   segment, the first tag with each type is an index range read in position order, each
 ///   further tag an `EXISTS` probe of the same key. The per-type branches are disjoint; each
 ///   is ordered and limited, and `UNION ALL` merges them in position order (Merge Append)
-///   without a sort. A tag absent from the store costs one index probe per segment.
+///   without a sort. The walk starts at the first segment `tag_starts` records for every tag
+///   of the item (with one of its types), so a pair never stored visits no segment.
 /// - Several items may select the same event: each item is ordered and limited on its own,
 ///   then they are combined with `UNION` (no duplicates), ordered and limited again.
 /// - Tagged and multi-item reads select positions first and join the events by primary key.
@@ -802,7 +803,12 @@ mod tests {
     fn storage_tables_belong_to_the_schema() {
         let tables = Tables::new("p_");
         let schema = tables.create_schema();
-        for table in ["p_checkpoints", "p_checkpoint_deltas", "p_bookmarks"] {
+        for table in [
+            "p_checkpoints",
+            "p_checkpoint_deltas",
+            "p_bookmarks",
+            "p_tag_starts",
+        ] {
             assert!(
                 schema.contains(&format!("CREATE TABLE IF NOT EXISTS {table} (")),
                 "{table}"
