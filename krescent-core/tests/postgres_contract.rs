@@ -644,6 +644,60 @@ fn schema_version_2_is_migrated() {
     });
 }
 
+/// The first segment of each (tag, type) pair is recorded by whichever handle stores the pair
+/// first, and again harmlessly by a handle that has not seen it; a pair is remembered by a
+/// handle only once its append committed, so a failed append of a new pair does not stop the
+/// next one from recording it.
+#[test]
+fn tag_starts_follow_committed_appends() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let a = connect(&url, &prefix).await;
+        let b = connect(&url, &prefix).await;
+        let by_tag = |t: &str| EventQuery::item(QueryItem::tagged([tag(t)]));
+        a.append(vec![event("pg.a", &["k:shared"], "{}".into())], None)
+            .await
+            .expect("append");
+        b.append(vec![event("pg.a", &["k:shared"], "{}".into())], None)
+            .await
+            .expect("append of a pair stored by another handle");
+        let found = b.read(&by_tag("k:shared")).await.expect("read");
+        assert_eq!(positions(&found), [1, 2]);
+
+        // A conditional append of a new pair fails: nothing of it is stored or remembered.
+        let condition =
+            AppendCondition::none_match_after(EventQuery::item(QueryItem::types(["pg.a"])), 0);
+        let err = a
+            .append(
+                vec![event("pg.a", &["k:new"], "{}".into())],
+                Some(condition),
+            )
+            .await
+            .expect_err("the condition fails");
+        assert!(
+            matches!(err, StoreError::Conflict { position: 1 }),
+            "{err:?}"
+        );
+        assert!(a.read(&by_tag("k:new")).await.expect("read").is_empty());
+        a.append(vec![event("pg.a", &["k:new"], "{}".into())], None)
+            .await
+            .expect("append");
+        for store in [&a, &b] {
+            let found = store.read(&by_tag("k:new")).await.expect("read");
+            assert_eq!(positions(&found), [3]);
+        }
+        let client = raw_client(&url).await;
+        let starts: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {prefix}tag_starts"), &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(starts, 2);
+        drop((a, b));
+        drop_tables(&url, &prefix).await;
+    });
+}
+
 /// Invalid prefixes, pool sizes and URLs are typed errors, and no table is created.
 #[test]
 fn invalid_settings_are_rejected() {

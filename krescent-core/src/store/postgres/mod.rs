@@ -1013,14 +1013,15 @@ impl EventStore for PostgresEventStore {
             .prepare_cached(&tables.insert_tags)
             .await
             .map_err(db)?;
-        let insert_starts = match start_chunks.is_empty() {
-            true => None,
-            false => Some(
+        let insert_starts = if start_chunks.is_empty() {
+            None
+        } else {
+            Some(
                 client
                     .prepare_cached(&tables.insert_starts)
                     .await
                     .map_err(db)?,
-            ),
+            )
         };
         let notify = client.prepare_cached(&tables.notify).await.map_err(db)?;
         let conflict_stmt = match &conflict_sql {
