@@ -207,7 +207,8 @@ impl Tables {
     }
 
     /// The statements migrating schema version 1 to version 2, run under the schema lock
-    /// before [`create_schema`](Self::create_schema) (which then records version 2):
+    /// before [`migrate_from_2`](Self::migrate_from_2) and
+    /// [`create_schema`](Self::create_schema) (which then records the current version):
     ///
     /// - `events.tags` from a `json` array of strings to the binary encoding of
     ///   [`encode_tags`] (the table is rewritten);
