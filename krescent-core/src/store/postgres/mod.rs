@@ -27,9 +27,9 @@
 //! The tag index is cut into *segments* of 32,768 positions, and its key starts with the
 //! segment. An append's tag rows therefore all land in the pages of the newest segment (a few
 //! hundred, which stay in memory), instead of one page per event anywhere in an index that
-//! grows with the store: a key starting with the tag dirties about one page per event, and
-//! after each checkpoint writes a full-page image of it to the WAL, which made the tag index
-//! the largest cost of a batched append. A tag query walks the segments in its direction, one
+//! grows with the store: a key starting with the tag dirties about one page per event (and,
+//! after each checkpoint, writes a full-page image of it to the WAL), which made the tag
+//! insert the costliest statement of a batched append. A tag query walks the segments in its direction, one
 //! index probe per segment (`generate_series` in a nested loop that stops at the limit), from
 //! the pair's first segment, read in `tag_starts`, to the head's; a pair never stored costs a
 //! single probe of `tag_starts` and visits no segment. An append inserts into `tag_starts`
@@ -52,10 +52,11 @@
 //!
 //! An append locks the counter row of `<prefix>head` (`UPDATE … RETURNING`), checks the append
 //! condition, inserts the batch (`UNNEST` arrays, 1000 rows per statement: events, tag rows,
-//! new (tag, type) pairs) and commits, which releases the lock. Positions are therefore assigned in commit order: a reader never sees
-//! position `p + 1` before `p` is visible, so it never skips an event that commits late, and a
-//! failed or rolled back append gives its positions back (no gaps). The condition is checked
-//! after the lock is taken, so the database enforces it atomically.
+//! new (tag, type) pairs) and commits, which releases the lock. Positions are therefore
+//! assigned in commit order: a reader never sees position `p + 1` before `p` is visible, so it
+//! never skips an event that commits late, and a failed or rolled back append gives its
+//! positions back (no gaps). The condition is checked after the lock is taken, so the database
+//! enforces it atomically.
 //!
 //! The statements of an append are pipelined: the inserts take their positions and time from
 //! the locked counter row rather than from the client, so an append without a condition is
