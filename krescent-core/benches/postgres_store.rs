@@ -27,16 +27,21 @@
 //!   the store.
 //! - (f) `postgres_round_trip/prepared_select_1` (criterion): a prepared `SELECT 1` on one
 //!   connection.
+//! - (g) the init query of a product that has no event (an absent tag): the worst case of the
+//!   tag index, whose queries visit the segments of the index one by one until the limit.
 //!
 //! The figures compared with each other are measured in alternation by hand after the
-//! criterion runs (7 rounds of the four catch-ups; 25 rounds of 400 init queries and 400
-//! `SELECT 1`), so that the load of a shared machine weighs on both sides alike; the summary
+//! criterion runs (7 rounds of the four catch-ups; 25 rounds of 400 init queries, 400
+//! `SELECT 1` and 400 init queries of an absent product), so that the load of a shared machine weighs on both sides alike; the summary
 //! prints their medians and the ratios to the targets (catch-up at least 0.9× the hand-written
 //! select; batched appends at least 150k events/s; the init query at most 2× the `SELECT 1`
 //! round trip).
 //!
 //! Run: `KRESCENT_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p
 //! krescent-core --bench postgres_store --features postgres`.
+//!
+//! With `KRESCENT_BENCH_APPEND_ONLY=1` it builds the ledger, then runs only the interleaved
+//! latency rounds and prints (a), (e), (f) and (g): quicker, while working on appends.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -54,6 +59,8 @@ use parking_lot::Mutex;
 use tokio::runtime::Runtime;
 
 const URL_VAR: &str = "KRESCENT_POSTGRES_URL";
+/// Set (to anything but `0`) to skip the criterion runs and the catch-ups.
+const APPEND_ONLY_VAR: &str = "KRESCENT_BENCH_APPEND_ONLY";
 const BUILD_BATCH: u64 = 1_000;
 /// The columns of the hand-written catch-up: what its fold needs.
 const PLAIN_COLUMNS: &str = "position, type, payload";
@@ -99,7 +106,7 @@ async fn build_ledger(url: String) -> Ledger {
         build_time += took;
     }
     let raw = raw_client(&url).await;
-    for table in ["events", "event_tags"] {
+    for table in ["events", "event_tags", "tag_starts"] {
         raw.batch_execute(&format!("VACUUM ANALYZE {prefix}{table}"))
             .await
             .expect("vacuum");
@@ -194,6 +201,15 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let ledger = rt.block_on(build_ledger(url));
+    if std::env::var(APPEND_ONLY_VAR).is_ok_and(|v| v != "0") {
+        let latency = rt.block_on(interleaved_latency(&ledger));
+        println!("\n== postgres_store append and latency medians ==");
+        print_append(&ledger);
+        print_latency(latency);
+        rt.block_on(ledger.store.drop_tables())
+            .expect("drop tables");
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
 
     latency(&mut c, &rt, &ledger);
@@ -202,20 +218,12 @@ fn main() {
 
     // The ratios compare measurements taken in alternation, so that a change in the load of
     // the machine affects both sides alike.
-    let (init, select_1) = rt.block_on(interleaved_latency(&ledger));
+    let latency = rt.block_on(interleaved_latency(&ledger));
     let catch_up = rt.block_on(interleaved_catch_up(&ledger));
 
-    let mut batches = ledger.batch_times.clone();
-    batches.sort();
-    let batch_median = batches[batches.len() / 2];
     let per_s = |d: Duration, n: u64| n as f64 / d.as_secs_f64();
     println!("\n== postgres_store medians ==");
-    println!(
-        "(a) append, batches of 1000:   median batch {batch_median:.2?} = {:.0} events/s \
-         (whole build: {:.0} events/s)  target >= 150000",
-        per_s(batch_median, BUILD_BATCH),
-        per_s(ledger.build_time, EVENTS)
-    );
+    print_append(&ledger);
     println!(
         "(b) single conditional append: {conditional:.2?} = {:.0} events/s",
         per_s(conditional, 1)
@@ -247,23 +255,47 @@ fn main() {
         pa.as_secs_f64() / s.as_secs_f64(),
         pa.as_secs_f64() / t.as_secs_f64()
     );
-    println!("(e) init query at 1M events:   {init:.2?}");
-    println!("(f) prepared SELECT 1:         {select_1:.2?}");
-    println!(
-        "    init / SELECT 1:            {:.2}  target <= 2",
-        init.as_secs_f64() / select_1.as_secs_f64()
-    );
+    print_latency(latency);
 
     rt.block_on(ledger.store.drop_tables())
         .expect("drop tables");
     drop(ledger);
 }
 
-/// Medians of per-query means over rounds that alternate the init query and `SELECT 1`.
-async fn interleaved_latency(ledger: &Ledger) -> (Duration, Duration) {
+/// Prints (a): the median batch of the build.
+fn print_append(ledger: &Ledger) {
+    let mut batches = ledger.batch_times.clone();
+    batches.sort();
+    let batch_median = batches[batches.len() / 2];
+    let per_s = |d: Duration, n: u64| n as f64 / d.as_secs_f64();
+    println!(
+        "(a) append, batches of 1000:   median batch {batch_median:.2?} = {:.0} events/s \
+         (whole build: {:.0} events/s)  target >= 150000",
+        per_s(batch_median, BUILD_BATCH),
+        per_s(ledger.build_time, EVENTS)
+    );
+}
+
+/// Prints (e), (f) and (g): the medians of the interleaved latency rounds.
+fn print_latency([init, select_1, absent]: [Duration; 3]) {
+    println!("(e) init query at 1M events:   {init:.2?}");
+    println!("(f) prepared SELECT 1:         {select_1:.2?}");
+    println!(
+        "    init / SELECT 1:            {:.2}  target <= 2",
+        init.as_secs_f64() / select_1.as_secs_f64()
+    );
+    println!(
+        "(g) init query, absent product: {absent:.2?} ({:.2}x SELECT 1)",
+        absent.as_secs_f64() / select_1.as_secs_f64()
+    );
+}
+
+/// Medians of per-query means over rounds that alternate the init query, `SELECT 1` and the
+/// init query of an absent product.
+async fn interleaved_latency(ledger: &Ledger) -> [Duration; 3] {
     let client = raw_client(&ledger.url).await;
     let stmt = client.prepare("SELECT 1").await.expect("prepare");
-    let (mut init, mut one) = (Vec::new(), Vec::new());
+    let (mut init, mut one, mut absent) = (Vec::new(), Vec::new(), Vec::new());
     let mut k = 0u64;
     for _ in 0..LATENCY_ROUNDS {
         let started = Instant::now();
@@ -278,8 +310,20 @@ async fn interleaved_latency(ledger: &Ledger) -> (Duration, Duration) {
             black_box(row.get::<_, i32>(0));
         }
         one.push(started.elapsed() / LATENCY_QUERIES as u32);
+        let started = Instant::now();
+        for _ in 0..LATENCY_QUERIES {
+            k = (k + 7) % PRODUCTS;
+            // Products numbered from PRODUCTS up have no event.
+            let found = ledger
+                .store
+                .read(&init_query(PRODUCTS + k))
+                .await
+                .expect("init query");
+            assert!(found.is_empty(), "an absent product has no count");
+        }
+        absent.push(started.elapsed() / LATENCY_QUERIES as u32);
     }
-    (median(init), median(one))
+    [median(init), median(one), median(absent)]
 }
 
 /// Medians of whole catch-ups, the four variants in alternation: the store (`match_all`), the

@@ -351,7 +351,7 @@ fn schema_creation_is_idempotent_and_versioned() {
             .await
             .expect("version")
             .get(0);
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         client
             .batch_execute(&format!(
                 "UPDATE {prefix}meta SET value = 99 WHERE name = 'schema_version'"
@@ -365,7 +365,7 @@ fn schema_creation_is_idempotent_and_versioned() {
         match postgres_error(&err) {
             PostgresError::UnsupportedSchemaVersion {
                 found: 99,
-                supported: 2,
+                supported: 3,
                 ..
             } => {}
             other => panic!("expected UnsupportedSchemaVersion, got {other:?}"),
@@ -377,8 +377,9 @@ fn schema_creation_is_idempotent_and_versioned() {
 }
 
 /// Tables of schema version 1 (tags as a JSON array, the database's collation) are migrated
-/// on connect: every stored event reads back with its tags, is found by its tags, and the
-/// positions continue; the schema is then version 2, and a version below 1 is refused.
+/// on connect (through version 2): every stored event reads back with its tags, is found by
+/// its tags, and the positions continue; the schema is then version 3, and a version below 1
+/// is refused.
 #[test]
 fn schema_version_1_is_migrated() {
     with_database(|url| async move {
@@ -446,7 +447,7 @@ fn schema_version_1_is_migrated() {
             .await
             .expect("version")
             .get(0);
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         drop(store);
 
         client
@@ -466,6 +467,233 @@ fn schema_version_1_is_migrated() {
             ),
             "{err:?}"
         );
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// Tables of schema version 2 (a tag index keyed by tag first) are migrated on connect: the
+/// tag index gets its segments (`position >> 15`), `tag_starts` the first segment of each tag
+/// and type, and every event is found by its tags, in both directions, across segments; the
+/// positions continue, an append in the way of version 2 (without the segment) fails, and
+/// the schema is then version 3.
+#[test]
+fn schema_version_2_is_migrated() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let client = raw_client(&url).await;
+        // The schema as version 2 created it, with events at positions 1, 2 (segment 0) and
+        // 40,000 (segment 1) written the way it wrote them (tags: each one's length, then its
+        // text).
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {prefix}meta (name text PRIMARY KEY, value bigint NOT NULL);
+                 CREATE TABLE {prefix}events (
+                     position bigint PRIMARY KEY, id uuid NOT NULL,
+                     type text COLLATE \"C\" NOT NULL, tags bytea NOT NULL,
+                     recorded_at timestamptz NOT NULL, payload bytea NOT NULL);
+                 CREATE INDEX {prefix}events_type_idx ON {prefix}events (type, position);
+                 CREATE TABLE {prefix}event_tags (
+                     tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
+                     position bigint NOT NULL, PRIMARY KEY (tag, type, position));
+                 CREATE TABLE {prefix}head (
+                     id boolean PRIMARY KEY DEFAULT true CHECK (id), position bigint NOT NULL,
+                     recorded_at timestamptz);
+                 INSERT INTO {prefix}head (id, position, recorded_at)
+                     VALUES (true, 40000, '2024-01-01T00:00:02Z');
+                 INSERT INTO {prefix}events VALUES
+                     (1, '0190e8a0-0000-7000-8000-000000000001', 'pg.a',
+                      '\\x000000036b3a61000000036d3a31', '2024-01-01T00:00:00Z', '\\x7b7d'),
+                     (2, '0190e8a0-0000-7000-8000-000000000002', 'pg.b',
+                      '\\x000000036b3a61', '2024-01-01T00:00:01Z', '\\x7b7d'),
+                     (40000, '0190e8a0-0000-7000-8000-000000000003', 'pg.a',
+                      '\\x000000036b3a61', '2024-01-01T00:00:02Z', '\\x7b7d');
+                 INSERT INTO {prefix}event_tags VALUES
+                     ('k:a', 'pg.a', 1), ('m:1', 'pg.a', 1), ('k:a', 'pg.b', 2),
+                     ('k:a', 'pg.a', 40000);
+                 INSERT INTO {prefix}meta VALUES ('schema_version', 2);"
+            ))
+            .await
+            .expect("version 2 tables");
+        let store = connect(&url, &prefix).await;
+        let read = store.read(&EventQuery::match_all()).await.expect("read");
+        assert_eq!(positions(&read), [1, 2, 40000]);
+        assert_eq!(read[0].tags, Tags::parse(["k:a", "m:1"]).expect("tags"));
+
+        let segments: Vec<(String, String, i64, i64)> = client
+            .query(
+                &format!(
+                    "SELECT tag, type, position, seg FROM {prefix}event_tags \
+                     ORDER BY seg, tag, type, position"
+                ),
+                &[],
+            )
+            .await
+            .expect("tag rows")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let row = |tag: &str, ty: &str, position, seg| (tag.into(), ty.into(), position, seg);
+        assert_eq!(
+            segments,
+            [
+                row("k:a", "pg.a", 1, 0),
+                row("k:a", "pg.b", 2, 0),
+                row("m:1", "pg.a", 1, 0),
+                row("k:a", "pg.a", 40000, 1),
+            ]
+        );
+        let starts: Vec<(String, String, i64)> = client
+            .query(
+                &format!("SELECT tag, type, seg FROM {prefix}tag_starts ORDER BY tag, type"),
+                &[],
+            )
+            .await
+            .expect("starts")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let start = |tag: &str, ty: &str, seg| (tag.into(), ty.into(), seg);
+        assert_eq!(
+            starts,
+            [
+                start("k:a", "pg.a", 0),
+                start("k:a", "pg.b", 0),
+                start("m:1", "pg.a", 0),
+            ]
+        );
+
+        let by_tag = |items: QueryItem| EventQuery::item(items);
+        let cases = [
+            (by_tag(QueryItem::tagged([tag("k:a")])), vec![1, 2, 40000]),
+            (
+                by_tag(QueryItem::types(["pg.a"]).and_tag(tag("k:a"))),
+                vec![1, 40000],
+            ),
+            (
+                by_tag(QueryItem::types(["pg.a", "pg.b"]).and_tag(tag("k:a"))),
+                vec![1, 2, 40000],
+            ),
+            (by_tag(QueryItem::tagged([tag("k:a"), tag("m:1")])), vec![1]),
+            (by_tag(QueryItem::tagged([tag("m:2")])), vec![]),
+            (
+                by_tag(QueryItem::types(["pg.b"]).and_tag(tag("m:1"))),
+                vec![],
+            ),
+        ];
+        for (query, expected) in cases {
+            let found = store.read(&query).await.expect("read by tag");
+            assert_eq!(positions(&found), expected, "{query:?}");
+            let mut backward = expected.clone();
+            backward.reverse();
+            let found = store
+                .read(&query.clone().backward())
+                .await
+                .expect("read by tag");
+            assert_eq!(positions(&found), backward, "backward {query:?}");
+            let latest = store
+                .read(&query.clone().backward().limit(1).expect("limit"))
+                .await
+                .expect("read by tag");
+            assert_eq!(
+                positions(&latest),
+                backward.first().copied().into_iter().collect::<Vec<_>>(),
+                "latest {query:?}"
+            );
+        }
+
+        let appended = store
+            .append(vec![event("pg.c", &["k:a", "n:new"], "{}".into())], None)
+            .await
+            .expect("append after the migration");
+        assert_eq!(positions(&appended), [40001]);
+        let found = store
+            .read(&EventQuery::item(QueryItem::tagged([tag("n:new")])))
+            .await
+            .expect("read a new tag");
+        assert_eq!(positions(&found), [40001]);
+        let found = store
+            .read(
+                &EventQuery::item(QueryItem::tagged([tag("k:a")]))
+                    .backward()
+                    .limit(2)
+                    .expect("limit"),
+            )
+            .await
+            .expect("read by tag");
+        assert_eq!(positions(&found), [40001, 40000]);
+
+        // An append of version 2 names no segment: it fails rather than store a tag that
+        // `tag_starts` would not know.
+        let old_append = client
+            .batch_execute(&format!(
+                "INSERT INTO {prefix}event_tags (tag, type, position) VALUES ('z:1', 'pg.a', 9)"
+            ))
+            .await;
+        assert!(old_append.is_err(), "an append without the segment fails");
+        let version: i64 = client
+            .query_one(
+                &format!("SELECT value FROM {prefix}meta WHERE name = 'schema_version'"),
+                &[],
+            )
+            .await
+            .expect("version")
+            .get(0);
+        assert_eq!(version, 3);
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// The first segment of each (tag, type) pair is recorded by whichever handle stores the pair
+/// first, and again harmlessly by a handle that has not seen it; a pair is remembered by a
+/// handle only once its append committed, so a failed append of a new pair does not stop the
+/// next one from recording it.
+#[test]
+fn tag_starts_follow_committed_appends() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let a = connect(&url, &prefix).await;
+        let b = connect(&url, &prefix).await;
+        let by_tag = |t: &str| EventQuery::item(QueryItem::tagged([tag(t)]));
+        a.append(vec![event("pg.a", &["k:shared"], "{}".into())], None)
+            .await
+            .expect("append");
+        b.append(vec![event("pg.a", &["k:shared"], "{}".into())], None)
+            .await
+            .expect("append of a pair stored by another handle");
+        let found = b.read(&by_tag("k:shared")).await.expect("read");
+        assert_eq!(positions(&found), [1, 2]);
+
+        // A conditional append of a new pair fails: nothing of it is stored or remembered.
+        let condition =
+            AppendCondition::none_match_after(EventQuery::item(QueryItem::types(["pg.a"])), 0);
+        let err = a
+            .append(
+                vec![event("pg.a", &["k:new"], "{}".into())],
+                Some(condition),
+            )
+            .await
+            .expect_err("the condition fails");
+        assert!(
+            matches!(err, StoreError::Conflict { position: 1 }),
+            "{err:?}"
+        );
+        assert!(a.read(&by_tag("k:new")).await.expect("read").is_empty());
+        a.append(vec![event("pg.a", &["k:new"], "{}".into())], None)
+            .await
+            .expect("append");
+        for store in [&a, &b] {
+            let found = store.read(&by_tag("k:new")).await.expect("read");
+            assert_eq!(positions(&found), [3]);
+        }
+        let client = raw_client(&url).await;
+        let starts: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {prefix}tag_starts"), &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(starts, 2);
+        drop((a, b));
         drop_tables(&url, &prefix).await;
     });
 }
@@ -513,8 +741,10 @@ fn invalid_settings_are_rejected() {
     });
 }
 
-/// With 200k events stored, the init query (latest of one type with one tag, backwards,
-/// limit 1) and reads after a position use indexes, in the custom and in the generic plan.
+/// With 200k events stored (7 segments of the tag index), the init query (latest of one type
+/// with one tag, backwards, limit 1) and reads after a position use indexes, in the custom and
+/// in the generic plan; tag queries walk the segments of the tag index (no sort below the
+/// final one of the init query's single row), and find exactly the events they should.
 #[test]
 fn queries_use_indexes_at_scale() {
     with_database(|url| async move {
@@ -600,6 +830,83 @@ fn queries_use_indexes_at_scale() {
             }
             assert!(plan.contains("Index"), "{what}: no index scan:\n{plan}");
             assert!(plan.contains("-- generic plan"), "{what}:\n{plan}");
+            if query.items().iter().any(|i| !i.required_tags().is_empty()) {
+                for needle in [
+                    "Function Scan on generate_series s",
+                    &format!("using {prefix}event_tags_pkey"),
+                    "seg = s.seg",
+                    &format!("{prefix}tag_starts_pkey"),
+                ] {
+                    assert!(plan.contains(needle), "{what}: no `{needle}`:\n{plan}");
+                }
+            }
+            if what.starts_with("init query") {
+                // A sort at the root orders the (at most one) row found; none below it.
+                for line in plan.lines() {
+                    let node = line.trim_start().trim_start_matches("->").trim_start();
+                    if node.starts_with("Sort ") || node.starts_with("Incremental Sort") {
+                        assert!(
+                            !line.contains("->"),
+                            "{what}: a sort below the root:\n{plan}"
+                        );
+                    }
+                }
+            }
+        }
+        // Reads by tag across the segments, in both directions, against the events written.
+        let tagged = |i: usize, product: usize| i % PRODUCTS == product;
+        let expected = |product: usize, ty: Option<usize>| -> Vec<u64> {
+            (0..EVENTS)
+                .filter(|&i| tagged(i, product) && ty.is_none_or(|t| i % 3 == t))
+                .map(|i| i as u64 + 1)
+                .collect()
+        };
+        let after: Vec<u64> = expected(7, None)
+            .into_iter()
+            .filter(|&p| p > 150_000)
+            .collect();
+        let found = store
+            .read(
+                &EventQuery::item(QueryItem::tagged([tag("product:7")]))
+                    .after(150_000)
+                    .limit(1000)
+                    .expect("limit"),
+            )
+            .await
+            .expect("read by tag");
+        assert_eq!(positions(&found), after);
+        let mut latest = expected(42, Some(1));
+        latest.reverse();
+        latest.truncate(3);
+        let found = store
+            .read(
+                &EventQuery::item(QueryItem::types(["pg.picked"]).and_tag(tag("product:42")))
+                    .backward()
+                    .limit(3)
+                    .expect("limit"),
+            )
+            .await
+            .expect("read by tag");
+        assert_eq!(positions(&found), latest);
+        let first: Vec<u64> = expected(1999, None).into_iter().take(5).collect();
+        let found = store
+            .read(
+                &EventQuery::item(QueryItem::tagged([tag("product:1999")]))
+                    .limit(5)
+                    .expect("limit"),
+            )
+            .await
+            .expect("read by tag");
+        assert_eq!(positions(&found), first);
+        for absent in [
+            EventQuery::item(QueryItem::tagged([tag("product:absent")])),
+            EventQuery::item(QueryItem::types(["pg.other"]).and_tag(tag("product:42")))
+                .backward()
+                .limit(1)
+                .expect("limit"),
+        ] {
+            let found = store.read(&absent).await.expect("read by tag");
+            assert!(found.is_empty(), "{absent:?}: {found:?}");
         }
         // The init query finds the latest count of product 42.
         let latest = store.read(&init).await.expect("init query");

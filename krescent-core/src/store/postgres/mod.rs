@@ -9,7 +9,7 @@
 //! that users bind [`PostgresWrites`] parameters ([`ToSql`] values) with the same version of
 //! the driver.
 //!
-//! # Schema (version 2)
+//! # Schema (version 3)
 //!
 //! Every table name starts with the configured prefix (default `krescent_`):
 //!
@@ -18,27 +18,45 @@
 //! | `<prefix>meta` | `(name, value)`: the `schema_version` |
 //! | `<prefix>head` | one row: the position and time of the last append |
 //! | `<prefix>events` | `position` (primary key), `id uuid`, `type`, `tags bytea` (each tag's length and text), `recorded_at`, `payload bytea`; index `(type, position)` |
-//! | `<prefix>event_tags` | one row per tag of each event: primary key `(tag, type, position)` |
+//! | `<prefix>event_tags` | one row per tag of each event: `tag`, `type`, `position`, `seg` (`position >> 15`, checked); primary key `(seg, tag, type, position)` |
+//! | `<prefix>tag_starts` | one row per (tag, type) pair ever stored: `seg`, the first segment holding it; primary key `(tag, type)`, including `seg` |
 //! | `<prefix>checkpoints` | one row per read model: `model` (primary key), `catalog_revision`, `model_version`, `shape`, `position`, `taken_at`, `checkpoint bytea` (see [`PostgresCheckpointStorage`]) |
 //! | `<prefix>checkpoint_deltas` | checkpoint deltas: primary key `(model, position)`, `base_position`, `taken_at`, `delta bytea` |
 //! | `<prefix>bookmarks` | one row per projector: `reader` (primary key), `position` |
 //!
+//! The tag index is cut into *segments* of 32,768 positions, and its key starts with the
+//! segment. An append's tag rows therefore all land in the pages of the newest segment (a few
+//! hundred, which stay in memory), instead of one page per event anywhere in an index that
+//! grows with the store: a key starting with the tag dirties about one page per event (and,
+//! after each checkpoint, writes a full-page image of it to the WAL), which made the tag
+//! insert the costliest statement of a batched append. A tag query walks the segments in its direction, one
+//! index probe per segment (`generate_series` in a nested loop that stops at the limit), from
+//! the pair's first segment, read in `tag_starts`, to the head's; a pair never stored costs a
+//! single probe of `tag_starts` and visits no segment. An append inserts into `tag_starts`
+//! only the pairs the store handle has not seen committed before (`ON CONFLICT DO NOTHING`,
+//! under the head's lock, so the first segment is the earliest). The cost that remains is
+//! that of a tag stored long ago and rarely since: a backward query visits every segment down
+//! to its latest event (at 1M events, 31 segments).
+//!
 //! Type names and tags are compared bytewise (`COLLATE "C"`), whatever the database's locale.
-//! The schema is created on first use, idempotently, under an advisory lock. Tables of
-//! version 1 (tags stored as a JSON array, the database's collation) are migrated in that
-//! transaction: the events table is rewritten and the indexes rebuilt, so the first connect
-//! after an upgrade takes a while on a large store, and processes still running the older
-//! version fail their appends until they are upgraded too. A schema written by a newer
-//! version of krescent is refused ([`PostgresError::UnsupportedSchemaVersion`]).
+//! The schema is created on first use, idempotently, under an advisory lock. Older tables are
+//! migrated in that transaction: version 1 (tags stored as a JSON array, the database's
+//! collation) by rewriting the events table and rebuilding the indexes, then version 2 (a tag
+//! index keyed by tag first) by adding `seg` to `event_tags` (the table is rewritten and its
+//! index rebuilt) and filling `tag_starts`. The first connect after an upgrade therefore
+//! takes a while on a large store, and processes still running an older version fail their
+//! appends until they are upgraded too. A schema written by a newer version of krescent is
+//! refused ([`PostgresError::UnsupportedSchemaVersion`]).
 //!
 //! # Positions under concurrency
 //!
 //! An append locks the counter row of `<prefix>head` (`UPDATE … RETURNING`), checks the append
-//! condition, inserts the batch (`UNNEST` arrays, 1000 rows per statement) and commits, which
-//! releases the lock. Positions are therefore assigned in commit order: a reader never sees
-//! position `p + 1` before `p` is visible, so it never skips an event that commits late, and a
-//! failed or rolled back append gives its positions back (no gaps). The condition is checked
-//! after the lock is taken, so the database enforces it atomically.
+//! condition, inserts the batch (`UNNEST` arrays, 1000 rows per statement: events, tag rows,
+//! new (tag, type) pairs) and commits, which releases the lock. Positions are therefore
+//! assigned in commit order: a reader never sees position `p + 1` before `p` is visible, so it
+//! never skips an event that commits late, and a failed or rolled back append gives its
+//! positions back (no gaps). The condition is checked after the lock is taken, so the database
+//! enforces it atomically.
 //!
 //! The statements of an append are pipelined: the inserts take their positions and time from
 //! the locked counter row rather than from the client, so an append without a condition is
@@ -312,6 +330,9 @@ struct Inner {
     shapes: RwLock<HashMap<Shape, Compiled>>,
     decoding: Mutex<Decoding>,
     ahead: Mutex<ReadAhead>,
+    /// The (type, tag) pairs this handle saw committed to `<prefix>tag_starts`, which an
+    /// append need not send again ([`KnownStarts`]).
+    starts: Mutex<KnownStarts>,
     listener_application_name: String,
     /// Stops the listener task when the last handle is dropped.
     _listener: DropGuard,
@@ -392,6 +413,7 @@ impl PostgresEventStore {
                 shapes: RwLock::new(HashMap::new()),
                 decoding: Mutex::new(Decoding::default()),
                 ahead: Mutex::new(ReadAhead::default()),
+                starts: Mutex::new(KnownStarts::default()),
                 listener_application_name,
                 _listener: cancel.drop_guard(),
             }),
@@ -586,6 +608,59 @@ async fn conflict(
     }
 }
 
+/// Rows of `(tag, type, position relative to the new head)` in slices of at most
+/// [`INSERT_CHUNK`], one statement each.
+#[allow(clippy::type_complexity)]
+fn chunks<'a>(
+    rows: &'a (Vec<&'a str>, Vec<&'a str>, Vec<i64>),
+) -> Vec<(&'a [&'a str], &'a [&'a str], &'a [i64])> {
+    (0..rows.0.len())
+        .step_by(INSERT_CHUNK)
+        .map(|start| {
+            let end = (start + INSERT_CHUNK).min(rows.0.len());
+            (
+                &rows.0[start..end],
+                &rows.1[start..end],
+                &rows.2[start..end],
+            )
+        })
+        .collect()
+}
+
+/// The most (type, tag) pairs [`KnownStarts`] holds; it starts over when full.
+const KNOWN_STARTS: usize = 1 << 18;
+
+/// The (type, tag) pairs known to have their row in `<prefix>tag_starts`: recorded after the
+/// append that sent them committed. A row is never deleted, so a pair known here needs no
+/// row; an append sends only the pairs it does not know (usually none, once the store's tags
+/// have been seen), which spares the server a conflicting insert per tag.
+#[derive(Default)]
+struct KnownStarts {
+    /// `type`, a NUL byte (which no stored text holds), then the tag.
+    pairs: std::collections::HashSet<String, TagsHashState>,
+}
+
+impl KnownStarts {
+    fn key(event_type: &str, tag: &str) -> String {
+        let mut key = String::with_capacity(event_type.len() + 1 + tag.len());
+        key.push_str(event_type);
+        key.push('\0');
+        key.push_str(tag);
+        key
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.pairs.contains(key)
+    }
+
+    fn extend(&mut self, keys: impl ExactSizeIterator<Item = String>) {
+        if self.pairs.len() + keys.len() > KNOWN_STARTS {
+            self.pairs.clear();
+        }
+        self.pairs.extend(keys);
+    }
+}
+
 /// The SQL of a query shape, and how to run it.
 #[derive(Clone)]
 struct Compiled {
@@ -615,13 +690,18 @@ async fn init_schema(pool: &Pool, tables: &Tables) -> Result<u64, StoreError> {
     match found {
         None => {}
         Some(sql::SCHEMA_VERSION) => {}
-        Some(1) => {
+        Some(found @ (1 | 2)) => {
             tracing::info!(
                 prefix = %tables.prefix,
-                "postgres event store: migrating the schema from version 1 to {}",
+                "postgres event store: migrating the schema from version {found} to {}",
                 sql::SCHEMA_VERSION
             );
-            txn.batch_execute(&tables.migrate_from_1())
+            if found == 1 {
+                txn.batch_execute(&tables.migrate_from_1())
+                    .await
+                    .map_err(db)?;
+            }
+            txn.batch_execute(&tables.migrate_from_2())
                 .await
                 .map_err(db)?;
         }
@@ -871,6 +951,25 @@ impl EventStore for PostgresEventStore {
         let ids: Vec<Uuid> = crate::event::ids::new_ids(n);
         let mut encoded_tags: Vec<Vec<u8>> = Vec::with_capacity(n);
         let mut tag_rows: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
+        // The pairs this handle does not know to be in `tag_starts`, at their first occurrence.
+        let mut start_rows: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
+        let mut new_starts = std::collections::HashSet::<String, TagsHashState>::default();
+        {
+            let known = self.inner.starts.lock();
+            for (k, e) in events.iter().enumerate() {
+                // k < n, so the difference fits.
+                let delta = i64::try_from(k).unwrap_or(i64::MAX) - (n_i64 - 1);
+                for tag in e.tags.iter() {
+                    let key = KnownStarts::key(&e.event_type, tag.as_str());
+                    if known.contains(&key) || !new_starts.insert(key) {
+                        continue;
+                    }
+                    start_rows.0.push(tag.as_str());
+                    start_rows.1.push(&e.event_type);
+                    start_rows.2.push(delta);
+                }
+            }
+        }
         for (k, e) in events.iter().enumerate() {
             let mut encoded =
                 Vec::with_capacity(e.tags.iter().map(|t| t.as_str().len() + 4).sum::<usize>());
@@ -898,17 +997,8 @@ impl EventStore for PostgresEventStore {
                 )
             })
             .collect();
-        let tag_chunks: Vec<(&[&str], &[&str], &[i64])> = (0..tag_rows.0.len())
-            .step_by(INSERT_CHUNK)
-            .map(|start| {
-                let end = (start + INSERT_CHUNK).min(tag_rows.0.len());
-                (
-                    &tag_rows.0[start..end],
-                    &tag_rows.1[start..end],
-                    &tag_rows.2[start..end],
-                )
-            })
-            .collect();
+        let tag_chunks = chunks(&tag_rows);
+        let start_chunks = chunks(&start_rows);
         let tables = &self.inner.tables;
         let conflict_sql = conflict_query
             .as_ref()
@@ -924,6 +1014,16 @@ impl EventStore for PostgresEventStore {
             .prepare_cached(&tables.insert_tags)
             .await
             .map_err(db)?;
+        let insert_starts = if start_chunks.is_empty() {
+            None
+        } else {
+            Some(
+                client
+                    .prepare_cached(&tables.insert_starts)
+                    .await
+                    .map_err(db)?,
+            )
+        };
         let notify = client.prepare_cached(&tables.notify).await.map_err(db)?;
         let conflict_stmt = match &conflict_sql {
             Some(c) if !c.per_execution => Some(client.prepare_cached(&c.sql).await.map_err(db)?),
@@ -971,8 +1071,11 @@ impl EventStore for PostgresEventStore {
                 client.execute(insert, &params).await.map(|_| None)
             }));
         }
-        for (texts, types, deltas) in &tag_chunks {
-            let insert = &insert_tags;
+        let tag_inserts = tag_chunks.iter().map(|c| (c, &insert_tags));
+        let start_inserts = insert_starts
+            .iter()
+            .flat_map(|insert| start_chunks.iter().map(move |c| (c, insert)));
+        for ((texts, types, deltas), insert) in tag_inserts.chain(start_inserts) {
             steps.push(Box::pin(async move {
                 let params: [&(dyn ToSql + Sync); 3] = [texts, types, deltas];
                 client.execute(insert, &params).await.map(|_| None)
@@ -1008,6 +1111,10 @@ impl EventStore for PostgresEventStore {
         };
         let head: i64 = row.try_get(0).map_err(db)?;
         let timestamp: DateTime<Utc> = row.try_get(1).map_err(db)?;
+        if !new_starts.is_empty() {
+            // Committed: the pairs have their rows now.
+            self.inner.starts.lock().extend(new_starts.into_iter());
+        }
         let first = to_position(head - n_i64 + 1)?;
         listener::publish(&self.inner.head, to_position(head)?);
 

@@ -13,12 +13,19 @@ use crate::query::{Direction, EventQuery};
 /// The columns every event read returns, in this order.
 pub(super) const EVENT_COLUMNS: &str = "position, id, type, tags, recorded_at, payload";
 
-/// The schema version this code writes and reads. Version 1 (tags as a JSON array) is
-/// migrated on connect ([`Tables::migrate_from_1`]).
-pub(super) const SCHEMA_VERSION: i64 = 2;
+/// The schema version this code writes and reads. Versions 1 (tags as a JSON array) and 2
+/// (a tag index keyed by tag first) are migrated on connect ([`Tables::migrate_from_1`],
+/// [`Tables::migrate_from_2`]).
+pub(super) const SCHEMA_VERSION: i64 = 3;
+
+/// The tag index is split into segments of `2^SEGMENT_BITS` positions (`seg = position >>
+/// SEGMENT_BITS`), its key starting with the segment: an append writes to the pages of the
+/// newest segment only, which stay in memory, rather than to a page per event spread over the
+/// whole index.
+pub(super) const SEGMENT_BITS: u32 = 15;
 
 /// The longest accepted table prefix, in bytes (PostgreSQL identifiers hold 63 bytes; the
-/// longest derived name is the prefix plus `event_tags_pkey`).
+/// longest derived name is the prefix plus `event_tags_seg_check`, 61 bytes).
 pub(super) const MAX_PREFIX_LEN: usize = 41;
 
 /// Whether `prefix` is a valid table prefix: `^[a-z_][a-z0-9_]{0,40}$`.
@@ -40,6 +47,8 @@ pub(super) struct Tables {
     pub prefix: String,
     pub events: String,
     pub tags: String,
+    /// The first segment of each (tag, type) pair ([`Tables::insert_starts`]).
+    pub starts: String,
     pub head: String,
     pub meta: String,
     /// Checkpoints of read models ([`CheckpointSql`]).
@@ -54,6 +63,9 @@ pub(super) struct Tables {
     pub lock_head: String,
     pub insert_events: String,
     pub insert_tags: String,
+    /// `$1` tags, `$2` types, `$3` positions relative to the new head: records the segment
+    /// of each pair not recorded yet (the first one it appears in, as positions only grow).
+    pub insert_starts: String,
     /// `$1` the channel: notifies the new head, read from the locked counter row.
     pub notify: String,
 }
@@ -63,6 +75,7 @@ impl Tables {
     pub fn new(prefix: &str) -> Self {
         let events = format!("{prefix}events");
         let tags = format!("{prefix}event_tags");
+        let starts = format!("{prefix}tag_starts");
         let head = format!("{prefix}head");
         Tables {
             prefix: prefix.to_owned(),
@@ -86,9 +99,16 @@ impl Tables {
             ),
             // `$3`: each tag's position relative to the new head (0 for the last event).
             insert_tags: format!(
-                "INSERT INTO {tags} (tag, type, position) \
-                 SELECT u.tag, u.type, h.position + u.delta FROM {head} h, \
+                "INSERT INTO {tags} (seg, tag, type, position) \
+                 SELECT (h.position + u.delta) >> {SEGMENT_BITS}, u.tag, u.type, \
+                 h.position + u.delta FROM {head} h, \
                  UNNEST($1::text[], $2::text[], $3::int8[]) AS u(tag, type, delta)"
+            ),
+            insert_starts: format!(
+                "INSERT INTO {starts} (tag, type, seg) \
+                 SELECT u.tag, u.type, min((h.position + u.delta) >> {SEGMENT_BITS}) \
+                 FROM {head} h, UNNEST($1::text[], $2::text[], $3::int8[]) AS u(tag, type, delta) \
+                 GROUP BY u.tag, u.type ON CONFLICT DO NOTHING"
             ),
             notify: format!("SELECT pg_notify($1, position::text) FROM {head}"),
             meta: format!("{prefix}meta"),
@@ -98,6 +118,7 @@ impl Tables {
             channel: format!("{prefix}events"),
             events,
             tags,
+            starts,
             head,
         }
     }
@@ -132,6 +153,7 @@ impl Tables {
             bookmarks,
             ..
         } = self;
+        let create_starts = self.create_starts();
         format!(
             "CREATE TABLE IF NOT EXISTS {events} (
                  position bigint PRIMARY KEY,
@@ -146,8 +168,11 @@ impl Tables {
                  tag text COLLATE \"C\" NOT NULL,
                  type text COLLATE \"C\" NOT NULL,
                  position bigint NOT NULL,
-                 PRIMARY KEY (tag, type, position)
+                 seg bigint NOT NULL,
+                 CONSTRAINT {tags}_seg_check CHECK (seg = position >> {SEGMENT_BITS}),
+                 PRIMARY KEY (seg, tag, type, position)
              );
+             {create_starts}
              CREATE TABLE IF NOT EXISTS {head} (
                  id boolean PRIMARY KEY DEFAULT true CHECK (id),
                  position bigint NOT NULL,
@@ -182,7 +207,8 @@ impl Tables {
     }
 
     /// The statements migrating schema version 1 to version 2, run under the schema lock
-    /// before [`create_schema`](Self::create_schema) (which then records version 2):
+    /// before [`migrate_from_2`](Self::migrate_from_2) and
+    /// [`create_schema`](Self::create_schema) (which then records the current version):
     ///
     /// - `events.tags` from a `json` array of strings to the binary encoding of
     ///   [`encode_tags`] (the table is rewritten);
@@ -212,12 +238,55 @@ impl Tables {
         )
     }
 
+    /// The statement creating `<prefix>tag_starts`: for each (tag, type) pair stored, the
+    /// first segment holding it. A tag query skips the segments before it, and finds a pair
+    /// that was never stored without visiting any segment.
+    fn create_starts(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+                 tag text COLLATE \"C\" NOT NULL,
+                 type text COLLATE \"C\" NOT NULL,
+                 seg bigint NOT NULL,
+                 PRIMARY KEY (tag, type) INCLUDE (seg)
+             );",
+            self.starts
+        )
+    }
+
+    /// The statements migrating schema version 2 to version 3, run under the schema lock
+    /// before [`create_schema`](Self::create_schema) (which then records version 3):
+    /// `event_tags` gets the column `seg` (filled as a generated column, then kept as a plain
+    /// one with a check; the table is rewritten) and its primary key becomes `(seg, tag,
+    /// type, position)` (the index is rebuilt); `tag_starts` is created and filled from it.
+    /// Processes still running version 2 fail their appends afterwards (they do not set
+    /// `seg`, which has no default), so none can store a pair without recording it in
+    /// `tag_starts`.
+    pub fn migrate_from_2(&self) -> String {
+        let Tables { tags, starts, .. } = self;
+        let create_starts = self.create_starts();
+        format!(
+            "ALTER TABLE {tags}
+                 DROP CONSTRAINT {tags}_pkey,
+                 ADD COLUMN seg bigint NOT NULL
+                     GENERATED ALWAYS AS (position >> {SEGMENT_BITS}) STORED,
+                 ADD CONSTRAINT {tags}_pkey PRIMARY KEY (seg, tag, type, position);
+             ALTER TABLE {tags}
+                 ALTER COLUMN seg DROP EXPRESSION,
+                 ADD CONSTRAINT {tags}_seg_check CHECK (seg = position >> {SEGMENT_BITS});
+             {create_starts}
+             INSERT INTO {starts} (tag, type, seg)
+                 SELECT tag, type, min(seg) FROM {tags} GROUP BY tag, type
+                 ON CONFLICT DO NOTHING;"
+        )
+    }
+
     /// The statement dropping every table of the store.
     pub fn drop_schema(&self) -> String {
         format!(
-            "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {}, {}",
+            "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {}, {}, {}",
             self.events,
             self.tags,
+            self.starts,
             self.head,
             self.meta,
             self.checkpoints,
@@ -539,10 +608,14 @@ enum ItemParams {
 ///   within the position range, by the primary key or by the `(type, position)` index,
 ///   whichever the statistics favour for the values at hand (see
 ///   [`Shape::is_value_sensitive`]).
-/// - An item with tags drives from the `event_tags` primary key `(tag, type, position)`: the
-///   first tag with each type is an index range read in position order, each further tag an
-///   `EXISTS` probe of the same key. The per-type branches are disjoint; each is ordered and
-///   limited, and `UNION ALL` merges them in position order (Merge Append) without a sort.
+/// - An item with tags drives from the `event_tags` primary key `(seg, tag, type, position)`,
+///   walking the segments in the query's direction (`generate_series`, from the segment of
+///   `$1` to that of the head or `$2`) in a nested loop that stops at the limit. Within a
+///   segment, the first tag with each type is an index range read in position order, each
+///   further tag an `EXISTS` probe of the same key. The per-type branches are disjoint; each
+///   is ordered and limited, and `UNION ALL` merges them in position order (Merge Append)
+///   without a sort. The walk starts at the first segment `tag_starts` records for every tag
+///   of the item (with one of its types), so a pair never stored visits no segment.
 /// - Several items may select the same event: each item is ordered and limited on its own,
 ///   then they are combined with `UNION` (no duplicates), ordered and limited again.
 /// - Tagged and multi-item reads select positions first and join the events by primary key.
@@ -596,7 +669,7 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
             return String::new();
         };
         let branches = tagged_branches(tables, types, tags, dir);
-        match branches.as_slice() {
+        let in_segment = match branches.as_slice() {
             [one] => one.clone(),
             _ => format!(
                 "SELECT position FROM ({}) b ORDER BY position {dir} LIMIT $3",
@@ -606,7 +679,57 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
                     .collect::<Vec<_>>()
                     .join(" UNION ALL ")
             ),
+        };
+        // The segments that may hold a position in ($1, $2], in the query's direction: from
+        // the first one holding every tag of the item (with one of its types; none at all
+        // when a tag was never stored with them) up to the head's (no later segment holds a
+        // committed event). A position's segment only grows with it, so visiting the
+        // segments in order and the positions of each in order visits the positions in
+        // order: the nested loop emits them ordered by `s.n`, the ordinality the planner
+        // knows the function scan is sorted by, without a sort, and the limit stops the walk
+        // as soon as enough are found.
+        let mut first = format!("greatest($1::bigint >> {SEGMENT_BITS}");
+        for g in tags {
+            let of_type = match types.as_slice() {
+                [] => String::new(),
+                [t] => format!(" AND type = ${t}"),
+                more => format!(
+                    " AND type IN ({})",
+                    more.iter()
+                        .map(|t| format!("${t}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            // `greatest` skips NULLs: an absent pair moves the start past every segment.
+            let _ = write!(
+                first,
+                ", coalesce((SELECT min(seg) FROM {} WHERE tag = ${g}{of_type}), {})",
+                tables.starts,
+                i64::MAX
+            );
         }
+        first.push(')');
+        let last = format!(
+            "least($2::bigint, (SELECT position FROM {head})) >> {SEGMENT_BITS}",
+            head = tables.head
+        );
+        let series = match shape.direction {
+            Direction::Forward => format!("{first}, {last}, 1"),
+            Direction::Backward => format!("{last}, {first}, -1"),
+        };
+        // The filter on `s.seg` holds for every segment of the series (it repeats the bounds
+        // of the query's range). It is there for the
+        // planner, which otherwise counts 1,000 rows for a series with parameters (and a
+        // tenth of them under a `LIMIT` parameter): a generic plan costed that high is never
+        // chosen over the custom plans, and planning every execution would cost more than
+        // the query. Two bounds on an unknown value count as 0.5% of the rows.
+        format!(
+            "SELECT w.position FROM generate_series({series}) WITH ORDINALITY AS s(seg, n) \
+             CROSS JOIN LATERAL ({in_segment}) w \
+             WHERE s.seg >= $1::bigint >> {SEGMENT_BITS} AND s.seg <= $2::bigint >> {SEGMENT_BITS} \
+             ORDER BY s.n LIMIT $3"
+        )
     };
     let positions = match items.as_slice() {
         [item] => item_positions(item),
@@ -637,8 +760,8 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
     }
 }
 
-/// The disjoint, ordered and limited branches of a tagged item: one per type (one for any
-/// type), each selecting `position`.
+/// The disjoint, ordered and limited branches of a tagged item within the segment `s.seg`:
+/// one per type (one for any type), each selecting `position`.
 fn tagged_branches(tables: &Tables, types: &[usize], tags: &[usize], dir: &str) -> Vec<String> {
     let tag_table = &tables.tags;
     let (first_tag, more_tags) = match tags.split_first() {
@@ -649,8 +772,8 @@ fn tagged_branches(tables: &Tables, types: &[usize], tags: &[usize], dir: &str) 
     for g in more_tags {
         let _ = write!(
             more,
-            " AND EXISTS (SELECT 1 FROM {tag_table} x \
-             WHERE x.tag = ${g} AND x.type = t.type AND x.position = t.position)"
+            " AND EXISTS (SELECT 1 FROM {tag_table} x WHERE x.seg = t.seg \
+             AND x.tag = ${g} AND x.type = t.type AND x.position = t.position)"
         );
     }
     let types: Vec<Option<usize>> = if types.is_empty() {
@@ -663,9 +786,9 @@ fn tagged_branches(tables: &Tables, types: &[usize], tags: &[usize], dir: &str) 
         .map(|t| {
             let of_type = t.map_or_else(String::new, |t| format!(" AND t.type = ${t}"));
             format!(
-                "SELECT t.position FROM {tag_table} t WHERE t.tag = ${first_tag}{of_type} \
-                 AND t.position > $1 AND t.position <= $2{more} \
-                 ORDER BY t.position {dir} LIMIT $3"
+                "SELECT t.position FROM {tag_table} t WHERE t.seg = s.seg \
+                 AND t.tag = ${first_tag}{of_type} AND t.position > $1 AND t.position <= $2\
+                 {more} ORDER BY t.position {dir} LIMIT $3"
             )
         })
         .collect()
@@ -681,7 +804,12 @@ mod tests {
     fn storage_tables_belong_to_the_schema() {
         let tables = Tables::new("p_");
         let schema = tables.create_schema();
-        for table in ["p_checkpoints", "p_checkpoint_deltas", "p_bookmarks"] {
+        for table in [
+            "p_checkpoints",
+            "p_checkpoint_deltas",
+            "p_bookmarks",
+            "p_tag_starts",
+        ] {
             assert!(
                 schema.contains(&format!("CREATE TABLE IF NOT EXISTS {table} (")),
                 "{table}"
