@@ -20,6 +20,10 @@
 //!   scan can read (the type id is bytes 8 to 16 of the record, mapped to a name through a
 //!   table loaded from `event_types` first; the payload is the tail of the record, after the
 //!   44-byte header and the tags).
+//! - `PAIRED catch-up` (printed after the catch-up group): 11 pairs of the store's catch-up
+//!   (three types) and the hand-written scan in alternation, their medians and the median of
+//!   the per-pair speed ratios; this is the figure for the target (at least 0.9), since
+//!   criterion's separate groups see different load on a shared machine.
 //! - `init_query/latest_savepoint_of_product`: the projection init query (latest
 //!   `stock.counted` of one product, backwards, limit 1) at 1M events, through the store.
 //! - `init_query/absent_tag`: the same query for a tag no event carries, the worst case of
@@ -282,6 +286,54 @@ fn init_queries(c: &mut Criterion) {
     group.finish();
 }
 
+/// Catch-ups measured in alternation, so that the load of a shared machine weighs on both
+/// sides alike: the store's (three types) and the hand-written scan take turns, and the line
+/// gives both medians and the median of the per-pair speed ratios (the figure for the target).
+fn paired_catch_ups(_: &mut Criterion) {
+    let (path, store) = ledger();
+    let all_types = EventQuery::item(QueryItem::types(TYPES));
+    let mut store_times = Vec::with_capacity(PAIRS);
+    let mut hand_times = Vec::with_capacity(PAIRS);
+    let mut ratios = Vec::with_capacity(PAIRS);
+    for pair in 0..PAIRS {
+        let time = |store_side: bool| {
+            let started = Instant::now();
+            black_box(if store_side {
+                catch_up(store, &all_types)
+            } else {
+                handwritten_scan(path)
+            });
+            started.elapsed()
+        };
+        // Alternate which side goes first.
+        let (s, h) = if pair % 2 == 0 {
+            let s = time(true);
+            (s, time(false))
+        } else {
+            let h = time(false);
+            (time(true), h)
+        };
+        store_times.push(s);
+        hand_times.push(h);
+        ratios.push(h.as_secs_f64() / s.as_secs_f64());
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    ratios.sort_by(f64::total_cmp);
+    eprintln!(
+        "PAIRED catch-up, {PAIRS} pairs: store {:.1?}, hand-written scan {:.1?}; store speed / \
+         floor speed, median of the pairs: {:.2} (target >= 0.9)",
+        median(&mut store_times),
+        median(&mut hand_times),
+        ratios[ratios.len() / 2]
+    );
+}
+
+/// Pairs of the interleaved catch-up comparison.
+const PAIRS: usize = 11;
+
 // Reads first, so that they see exactly the 1M events the appends then add to.
-criterion_group!(benches, catch_ups, init_queries, appends);
+criterion_group!(benches, catch_ups, paired_catch_ups, init_queries, appends);
 criterion_main!(benches);
