@@ -706,9 +706,10 @@ impl Conn {
         );
         let mut ranges = Vec::with_capacity(out.capacity());
         let mut order = Order::of(query);
+        let mut types = PageTypes::default();
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next()? {
-            let (event, payload) = decode_row(row, cache, &mut order, &mut payloads)?;
+            let (event, payload) = decode_row(row, cache, &mut types, &mut order, &mut payloads)?;
             if let Kind::Filter = kind {
                 if !query.matches_filter(&event.event_type, &event.tags) {
                     payloads.truncate(payload.start);
@@ -729,6 +730,38 @@ impl Conn {
             event.data = payloads.slice(range);
         }
         Ok(out)
+    }
+}
+
+/// Type names for the events of one read, each a new `Arc` for this read alone.
+///
+/// Every event holds its type name as an `Arc<str>`. Were they clones of the connection's
+/// cached names, the thread reading the next page ahead would increment the same few reference
+/// counts that the thread handling (and dropping) this page decrements, and the counts' cache
+/// line would move between the two cores for nearly every event. Names copied per read keep
+/// each count on one core at a time, for a few allocations per page.
+#[derive(Default)]
+struct PageTypes {
+    names: Vec<(i64, Arc<str>)>,
+}
+
+/// A read with more distinct types than this shares the connection's names beyond them.
+const PAGE_TYPES: usize = 16;
+
+impl PageTypes {
+    /// The name of type `id` for this read; `None` if the type is not stored.
+    #[inline]
+    fn name(&mut self, cache: &Cache, id: i64) -> Option<Arc<str>> {
+        if let Some((_, name)) = self.names.iter().find(|(i, _)| *i == id) {
+            return Some(Arc::clone(name));
+        }
+        let cached = cache.type_name(id)?;
+        if self.names.len() >= PAGE_TYPES {
+            return Some(Arc::clone(cached));
+        }
+        let name: Arc<str> = Arc::from(&**cached);
+        self.names.push((id, Arc::clone(&name)));
+        Some(name)
     }
 }
 
@@ -779,6 +812,7 @@ impl Order {
 fn decode_row(
     row: &Row<'_>,
     cache: &mut Cache,
+    types: &mut PageTypes,
     order: &mut Order,
     payloads: &mut Vec<u8>,
 ) -> Result<(RecordedEvent, Range<usize>), SqliteStoreError> {
@@ -798,12 +832,12 @@ fn decode_row(
             format!("record says position {position}, out of the order of the rows"),
         ));
     }
-    let event_type = Arc::clone(cache.type_name(parts.type_id).ok_or_else(|| {
+    let event_type = types.name(cache, parts.type_id).ok_or_else(|| {
         corrupt(
             Some(position),
             format!("type id {} is not stored", parts.type_id),
         )
-    })?);
+    })?;
     let tags = cache.tags(parts.tags, position)?;
     let timestamp = cache.timestamp(parts.micros, position)?;
     let start = payloads.len();
