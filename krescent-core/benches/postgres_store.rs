@@ -37,6 +37,9 @@
 //!
 //! Run: `KRESCENT_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p
 //! krescent-core --bench postgres_store --features postgres`.
+//!
+//! With `KRESCENT_BENCH_CATCH_UP_ONLY=1` it builds the ledger, then runs only the interleaved
+//! catch-up rounds ((c) and (d)) and prints their medians: quicker, while working on reads.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -54,6 +57,8 @@ use parking_lot::Mutex;
 use tokio::runtime::Runtime;
 
 const URL_VAR: &str = "KRESCENT_POSTGRES_URL";
+/// Set (to anything but `0`) to run only the interleaved catch-up comparison.
+const CATCH_UP_ONLY_VAR: &str = "KRESCENT_BENCH_CATCH_UP_ONLY";
 const BUILD_BATCH: u64 = 1_000;
 /// The columns of the hand-written catch-up: what its fold needs.
 const PLAIN_COLUMNS: &str = "position, type, payload";
@@ -194,6 +199,14 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let ledger = rt.block_on(build_ledger(url));
+    if std::env::var(CATCH_UP_ONLY_VAR).is_ok_and(|v| v != "0") {
+        let catch_up = rt.block_on(interleaved_catch_up(&ledger));
+        println!("\n== postgres_store catch-up medians ==");
+        print_catch_up(catch_up);
+        rt.block_on(ledger.store.drop_tables())
+            .expect("drop tables");
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
 
     latency(&mut c, &rt, &ledger);
@@ -220,6 +233,22 @@ fn main() {
         "(b) single conditional append: {conditional:.2?} = {:.0} events/s",
         per_s(conditional, 1)
     );
+    print_catch_up(catch_up);
+    println!("(e) init query at 1M events:   {init:.2?}");
+    println!("(f) prepared SELECT 1:         {select_1:.2?}");
+    println!(
+        "    init / SELECT 1:            {:.2}  target <= 2",
+        init.as_secs_f64() / select_1.as_secs_f64()
+    );
+
+    rt.block_on(ledger.store.drop_tables())
+        .expect("drop tables");
+    drop(ledger);
+}
+
+/// Prints (c) and (d): the medians of the interleaved catch-ups and their ratios.
+fn print_catch_up(catch_up: [Duration; 4]) {
+    let per_s = |d: Duration, n: u64| n as f64 / d.as_secs_f64();
     let [s, t, p, pa] = catch_up;
     println!(
         "(c) catch-up via store.read:    {s:.2?} = {:.0} events/s",
@@ -247,16 +276,6 @@ fn main() {
         pa.as_secs_f64() / s.as_secs_f64(),
         pa.as_secs_f64() / t.as_secs_f64()
     );
-    println!("(e) init query at 1M events:   {init:.2?}");
-    println!("(f) prepared SELECT 1:         {select_1:.2?}");
-    println!(
-        "    init / SELECT 1:            {:.2}  target <= 2",
-        init.as_secs_f64() / select_1.as_secs_f64()
-    );
-
-    rt.block_on(ledger.store.drop_tables())
-        .expect("drop tables");
-    drop(ledger);
 }
 
 /// Medians of per-query means over rounds that alternate the init query and `SELECT 1`.
