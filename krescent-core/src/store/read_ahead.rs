@@ -11,6 +11,12 @@
 //! full. A page read ahead that is full is therefore what a read at the time of the request
 //! would return. One that is short may miss events appended since it was read: it is
 //! discarded and the page read afresh.
+//!
+//! A store may also say that a continuation is *consecutive*: it selects every position after
+//! its start, as far as a page goes (a query that selects every event, in a store without
+//! gaps between positions). Its page then ends `page size` positions later, so the page after
+//! it can be read at the same time (on another connection), before the first is back: two
+//! pages are read ahead. Were the guess wrong, that page would merely go unused.
 
 use std::future::Future;
 
@@ -23,6 +29,9 @@ use crate::query::{Direction, EventQuery};
 
 /// How many sequential readers are followed at once.
 const READERS: usize = 4;
+
+/// How many pages are read ahead at once, for all readers (two per reader at most).
+const READING: usize = 2 * READERS;
 
 /// A page being read ahead.
 type PageTask = JoinHandle<Result<Vec<RecordedEvent>, StoreError>>;
@@ -50,6 +59,7 @@ impl ReadAhead {
 /// Reads the page `query` (a forward read of `page_size` events) with `read_now`, taking a
 /// page read ahead when there is a full one, and starts reading the next page when the reader
 /// is sequential and this page is full.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) async fn read_page<F, Fut>(
     ahead: &Mutex<ReadAhead>,
     query: &EventQuery,
@@ -59,6 +69,23 @@ pub(crate) async fn read_page<F, Fut>(
 where
     F: Fn(EventQuery) -> Fut,
     Fut: Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send + 'static,
+{
+    read_pages_ahead(ahead, query, page_size, read_now, |_| false).await
+}
+
+/// [`read_page`], also reading the page after the next one when `consecutive` says the next
+/// one (the continuation of this page) is consecutive (see the [module documentation](self)).
+pub(crate) async fn read_pages_ahead<F, Fut, C>(
+    ahead: &Mutex<ReadAhead>,
+    query: &EventQuery,
+    page_size: usize,
+    read_now: F,
+    consecutive: C,
+) -> Result<Vec<RecordedEvent>, StoreError>
+where
+    F: Fn(EventQuery) -> Fut,
+    Fut: Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send + 'static,
+    C: Fn(&EventQuery) -> bool,
 {
     let (task, sequential) = {
         let mut ahead = ahead.lock();
@@ -86,16 +113,30 @@ where
         && let Some(last) = page.last()
     {
         let next = query.clone().after(last.position);
-        let mut ahead = ahead.lock();
         if sequential {
-            if ahead.reading.len() == READERS {
-                // The reader that has waited longest stopped following its pages; its page
-                // is dropped when read.
-                ahead.reading.remove(0);
+            let mut pages = vec![next.clone()];
+            if consecutive(&next) {
+                let size = u64::try_from(page_size).unwrap_or(u64::MAX);
+                if let Some(end) = last.position.checked_add(size) {
+                    pages.push(query.clone().after(end));
+                }
             }
-            let task = tokio::spawn(read_now(next.clone()));
-            ahead.reading.push((next, task));
+            let mut ahead = ahead.lock();
+            for page in pages {
+                // Already read ahead when the page before was consecutive.
+                if ahead.reading.iter().any(|(q, _)| *q == page) {
+                    continue;
+                }
+                if ahead.reading.len() == READING {
+                    // The reader that has waited longest stopped following its pages (or a
+                    // guess went unused); its page is dropped when read.
+                    ahead.reading.remove(0);
+                }
+                let task = tokio::spawn(read_now(page.clone()));
+                ahead.reading.push((page, task));
+            }
         } else {
+            let mut ahead = ahead.lock();
             if ahead.noted.len() == READERS {
                 ahead.noted.remove(0);
             }

@@ -51,7 +51,10 @@
 //! the page that continues its previous full page, each further full page it gets starts the
 //! read of the next one on another pooled connection, while the caller handles this one. A
 //! page read ahead is used only if it is full (a full page never changes); a short one is
-//! read again.
+//! read again. When the next page selects every position it spans (a query that selects every
+//! event there, below), the page after it is read at the same time on a third connection,
+//! starting one page size further: positions have no gaps, so that is where the next page
+//! ends. Were a gap there (rows deleted by hand), that page would go unused.
 //!
 //! A query whose untagged items name every type stored up to the last position the store
 //! has looked at (a read model's query usually does) is read as a plain position range up to
@@ -100,7 +103,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::FutureExt as _;
 use parking_lot::{Mutex, RwLock};
 
-use super::read_ahead::{ReadAhead, read_page};
+use super::read_ahead::{ReadAhead, read_pages_ahead};
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
@@ -891,10 +894,17 @@ impl EventStore for PostgresEventStore {
         let Some(page_size) = ReadAhead::page_size(query) else {
             return self.read_now(query).await;
         };
-        read_page(&self.inner.ahead, query, page_size, |query| {
-            let store = self.clone();
-            async move { store.read_now(&query).await }
-        })
+        let size = u64::try_from(page_size).unwrap_or(u64::MAX);
+        read_pages_ahead(
+            &self.inner.ahead,
+            query,
+            page_size,
+            |query| {
+                let store = self.clone();
+                async move { store.read_now(&query).await }
+            },
+            |next| self.consecutive(next, size),
+        )
         .await
     }
 
@@ -939,6 +949,22 @@ impl PostgresEventStore {
                 Ok(events)
             }
             _ => self.events(query).await,
+        }
+    }
+
+    /// Whether the page `query` (`size` events) holds every position after its start: it
+    /// selects every event there, and positions have no gaps (an append takes its positions
+    /// under the counter row's lock and gives them back if it fails).
+    fn consecutive(&self, query: &EventQuery, size: u64) -> bool {
+        let head = *self.inner.head.borrow();
+        let known = self.inner.stored_types.read().clone();
+        match coverage::coverage(query, known.as_deref(), head) {
+            Coverage::Everything => true,
+            Coverage::Through(through) => query
+                .after_position()
+                .checked_add(size)
+                .is_some_and(|end| end <= through),
+            Coverage::Unknown | Coverage::Refresh => false,
         }
     }
 
