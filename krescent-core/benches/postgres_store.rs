@@ -15,9 +15,11 @@
 //! - (b) `postgres_append/single_conditional` (criterion): appends of one event with a DCB
 //!   condition ("no event of this product after the position I read") to the 1M-event store.
 //! - (c) catch-up: a read model's catch-up of the 1M events through `PostgresEventStore::read`
-//!   (`match_all`; and the three types, the query a derived read model uses, `type = ANY(..)`
-//!   planned per page), in pages of 1,000, decoding each payload with serde_json and folding
-//!   it into a `HashMap<String, i64>` of 10,000 keys.
+//!   (`match_all`; and the three types, the query a derived read model uses, which names every
+//!   stored type and so is read as a position range), in pages of 1,000, decoding each payload
+//!   with serde_json and folding it into a `HashMap<String, i64>` of 10,000 keys. The store
+//!   reads up to two pages ahead on other connections while the fold runs; the hand-written
+//!   select of (d) reads one page at a time.
 //! - (d) the same decode and fold over a hand-written, prepared tokio-postgres statement
 //!   `SELECT position, type, payload FROM events WHERE position > $1 ORDER BY position LIMIT
 //!   1000`, paged by position; and the same selecting every column the store reads (`id`,
