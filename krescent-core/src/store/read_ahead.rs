@@ -145,3 +145,119 @@ where
     }
     Ok(page)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::event::Tags;
+
+    /// Events at `positions`, and the reads made of them: each read's start, with how many
+    /// pages the reader had received when the read began.
+    struct Fixture {
+        events: Vec<RecordedEvent>,
+        reads: Mutex<Vec<(u64, usize)>>,
+        handed: Mutex<usize>,
+    }
+
+    impl Fixture {
+        fn new(positions: impl IntoIterator<Item = u64>) -> Arc<Self> {
+            let events = positions
+                .into_iter()
+                .map(|position| RecordedEvent {
+                    position,
+                    id: uuid::Uuid::nil(),
+                    event_type: Arc::from("t"),
+                    tags: Tags::empty(),
+                    timestamp: chrono::DateTime::UNIX_EPOCH,
+                    data: bytes::Bytes::new(),
+                })
+                .collect();
+            Arc::new(Fixture {
+                events,
+                reads: Mutex::new(Vec::new()),
+                handed: Mutex::new(0),
+            })
+        }
+
+        /// Reads every page of `size` in order; returns the positions received.
+        async fn page_through(self: &Arc<Self>, size: u64, consecutive: bool) -> Vec<u64> {
+            let ahead = Mutex::new(ReadAhead::default());
+            let read_now = |query: EventQuery| {
+                // Noted when the read is started (a task's future is made when spawned).
+                self.reads
+                    .lock()
+                    .push((query.after_position(), *self.handed.lock()));
+                let fixture = Arc::clone(self);
+                async move {
+                    let limit = query.limit_value().map_or(usize::MAX, |l| l.get() as usize);
+                    Ok(fixture
+                        .events
+                        .iter()
+                        .filter(|e| e.position > query.after_position())
+                        .take(limit)
+                        .cloned()
+                        .collect())
+                }
+            };
+            let mut seen = Vec::new();
+            let mut cursor = 0;
+            loop {
+                let query = EventQuery::match_all().after(cursor).limit(size).unwrap();
+                let page =
+                    read_pages_ahead(&ahead, &query, size as usize, read_now, |_| consecutive)
+                        .await
+                        .unwrap();
+                *self.handed.lock() += 1;
+                let Some(last) = page.last() else { break };
+                cursor = last.position;
+                seen.extend(page.iter().map(|e| e.position));
+            }
+            seen
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn consecutive_pages_are_read_two_ahead() {
+        runtime().block_on(async {
+            for (consecutive, lead) in [(false, 1), (true, 2)] {
+                let fixture = Fixture::new(1..=60);
+                let seen = fixture.page_through(5, consecutive).await;
+                assert_eq!(seen, (1..=60).collect::<Vec<_>>());
+                // Page j (from 5 j) was started when page j - lead was received: one page
+                // ahead, or two when the pages are consecutive.
+                let reads = fixture.reads.lock().clone();
+                for j in 3..12 {
+                    let started: Vec<usize> = reads
+                        .iter()
+                        .filter(|(after, _)| *after == 5 * j as u64)
+                        .map(|(_, handed)| *handed)
+                        .collect();
+                    assert_eq!(started, [j - lead], "page {j} ({consecutive}): {reads:?}");
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn wrong_guesses_leave_pages_exact() {
+        runtime().block_on(async {
+            let positions: Vec<u64> = (1..=80).filter(|p| ![23, 41, 42, 57].contains(p)).collect();
+            for size in [1, 4, 5, 7] {
+                for consecutive in [false, true] {
+                    let fixture = Fixture::new(positions.clone());
+                    let seen = fixture.page_through(size, consecutive).await;
+                    assert_eq!(seen, positions, "pages of {size} ({consecutive})");
+                }
+            }
+        });
+    }
+}
