@@ -15,9 +15,11 @@
 //! - (b) `postgres_append/single_conditional` (criterion): appends of one event with a DCB
 //!   condition ("no event of this product after the position I read") to the 1M-event store.
 //! - (c) catch-up: a read model's catch-up of the 1M events through `PostgresEventStore::read`
-//!   (`match_all`; and the three types, the query a derived read model uses, `type = ANY(..)`
-//!   planned per page), in pages of 1,000, decoding each payload with serde_json and folding
-//!   it into a `HashMap<String, i64>` of 10,000 keys.
+//!   (`match_all`; and the three types, the query a derived read model uses, which names every
+//!   stored type and so is read as a position range), in pages of 1,000, decoding each payload
+//!   with serde_json and folding it into a `HashMap<String, i64>` of 10,000 keys. The store
+//!   reads up to two pages ahead on other connections while the fold runs; the hand-written
+//!   select of (d) reads one page at a time.
 //! - (d) the same decode and fold over a hand-written, prepared tokio-postgres statement
 //!   `SELECT position, type, payload FROM events WHERE position > $1 ORDER BY position LIMIT
 //!   1000`, paged by position; and the same selecting every column the store reads (`id`,
@@ -41,7 +43,9 @@
 //! krescent-core --bench postgres_store --features postgres`.
 //!
 //! With `KRESCENT_BENCH_APPEND_ONLY=1` it builds the ledger, then runs only the interleaved
-//! latency rounds and prints (a), (e), (f) and (g): quicker, while working on appends.
+//! latency rounds and prints (a), (e), (f) and (g): quicker, while working on appends. With
+//! `KRESCENT_BENCH_CATCH_UP_ONLY=1` it builds the ledger, then runs only the interleaved
+//! catch-up rounds ((c) and (d)) and prints their medians: quicker, while working on reads.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -61,6 +65,8 @@ use tokio::runtime::Runtime;
 const URL_VAR: &str = "KRESCENT_POSTGRES_URL";
 /// Set (to anything but `0`) to skip the criterion runs and the catch-ups.
 const APPEND_ONLY_VAR: &str = "KRESCENT_BENCH_APPEND_ONLY";
+/// Set (to anything but `0`) to run only the interleaved catch-up comparison.
+const CATCH_UP_ONLY_VAR: &str = "KRESCENT_BENCH_CATCH_UP_ONLY";
 const BUILD_BATCH: u64 = 1_000;
 /// The columns of the hand-written catch-up: what its fold needs.
 const PLAIN_COLUMNS: &str = "position, type, payload";
@@ -201,33 +207,44 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let ledger = rt.block_on(build_ledger(url));
-    if std::env::var(APPEND_ONLY_VAR).is_ok_and(|v| v != "0") {
+    let only = |var: &str| std::env::var(var).is_ok_and(|v| v != "0");
+    if only(APPEND_ONLY_VAR) {
         let latency = rt.block_on(interleaved_latency(&ledger));
         println!("\n== postgres_store append and latency medians ==");
         print_append(&ledger);
         print_latency(latency);
-        rt.block_on(ledger.store.drop_tables())
-            .expect("drop tables");
-        return;
+    } else if only(CATCH_UP_ONLY_VAR) {
+        let catch_up = rt.block_on(interleaved_catch_up(&ledger));
+        println!("\n== postgres_store catch-up medians ==");
+        print_catch_up(catch_up);
+    } else {
+        let mut c = Criterion::default().configure_from_args();
+
+        latency(&mut c, &rt, &ledger);
+        let conditional = appends(&mut c, &rt, &ledger);
+        c.final_summary();
+
+        // The ratios compare measurements taken in alternation, so that a change in the load
+        // of the machine affects both sides alike.
+        let latency = rt.block_on(interleaved_latency(&ledger));
+        let catch_up = rt.block_on(interleaved_catch_up(&ledger));
+
+        println!("\n== postgres_store medians ==");
+        print_append(&ledger);
+        println!(
+            "(b) single conditional append: {conditional:.2?} = {:.0} events/s",
+            1.0 / conditional.as_secs_f64()
+        );
+        print_catch_up(catch_up);
+        print_latency(latency);
     }
-    let mut c = Criterion::default().configure_from_args();
+    rt.block_on(ledger.store.drop_tables())
+        .expect("drop tables");
+}
 
-    latency(&mut c, &rt, &ledger);
-    let conditional = appends(&mut c, &rt, &ledger);
-    c.final_summary();
-
-    // The ratios compare measurements taken in alternation, so that a change in the load of
-    // the machine affects both sides alike.
-    let latency = rt.block_on(interleaved_latency(&ledger));
-    let catch_up = rt.block_on(interleaved_catch_up(&ledger));
-
+/// Prints (c) and (d): the medians of the interleaved catch-ups and their ratios.
+fn print_catch_up(catch_up: [Duration; 4]) {
     let per_s = |d: Duration, n: u64| n as f64 / d.as_secs_f64();
-    println!("\n== postgres_store medians ==");
-    print_append(&ledger);
-    println!(
-        "(b) single conditional append: {conditional:.2?} = {:.0} events/s",
-        per_s(conditional, 1)
-    );
     let [s, t, p, pa] = catch_up;
     println!(
         "(c) catch-up via store.read:    {s:.2?} = {:.0} events/s",
@@ -255,11 +272,6 @@ fn main() {
         pa.as_secs_f64() / s.as_secs_f64(),
         pa.as_secs_f64() / t.as_secs_f64()
     );
-    print_latency(latency);
-
-    rt.block_on(ledger.store.drop_tables())
-        .expect("drop tables");
-    drop(ledger);
 }
 
 /// Prints (a): the median batch of the build.

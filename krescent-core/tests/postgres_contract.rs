@@ -1319,6 +1319,231 @@ fn paged_reads_with_read_ahead_are_exact() {
     });
 }
 
+/// Pages read two ahead on the guess that positions have no gaps stay exact when the guess is
+/// wrong: with rows deleted by hand (gaps a store never makes itself), every page equals a
+/// fresh read and the pages together equal one whole read.
+#[test]
+fn pages_read_two_ahead_are_exact_across_gaps() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let store = connect(&url, &prefix).await;
+        let batch: Vec<NewEvent> = (0..5_000)
+            .map(|i| event(["pg.x", "pg.y"][i % 2], &[], format!(r#"{{"i":{i}}}"#)))
+            .collect();
+        store.append(batch, None).await.expect("append");
+        let raw = raw_client(&url).await;
+        raw.execute(
+            &format!("DELETE FROM {prefix}events WHERE position IN (1500, 3200, 3201, 4999)"),
+            &[],
+        )
+        .await
+        .expect("delete");
+        for query in [
+            EventQuery::match_all(),
+            EventQuery::item(QueryItem::types(["pg.x", "pg.y"])),
+        ] {
+            for size in [700, 1_000] {
+                let whole = store.read(&query).await.expect("whole");
+                assert_eq!(whole.len(), 4_996);
+                let mut paged = Vec::new();
+                let mut cursor = 0;
+                loop {
+                    let page = query.clone().after(cursor).limit(size).expect("limit");
+                    let events = store.read(&page).await.expect("page");
+                    let fresh = store
+                        .read(&page.clone().with_limit(None))
+                        .await
+                        .expect("fresh");
+                    let n = events.len();
+                    assert_eq!(events[..], fresh[..n.min(fresh.len())], "after {cursor}");
+                    assert!(n as u64 == size || n == fresh.len(), "after {cursor}");
+                    let Some(last) = events.last() else { break };
+                    cursor = last.position;
+                    paged.extend(events);
+                }
+                assert_eq!(paged, whole, "{query:?} in pages of {size}");
+            }
+        }
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// Type-only reads naming every stored type are read as position ranges up to the last
+/// position whose types the store looked up, and with the type filter beyond: pages that
+/// cross that position, types appended after it, queries that stop naming every type and a
+/// store that grew far past it all read exactly what the filter selects.
+#[test]
+fn type_only_reads_match_the_filter_around_the_known_types() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let store = connect(&url, &prefix).await;
+        let batch = |types: &[&str], from: usize, n: usize| -> Vec<NewEvent> {
+            (from..from + n)
+                .map(|i| event(types[i % types.len()], &[], format!(r#"{{"i":{i}}}"#)))
+                .collect()
+        };
+        // Reads every page of `query` and checks it against the whole store filtered here.
+        let check = |query: EventQuery, page: u64| {
+            let store = store.clone();
+            async move {
+                let all = store.read(&EventQuery::match_all()).await.expect("all");
+                let want: Vec<u64> = all
+                    .iter()
+                    .filter(|e| query.matches(e.position, &e.event_type, &e.tags))
+                    .map(|e| e.position)
+                    .collect();
+                let mut got = Vec::new();
+                let mut cursor = query.after_position();
+                loop {
+                    let q = query.clone().after(cursor).limit(page).expect("limit");
+                    let events = store.read(&q).await.expect("page");
+                    assert!(events.len() as u64 <= page);
+                    for e in &events {
+                        assert!(query.matches(e.position, &e.event_type, &e.tags), "{e:?}");
+                    }
+                    let Some(last) = events.last() else { break };
+                    cursor = last.position;
+                    got.extend(positions(&events));
+                }
+                assert_eq!(got, want, "{query:?} in pages of {page}");
+                let whole = store.read(&query).await.expect("whole");
+                assert_eq!(positions(&whole), want, "{query:?} at once");
+                want.len()
+            }
+        };
+        let ab = EventQuery::item(QueryItem::types(["pg.a", "pg.b"]));
+        let abc = EventQuery::item(QueryItem::types(["pg.a", "pg.b", "pg.c"]));
+        let a = EventQuery::item(QueryItem::types(["pg.a"]));
+        let split = EventQuery::item(QueryItem::types(["pg.b"])).or(QueryItem::types(["pg.a"]));
+
+        store
+            .append(batch(&["pg.a", "pg.b"], 0, 2_500), None)
+            .await
+            .expect("append");
+        // The first read looks the types up: every event up to 2,500 is a or b.
+        assert_eq!(check(ab.clone(), 1_000).await, 2_500);
+        // Types the store has not looked at since: the pages from 2,500 on use the filter.
+        store
+            .append(batch(&["pg.c", "pg.c", "pg.a"], 2_500, 900), None)
+            .await
+            .expect("append");
+        assert_eq!(check(ab.clone(), 1_000).await, 2_800);
+        assert_eq!(check(ab.clone(), 333).await, 2_800);
+        assert_eq!(check(ab.clone().until(2_600), 1_000).await, 2_533);
+        assert_eq!(check(ab.clone().after(2_499).until(2_520), 7).await, 8);
+        assert_eq!(check(split.clone(), 1_000).await, 2_800);
+        assert_eq!(check(abc.clone(), 1_000).await, 3_400);
+        assert_eq!(check(a.clone(), 1_000).await, 1_550);
+        // Far past the known position the types are looked up again: c is stored now, so
+        // the query of a and b alone is read with the filter from then on.
+        store
+            .append(batch(&["pg.c", "pg.a"], 3_400, 10_000), None)
+            .await
+            .expect("append");
+        let past = EventQuery::item(QueryItem::types(["pg.a", "pg.b"])).after(3_400);
+        assert_eq!(check(past, 1_000).await, 5_000);
+        assert_eq!(check(ab.clone(), 1_000).await, 7_800);
+        assert_eq!(check(abc.clone(), 2_000).await, 13_400);
+        // Backwards reads are read as they are.
+        let back = store
+            .read(&abc.clone().backward().limit(3).expect("limit"))
+            .await
+            .expect("backwards");
+        assert_eq!(positions(&back), [13_400, 13_399, 13_398]);
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// A stored row that cannot be decoded (changed outside krescent) fails the read with
+/// `PostgresError::Corrupt` naming its position, on every read path (a range, a filter by
+/// type, by tag), and the rows around it still read once it is repaired.
+#[test]
+fn corrupt_rows_are_typed_errors_naming_their_position() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let store = connect(&url, &prefix).await;
+        let events: Vec<NewEvent> = (0..6)
+            .map(|i| event("pg.row", &["k:v"], format!(r#"{{"i":{i}}}"#)))
+            .collect();
+        let recorded = store.append(events, None).await.expect("append");
+        let raw = raw_client(&url).await;
+        let table = format!("{prefix}events");
+        raw.batch_execute(&format!(
+            "ALTER TABLE {table} ALTER COLUMN payload DROP NOT NULL"
+        ))
+        .await
+        .expect("alter");
+        let queries = [
+            EventQuery::match_all(),
+            EventQuery::item(QueryItem::types(["pg.row"])),
+            EventQuery::item(QueryItem::types(["pg.row", "pg.other"])),
+            EventQuery::item(QueryItem::tagged([tag("k:v")])),
+            EventQuery::match_all().limit(5).expect("limit"),
+        ];
+        for (position, set, what) in [
+            (
+                2,
+                "tags = '\\x00000009'::bytea || convert_to('k:v', 'UTF8')",
+                "cut short",
+            ),
+            (
+                3,
+                "tags = '\\x00000003'::bytea || convert_to('kvv', 'UTF8')",
+                "no `:`",
+            ),
+            (4, "recorded_at = 'infinity'", "recorded_at"),
+            (5, "payload = NULL", "payload"),
+        ] {
+            let original = raw
+                .query_one(
+                    &format!("SELECT tags, recorded_at, payload FROM {table} WHERE position = $1"),
+                    &[&position],
+                )
+                .await
+                .expect("row");
+            raw.execute(
+                &format!("UPDATE {table} SET {set} WHERE position = $1"),
+                &[&position],
+            )
+            .await
+            .expect("corrupt the row");
+            for query in &queries {
+                let err = store.read(query).await.expect_err("corrupt row");
+                match PostgresError::of(&err) {
+                    Some(PostgresError::Corrupt {
+                        position: p,
+                        what: w,
+                    }) => {
+                        assert_eq!(*p, position, "{query:?}: {w}");
+                        assert!(w.contains(what), "{query:?}: {w}");
+                    }
+                    other => panic!("{query:?}: {other:?} ({err})"),
+                }
+            }
+            let tags: Vec<u8> = original.get(0);
+            let time: chrono::DateTime<chrono::Utc> = original.get(1);
+            let payload: Vec<u8> = original.get(2);
+            raw.execute(
+                &format!(
+                    "UPDATE {table} SET tags = $2, recorded_at = $3, payload = $4 \
+                     WHERE position = $1"
+                ),
+                &[&position, &tags, &time, &payload],
+            )
+            .await
+            .expect("repair the row");
+            for query in &queries {
+                let read = store.read(query).await.expect("repaired");
+                assert_eq!(read[..], recorded[..read.len()], "{query:?}");
+            }
+        }
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
 /// An append whose future is dropped midway (here after its first poll, which queues the
 /// transaction's statements) leaves no transaction open: another store appends at once, the
 /// abandoned append wrote all or nothing (before or after the other one: what was queued may

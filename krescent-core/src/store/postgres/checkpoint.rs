@@ -683,12 +683,9 @@ impl PostgresCheckpointStorage {
 /// failure of the driver.
 struct RawTimestamp(i64);
 
-/// Microseconds from the Unix epoch to 2000-01-01 UTC.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-
 impl RawTimestamp {
     fn to_utc(&self) -> Option<DateTime<Utc>> {
-        DateTime::from_timestamp_micros(self.0.checked_add(PG_EPOCH_MICROS)?)
+        super::decode::utc_from_pg_micros(self.0)
     }
 }
 
@@ -887,7 +884,7 @@ mod tests {
     fn raw_timestamps_convert_without_panicking() {
         assert_eq!(
             RawTimestamp(0).to_utc(),
-            DateTime::from_timestamp_micros(PG_EPOCH_MICROS)
+            DateTime::from_timestamp(946_684_800, 0)
         );
         assert_eq!(RawTimestamp(i64::MAX).to_utc(), None);
         assert_eq!(RawTimestamp(i64::MIN).to_utc(), None);

@@ -69,7 +69,21 @@
 //! the page that continues its previous full page, each further full page it gets starts the
 //! read of the next one on another pooled connection, while the caller handles this one. A
 //! page read ahead is used only if it is full (a full page never changes); a short one is
-//! read again. Tag lists and type names are decoded once and shared by later rows.
+//! read again. When the next page selects every position it spans (a query that selects every
+//! event there, below), the page after it is read at the same time on a third connection,
+//! starting one page size further: positions have no gaps, so that is where the next page
+//! ends. Were a gap there (rows deleted by hand), that page would go unused.
+//!
+//! A query whose untagged items name every type stored up to the last position the store
+//! has looked at (a read model's query usually does) is read as a plain position range up to
+//! there, and with its type filter beyond; the stored types are looked up from the type
+//! index on the first such read and again once the store has grown well past that position
+//! (see `coverage.rs`). A query with an item of no types and no tags is read as a range.
+//!
+//! Rows are decoded as they arrive from their binary values, without the driver's
+//! conversions: type names once per page, tag lists once and cached by their stored bytes,
+//! the time once per append; the payloads of a page share one buffer. A row that cannot be
+//! decoded is a [`PostgresError::Corrupt`] naming its position.
 //!
 //! # Subscriptions
 //!
@@ -81,6 +95,8 @@
 
 mod bookmark;
 mod checkpoint;
+mod coverage;
+mod decode;
 mod listener;
 mod sql;
 
@@ -105,20 +121,25 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::FutureExt as _;
 use parking_lot::{Mutex, RwLock};
 
-use super::read_ahead::{ReadAhead, read_page};
+use super::read_ahead::{ReadAhead, read_pages_ahead};
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
-use tokio_postgres::types::{FromSql, ToSql, Type};
+use tokio_postgres::types::ToSql;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 use super::{EventStore, StoreError, Subscription};
-use crate::event::{NewEvent, RecordedEvent, Tag, Tags, validate_type_name};
+use crate::event::{NewEvent, RecordedEvent, Tag, validate_type_name};
 use crate::query::{AppendCondition, EventQuery};
+use coverage::{Coverage, StoredTypes};
+use decode::{Decoding, Page, TagsHashState};
 use sql::{Output, Params, Shape, Tables};
 
 /// The backend name in [`StoreError::Backend`].
 const BACKEND: &str = "postgres";
+
+/// The most rows a read allocates room for before it sees them.
+const EXPECTED_ROWS: usize = 1000;
 
 /// Rows per `INSERT … SELECT FROM UNNEST(…)` statement.
 const INSERT_CHUNK: usize = 1000;
@@ -333,6 +354,12 @@ struct Inner {
     /// The (type, tag) pairs this handle saw committed to `<prefix>tag_starts`, which an
     /// append need not send again ([`KnownStarts`]).
     starts: Mutex<KnownStarts>,
+    /// The statement reading the stored types ([`sql::stored_types`]).
+    stored_types_sql: String,
+    /// The stored types, once read ([`coverage`]).
+    stored_types: RwLock<Option<Arc<StoredTypes>>>,
+    /// Held while the stored types are read, so that concurrent reads do not all read them.
+    reading_types: tokio::sync::Mutex<()>,
     listener_application_name: String,
     /// Stops the listener task when the last handle is dropped.
     _listener: DropGuard,
@@ -404,6 +431,7 @@ impl PostgresEventStore {
             cancel: cancel.clone(),
         };
         tokio::spawn(listener.run());
+        let stored_types_sql = sql::stored_types(&tables);
         Ok(PostgresEventStore {
             inner: Arc::new(Inner {
                 pool,
@@ -414,6 +442,9 @@ impl PostgresEventStore {
                 decoding: Mutex::new(Decoding::default()),
                 ahead: Mutex::new(ReadAhead::default()),
                 starts: Mutex::new(KnownStarts::default()),
+                stored_types_sql,
+                stored_types: RwLock::new(None),
+                reading_types: tokio::sync::Mutex::new(()),
                 listener_application_name,
                 _listener: cancel.drop_guard(),
             }),
@@ -432,58 +463,39 @@ impl PostgresEventStore {
 
     /// The plans PostgreSQL chooses for `query`: `EXPLAIN` of the statement the store runs,
     /// first with the query's values bound (a custom plan), then as the generic plan a
-    /// prepared statement may switch to after a few executions. Runs on a connection of its
-    /// own. For tests and diagnostics.
+    /// prepared statement may switch to after a few executions; for a query read as a
+    /// position range up to some position and with its filter beyond (see the module
+    /// documentation), both statements. Runs on a connection of its own. For tests and
+    /// diagnostics.
     #[doc(hidden)]
     pub async fn explain(&self, query: &EventQuery) -> Result<String, StoreError> {
-        let sql = self.sql(query, Output::Rows).sql;
-        let params = Params::of(query);
+        let parts: Vec<(String, EventQuery)> = match self.coverage(query).await? {
+            Coverage::Everything if query.items().len() > 1 => vec![(
+                "-- read as a range: an item selects every event\n".to_owned(),
+                coverage::as_range(query, None),
+            )],
+            Coverage::Through(through) => {
+                let mut parts = vec![(
+                    format!(
+                        "-- up to position {through} every event has one of the query's \
+                         types: read as a range\n"
+                    ),
+                    coverage::as_range(query, Some(through)),
+                )];
+                if let Some(rest) = coverage::rest(query, through, 0) {
+                    parts.push((format!("-- after position {through}\n"), rest));
+                }
+                parts
+            }
+            _ => vec![(String::new(), query.clone())],
+        };
         let (client, connection) = self.inner.config.connect(NoTls).await.map_err(db)?;
         let driver = tokio::spawn(connection);
         let result = async {
-            let mut out = format!(
-                "-- {}\n-- custom plan\n",
-                if self.sql(query, Output::Rows).per_execution {
-                    "the store plans this shape at each execution (the custom plan)"
-                } else {
-                    "the store prepares this shape once per connection (PostgreSQL may switch \
-                     to the generic plan after five executions)"
-                }
-            );
-            for row in client
-                .query_typed(&format!("EXPLAIN {sql}"), &params.typed())
-                .await?
-            {
-                out.push_str(row.try_get::<_, &str>(0)?);
-                out.push('\n');
-            }
-            // PostgreSQL 15 has no EXPLAIN (GENERIC_PLAN): prepare the statement, force the
-            // generic plan and explain an execution. The server quotes the values.
-            let typed = params.typed();
-            let types: Vec<&str> = typed.iter().map(|(_, t)| t.name()).collect();
-            client
-                .batch_execute(&format!(
-                    "SET plan_cache_mode = force_generic_plan; \
-                     PREPARE krescent_explain ({}) AS {sql}",
-                    types.join(", ")
-                ))
-                .await?;
-            let values = params.texts();
-            let explain: String = client
-                .query_one(
-                    "SELECT 'EXPLAIN EXECUTE krescent_explain(' || \
-                     array_to_string(ARRAY(SELECT quote_literal(v) FROM unnest($1::text[]) v), ', ') \
-                     || ')'",
-                    &[&values],
-                )
-                .await?
-                .try_get(0)?;
-            out.push_str("-- generic plan\n");
-            for message in client.simple_query(&explain).await? {
-                if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
-                    out.push_str(row.get(0).unwrap_or_default());
-                    out.push('\n');
-                }
+            let mut out = String::new();
+            for (k, (note, part)) in parts.iter().enumerate() {
+                out.push_str(note);
+                self.explain_statement(&client, part, k, &mut out).await?;
             }
             Ok::<_, tokio_postgres::Error>(out)
         }
@@ -491,6 +503,67 @@ impl PostgresEventStore {
         drop(client);
         driver.abort();
         result.map_err(db)
+    }
+
+    /// Appends the custom and the generic plan of the statement of `query` to `out`, using
+    /// the prepared statement name `krescent_explain_<k>`.
+    async fn explain_statement(
+        &self,
+        client: &tokio_postgres::Client,
+        query: &EventQuery,
+        k: usize,
+        out: &mut String,
+    ) -> Result<(), tokio_postgres::Error> {
+        let compiled = self.sql(query, Output::Rows);
+        let sql = &compiled.sql;
+        let params = Params::of(query);
+        out.push_str(&format!(
+            "-- {}\n-- custom plan\n",
+            if compiled.per_execution {
+                "the store plans this shape at each execution (the custom plan)"
+            } else {
+                "the store prepares this shape once per connection (PostgreSQL may switch \
+                 to the generic plan after five executions)"
+            }
+        ));
+        for row in client
+            .query_typed(&format!("EXPLAIN {sql}"), &params.typed())
+            .await?
+        {
+            out.push_str(row.try_get::<_, &str>(0)?);
+            out.push('\n');
+        }
+        // PostgreSQL 15 has no EXPLAIN (GENERIC_PLAN): prepare the statement, force the
+        // generic plan and explain an execution. The server quotes the values.
+        let typed = params.typed();
+        let types: Vec<&str> = typed.iter().map(|(_, t)| t.name()).collect();
+        client
+            .batch_execute(&format!(
+                "SET plan_cache_mode = force_generic_plan; \
+                 PREPARE krescent_explain_{k} ({}) AS {sql}",
+                types.join(", ")
+            ))
+            .await?;
+        let values = params.texts();
+        let explain: String = client
+            .query_one(
+                &format!(
+                    "SELECT 'EXPLAIN EXECUTE krescent_explain_{k}(' || \
+                     array_to_string(ARRAY(SELECT quote_literal(v) FROM unnest($1::text[]) v), \
+                     ', ') || ')'"
+                ),
+                &[&values],
+            )
+            .await?
+            .try_get(0)?;
+        out.push_str("-- generic plan\n");
+        for message in client.simple_query(&explain).await? {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+                out.push_str(row.get(0).unwrap_or_default());
+                out.push('\n');
+            }
+        }
+        client.batch_execute("RESET plan_cache_mode").await
     }
 
     /// Drops every table of this store. For tests and tools; the store is unusable after.
@@ -751,176 +824,6 @@ fn to_position(p: i64) -> Result<u64, StoreError> {
     })
 }
 
-/// Tags from the value of the `tags` column ([`sql::encode_tags`]).
-fn parse_tags(raw: &[u8]) -> Result<Tags, String> {
-    Tags::parse(sql::decode_tags(raw)?).map_err(|e| e.to_string())
-}
-
-/// The most tag lists the decoding cache holds; it starts over when full.
-const TAG_CACHE: usize = 65_536;
-
-/// The undecoded value of a `timestamptz` column (microseconds since 2000-01-01, big-endian).
-struct RawTimestamp<'a>(&'a [u8]);
-
-impl<'a> FromSql<'a> for RawTimestamp<'a> {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(RawTimestamp(raw))
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::TIMESTAMPTZ
-    }
-}
-
-/// The hasher of the tags cache: one multiply per 8 bytes of key, seeded per cache from the
-/// standard library's random keys (stored tags cannot be chosen to collide). The keys are
-/// short and looked up once per row, where SipHash costs more than the rest of the lookup.
-#[derive(Clone)]
-struct TagsHashState(u64);
-
-impl Default for TagsHashState {
-    fn default() -> Self {
-        use std::hash::BuildHasher;
-        TagsHashState(std::collections::hash_map::RandomState::new().hash_one("krescent.tags") | 1)
-    }
-}
-
-impl std::hash::BuildHasher for TagsHashState {
-    type Hasher = TagsHasher;
-    fn build_hasher(&self) -> TagsHasher {
-        TagsHasher(self.0)
-    }
-}
-
-struct TagsHasher(u64);
-
-impl TagsHasher {
-    /// Mixes one word in: the 128-bit product of the state and the word (offset by an odd
-    /// constant), folded to 64 bits.
-    #[inline]
-    fn absorb(&mut self, word: u64) {
-        let product = u128::from(self.0 ^ word) * u128::from(0x9e37_79b9_7f4a_7c15_u64);
-        self.0 = (product as u64) ^ ((product >> 64) as u64);
-    }
-}
-
-impl std::hash::Hasher for TagsHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(word);
-            self.absorb(u64::from_le_bytes(w));
-        }
-        let tail = words.remainder();
-        let mut w = [0u8; 8];
-        w[..tail.len()].copy_from_slice(tail);
-        self.absorb(u64::from_le_bytes(w) ^ ((tail.len() as u64) << 56));
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.absorb(n as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// What reads decode once and share: type names, and tag lists by their stored bytes (an
-/// event's tags usually repeat those of earlier events). Locked once per page.
-#[derive(Default)]
-struct Decoding {
-    types: Vec<Arc<str>>,
-    tags: HashMap<Box<[u8]>, Tags, TagsHashState>,
-}
-
-impl Decoding {
-    fn type_name(&mut self, name: &str) -> Arc<str> {
-        if let Some(i) = self.types.iter().position(|t| &**t == name) {
-            // Most used first: the next lookup of this name is shorter.
-            if i > 0 {
-                self.types.swap(i, i - 1);
-                return Arc::clone(&self.types[i - 1]);
-            }
-            return Arc::clone(&self.types[0]);
-        }
-        let t: Arc<str> = Arc::from(name);
-        if self.types.len() < 256 {
-            self.types.push(Arc::clone(&t));
-        }
-        t
-    }
-
-    fn tags(&mut self, raw: &[u8], position: i64) -> Result<Tags, StoreError> {
-        if let Some(tags) = self.tags.get(raw) {
-            return Ok(tags.clone());
-        }
-        let tags = parse_tags(raw).map_err(|what| PostgresError::Corrupt { position, what })?;
-        if self.tags.len() >= TAG_CACHE {
-            self.tags.clear();
-        }
-        self.tags.insert(Box::from(raw), tags.clone());
-        Ok(tags)
-    }
-
-    /// Decodes rows of [`sql::EVENT_COLUMNS`]. The payloads of a page share one buffer, and
-    /// a row with the time of the row before (the events of one append) reuses its decoding.
-    fn rows(&mut self, rows: &[tokio_postgres::Row]) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut out = Vec::with_capacity(rows.len());
-        let mut payloads: Vec<u8> = Vec::new();
-        let mut ends = Vec::with_capacity(rows.len());
-        let mut last_time: Option<(&[u8], DateTime<Utc>)> = None;
-        for row in rows {
-            let position: i64 = row.try_get(0).map_err(db)?;
-            let id: Uuid = row.try_get(1).map_err(db)?;
-            let type_name: &str = row.try_get(2).map_err(db)?;
-            let tags: &[u8] = row.try_get(3).map_err(db)?;
-            let time: RawTimestamp<'_> = row.try_get(4).map_err(db)?;
-            let payload: &[u8] = row.try_get(5).map_err(db)?;
-            let timestamp = match last_time {
-                Some((raw, t)) if raw == time.0 => t,
-                _ => {
-                    let t = <DateTime<Utc> as FromSql>::from_sql(&Type::TIMESTAMPTZ, time.0)
-                        .map_err(|e| PostgresError::Corrupt {
-                            position,
-                            what: format!("recorded_at cannot be a time: {e}"),
-                        })?;
-                    last_time = Some((time.0, t));
-                    t
-                }
-            };
-            if payloads.capacity() == 0 {
-                // Room for a page of payloads of about this size (it grows if need be).
-                payloads.reserve(
-                    rows.len()
-                        .saturating_mul(payload.len() + payload.len() / 4 + 16),
-                );
-            }
-            payloads.extend_from_slice(payload);
-            ends.push(payloads.len());
-            out.push(RecordedEvent {
-                position: to_position(position)?,
-                id,
-                event_type: self.type_name(type_name),
-                tags: self.tags(tags, position)?,
-                timestamp,
-                data: bytes::Bytes::new(),
-            });
-        }
-        let payloads = bytes::Bytes::from(payloads);
-        let mut start = 0;
-        for (event, end) in out.iter_mut().zip(ends) {
-            event.data = payloads.slice(start..end);
-            start = end;
-        }
-        Ok(out)
-    }
-}
-
 #[async_trait]
 impl EventStore for PostgresEventStore {
     async fn append(
@@ -1140,10 +1043,17 @@ impl EventStore for PostgresEventStore {
         let Some(page_size) = ReadAhead::page_size(query) else {
             return self.read_now(query).await;
         };
-        read_page(&self.inner.ahead, query, page_size, |query| {
-            let store = self.clone();
-            async move { store.read_now(&query).await }
-        })
+        let size = u64::try_from(page_size).unwrap_or(u64::MAX);
+        read_pages_ahead(
+            &self.inner.ahead,
+            query,
+            page_size,
+            |query| {
+                let store = self.clone();
+                async move { store.read_now(&query).await }
+            },
+            |next| self.consecutive(next, size),
+        )
         .await
     }
 
@@ -1171,10 +1081,120 @@ impl EventStore for PostgresEventStore {
 }
 
 impl PostgresEventStore {
-    /// Reads `query` now.
+    /// Reads `query` now: as a position range as far as it selects every event (see
+    /// [`coverage`]), with its own filter beyond.
     async fn read_now(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = self.query(query, Output::Rows).await?;
-        self.inner.decoding.lock().rows(&rows)
+        match self.coverage(query).await? {
+            Coverage::Everything if query.items().len() > 1 => {
+                self.events(&coverage::as_range(query, None)).await
+            }
+            Coverage::Through(through) => {
+                let mut events = self
+                    .events(&coverage::as_range(query, Some(through)))
+                    .await?;
+                if let Some(rest) = coverage::rest(query, through, events.len()) {
+                    events.extend(self.events(&rest).await?);
+                }
+                Ok(events)
+            }
+            _ => self.events(query).await,
+        }
+    }
+
+    /// Whether the page `query` (`size` events) holds every position after its start: it
+    /// selects every event there, and positions have no gaps (an append takes its positions
+    /// under the counter row's lock and gives them back if it fails).
+    fn consecutive(&self, query: &EventQuery, size: u64) -> bool {
+        let head = *self.inner.head.borrow();
+        let known = self.inner.stored_types.read().clone();
+        match coverage::coverage(query, known.as_deref(), head) {
+            Coverage::Everything => true,
+            Coverage::Through(through) => query
+                .after_position()
+                .checked_add(size)
+                .is_some_and(|end| end <= through),
+            Coverage::Unknown | Coverage::Refresh => false,
+        }
+    }
+
+    /// The coverage of `query`, reading the stored types if that may widen it.
+    async fn coverage(&self, query: &EventQuery) -> Result<Coverage, StoreError> {
+        let head = *self.inner.head.borrow();
+        let known = self.inner.stored_types.read().clone();
+        let found = coverage::coverage(query, known.as_deref(), head);
+        if found != Coverage::Refresh {
+            return Ok(found);
+        }
+        // One reader reads them; the others meanwhile read as if they were not known.
+        let Ok(_reading) = self.inner.reading_types.try_lock() else {
+            return Ok(Coverage::Unknown);
+        };
+        let fresh = Arc::new(self.read_stored_types().await?);
+        let known = {
+            let mut known = self.inner.stored_types.write();
+            if known.as_ref().is_none_or(|k| k.through < fresh.through) {
+                *known = Some(Arc::clone(&fresh));
+            }
+            known.clone()
+        };
+        Ok(match coverage::coverage(query, known.as_deref(), head) {
+            // Read just now: not again for this read.
+            Coverage::Refresh => Coverage::Unknown,
+            found => found,
+        })
+    }
+
+    /// Reads the distinct stored types and the last position they cover.
+    async fn read_stored_types(&self) -> Result<StoredTypes, StoreError> {
+        let client = self.inner.pool.get().await.map_err(pool)?;
+        let stmt = client
+            .prepare_cached(&self.inner.stored_types_sql)
+            .await
+            .map_err(db)?;
+        let most = i64::try_from(coverage::MAX_TYPES + 1).unwrap_or(i64::MAX);
+        let row = client.query_one(&stmt, &[&most]).await.map_err(db)?;
+        let through: Option<i64> = row.try_get(0).map_err(db)?;
+        let mut types: Vec<String> = row.try_get(1).map_err(db)?;
+        let complete = types.len() <= coverage::MAX_TYPES;
+        types.truncate(coverage::MAX_TYPES);
+        Ok(StoredTypes {
+            through: through.map_or(Ok(0), to_position)?,
+            types,
+            complete,
+        })
+    }
+
+    /// Reads the events `query` selects on a pooled connection, decoding each row as it
+    /// arrives.
+    async fn events(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>, StoreError> {
+        use futures::TryStreamExt as _;
+        let compiled = self.sql(query, Output::Rows);
+        let params = Params::of(query);
+        let expected = query
+            .limit_value()
+            .map_or(EXPECTED_ROWS, |l| {
+                usize::try_from(l.get()).unwrap_or(usize::MAX)
+            })
+            .min(EXPECTED_ROWS);
+        let client = self.inner.pool.get().await.map_err(pool)?;
+        let rows = if compiled.per_execution {
+            client
+                .query_typed_raw(&compiled.sql, params.typed())
+                .await
+                .map_err(db)?
+        } else {
+            let stmt = client.prepare_cached(&compiled.sql).await.map_err(db)?;
+            client
+                .query_raw(&stmt, params.untyped())
+                .await
+                .map_err(db)?
+        };
+        let mut rows = std::pin::pin!(rows);
+        let mut page = Page::new(expected);
+        while let Some(row) = rows.try_next().await.map_err(db)? {
+            page.push(&row)?;
+        }
+        page.finish(&self.inner.decoding)
     }
 
     /// The positions `query` selects (for conditions checked outside an append).
@@ -1192,50 +1212,7 @@ impl PostgresEventStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stored_tags_are_decoded_and_cached() {
-        let encode = |texts: &[&str]| {
-            let mut buf = Vec::new();
-            sql::encode_tags(texts.iter().copied(), &mut buf);
-            buf
-        };
-        let tags =
-            Tags::parse(["a:x\"y", "b:c\\d", "c:{,}", "d:\u{1}\n", "e:grüße", "f:"]).unwrap();
-        let texts: Vec<&str> = tags.iter().map(Tag::as_str).collect();
-        assert_eq!(parse_tags(&encode(&texts)).unwrap(), tags);
-        assert_eq!(encode(&["k:v"]), b"\0\0\0\x03k:v");
-        assert_eq!(parse_tags(&encode(&[])).unwrap(), Tags::empty());
-        assert!(parse_tags(&encode(&["no separator"])).is_err());
-        let whole = encode(&["k:v", "k:w"]);
-        for cut in 1..whole.len() {
-            // Cut between the two tags, it is the encoding of the first alone.
-            let decoded = parse_tags(&whole[..cut]);
-            if cut == 7 {
-                assert_eq!(decoded.unwrap(), Tags::parse(["k:v"]).unwrap());
-            } else {
-                assert!(decoded.is_err(), "cut at {cut}");
-            }
-        }
-        assert!(parse_tags(b"\0\0\0\x02\xff\xfe").is_err());
-
-        let mut decoding = Decoding::default();
-        let raw = encode(&["p:1", "q:2"]);
-        let first = decoding.tags(&raw, 1).unwrap();
-        assert_eq!(first, Tags::parse(["p:1", "q:2"]).unwrap());
-        assert_eq!(decoding.tags(&raw, 2).unwrap(), first);
-        assert_eq!(decoding.tags.len(), 1);
-        let err = decoding.tags(&encode(&["bad"]), 7).unwrap_err();
-        assert!(
-            matches!(
-                PostgresError::of(&err),
-                Some(PostgresError::Corrupt { position: 7, .. })
-            ),
-            "{err:?}"
-        );
-        let a = decoding.type_name("t.a");
-        assert!(Arc::ptr_eq(&a, &decoding.type_name("t.a")));
-    }
+    use crate::event::Tags;
 
     #[test]
     fn array_literals_escape_quotes_and_backslashes() {

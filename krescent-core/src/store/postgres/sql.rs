@@ -13,6 +13,11 @@ use crate::query::{Direction, EventQuery};
 /// The columns every event read returns, in this order.
 pub(super) const EVENT_COLUMNS: &str = "position, id, type, tags, recorded_at, payload";
 
+/// The name of column `index` of [`EVENT_COLUMNS`] (`?` past the last).
+pub(super) fn event_column(index: usize) -> &'static str {
+    EVENT_COLUMNS.split(", ").nth(index).unwrap_or("?")
+}
+
 /// The schema version this code writes and reads. Versions 1 (tags as a JSON array) and 2
 /// (a tag index keyed by tag first) are migrated on connect ([`Tables::migrate_from_1`],
 /// [`Tables::migrate_from_2`]).
@@ -600,6 +605,22 @@ enum ItemParams {
     Any,
     Types(usize),
     Tagged { types: Vec<usize>, tags: Vec<usize> },
+}
+
+/// `$1` how many types at most → the last position (NULL: no event) and the distinct types
+/// (sorted bytewise), read in one snapshot: one probe of the `(type, position)` index per
+/// type, stopping after `$1`.
+pub(super) fn stored_types(tables: &Tables) -> String {
+    let events = &tables.events;
+    format!(
+        "WITH RECURSIVE t(type) AS (\
+         (SELECT type FROM {events} ORDER BY type LIMIT 1) \
+         UNION ALL \
+         SELECT (SELECT e.type FROM {events} e WHERE e.type > t.type ORDER BY e.type LIMIT 1) \
+         FROM t WHERE t.type IS NOT NULL) \
+         SELECT (SELECT max(position) FROM {events}), \
+         ARRAY(SELECT type FROM t WHERE type IS NOT NULL LIMIT $1)"
+    )
 }
 
 /// The SQL text of a query shape.

@@ -146,7 +146,7 @@ use std::sync::{Arc, mpsc};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::read_ahead::{ReadAhead, read_page_with};
+use super::read_ahead::{ReadAhead, read_pages_with};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -462,12 +462,15 @@ impl EventStore for SqliteEventStore {
             let inner = Arc::clone(&self.inner);
             tokio::task::spawn_blocking(move || Ok(inner.on_reader(|conn| conn.read(&next))?))
         };
-        read_page_with(
+        // One page ahead: a second page read at the same time would take the core the caller
+        // folds on.
+        read_pages_with(
             &self.inner.ahead,
             query,
             page_size,
             |q| self.read_now_owned(q),
             start,
+            |_| false,
         )
         .await
     }
