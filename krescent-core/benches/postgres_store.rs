@@ -34,10 +34,10 @@
 //!
 //! The figures compared with each other are measured in alternation by hand after the
 //! criterion runs (7 rounds of the four catch-ups; 25 rounds of 400 init queries, 400
-//! `SELECT 1` and 400 init queries of an absent product), so that the load of a shared machine weighs on both sides alike; the summary
-//! prints their medians and the ratios to the targets (catch-up at least 0.9× the hand-written
-//! select; batched appends at least 150k events/s; the init query at most 2× the `SELECT 1`
-//! round trip).
+//! `SELECT 1` and 400 init queries of an absent product), so that the load of a shared
+//! machine weighs on both sides alike; the summary prints their medians and the ratios to the
+//! targets (catch-up at least 0.9× the hand-written select; batched appends at least 150k
+//! events/s; the init query at most 2× the `SELECT 1` round trip).
 //!
 //! Run: `KRESCENT_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p
 //! krescent-core --bench postgres_store --features postgres`.

@@ -29,8 +29,9 @@
 //! hundred, which stay in memory), instead of one page per event anywhere in an index that
 //! grows with the store: a key starting with the tag dirties about one page per event (and,
 //! after each checkpoint, writes a full-page image of it to the WAL), which made the tag
-//! insert the costliest statement of a batched append. A tag query walks the segments in its direction, one
-//! index probe per segment (`generate_series` in a nested loop that stops at the limit), from
+//! insert the costliest statement of a batched append. A tag query walks the segments in its
+//! direction, one index probe per segment (`generate_series` in a nested loop that stops at
+//! the limit), from
 //! the pair's first segment, read in `tag_starts`, to the head's; a pair never stored costs a
 //! single probe of `tag_starts` and visits no segment. An append inserts into `tag_starts`
 //! only the pairs the store handle has not seen committed before (`ON CONFLICT DO NOTHING`,
