@@ -56,21 +56,6 @@ impl ReadAhead {
     }
 }
 
-/// [`read_pages_ahead`] of a store without consecutive continuations.
-#[cfg(test)]
-pub(crate) async fn read_page<F, Fut>(
-    ahead: &Mutex<ReadAhead>,
-    query: &EventQuery,
-    page_size: usize,
-    read_now: F,
-) -> Result<Vec<RecordedEvent>, StoreError>
-where
-    F: Fn(EventQuery) -> Fut,
-    Fut: Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send + 'static,
-{
-    read_pages_ahead(ahead, query, page_size, read_now, |_| false).await
-}
-
 /// Reads the page `query` (a forward read of `page_size` events) with `read_now`, taking a
 /// page read ahead when there is a full one, and starts reading the next page when the reader
 /// is sequential and this page is full; also the page after it when `consecutive` says the
