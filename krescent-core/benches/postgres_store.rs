@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{EVENTS, PAGE, PRODUCTS, TYPES, condition_for, event, fold, init_query};
+use common::{EVENTS, PAGE, PRODUCTS, TYPES, condition_for, event, fold, init_query, median};
 use criterion::{Criterion, Throughput};
 use krescent_core::{
     EventQuery, EventStore, NewEvent, PostgresEventStore, PostgresOptions, QueryItem,
@@ -191,11 +191,6 @@ const CATCH_UP_ROUNDS: usize = 7;
 const LATENCY_ROUNDS: usize = 25;
 const LATENCY_QUERIES: usize = 400;
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
-}
-
 fn main() {
     let Ok(url) = std::env::var(URL_VAR) else {
         println!("skipped: {URL_VAR} not set");
@@ -276,9 +271,7 @@ fn print_catch_up(catch_up: [Duration; 4]) {
 
 /// Prints (a): the median batch of the build.
 fn print_append(ledger: &Ledger) {
-    let mut batches = ledger.batch_times.clone();
-    batches.sort();
-    let batch_median = batches[batches.len() / 2];
+    let batch_median = median(ledger.batch_times.clone());
     let per_s = |d: Duration, n: u64| n as f64 / d.as_secs_f64();
     println!(
         "(a) append, batches of 1000:   median batch {batch_median:.2?} = {:.0} events/s \

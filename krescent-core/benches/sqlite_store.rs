@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{EVENTS, PAGE, PRODUCTS, TYPES, condition_for, event, fold, init_query};
+use common::{EVENTS, PAGE, PRODUCTS, TYPES, condition_for, event, fold, init_query, median};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use krescent_core::store::sqlite::SqliteEventStore;
 use krescent_core::{EventQuery, EventStore, NewEvent, QueryItem, Tag};
@@ -317,17 +317,12 @@ fn paired_catch_ups(_: &mut Criterion) {
         hand_times.push(h);
         ratios.push(h.as_secs_f64() / s.as_secs_f64());
     }
-    let median = |v: &mut Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    ratios.sort_by(f64::total_cmp);
     eprintln!(
         "PAIRED catch-up, {PAIRS} pairs: store {:.1?}, hand-written scan {:.1?}; store speed / \
          floor speed, median of the pairs: {:.2} (target >= 0.9)",
-        median(&mut store_times),
-        median(&mut hand_times),
-        ratios[ratios.len() / 2]
+        median(store_times),
+        median(hand_times),
+        median(ratios)
     );
 }
 

@@ -75,3 +75,10 @@ pub fn condition_for(e: &NewEvent, head: u64) -> krescent_core::AppendCondition 
         head,
     )
 }
+
+/// The median of `values` (the upper one of an even count); panics on an empty list or on a
+/// value that does not compare (NaN).
+pub fn median<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
+    values.sort_by(|a, b| a.partial_cmp(b).expect("comparable values"));
+    values[values.len() / 2]
+}

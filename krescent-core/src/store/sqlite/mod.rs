@@ -359,12 +359,7 @@ impl SqliteEventStore {
     }
 
     /// Reads `query` on a read connection.
-    async fn read_now(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.read_now_owned(query.clone()).await
-    }
-
-    /// [`read_now`](Self::read_now) of a query it owns.
-    async fn read_now_owned(&self, query: EventQuery) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_now(&self, query: EventQuery) -> Result<Vec<RecordedEvent>, StoreError> {
         self.with_reader(move |conn| conn.read(&query)).await
     }
 
@@ -455,7 +450,7 @@ impl EventStore for SqliteEventStore {
         // Read-ahead for file stores only: an in-memory store has one connection.
         let page_size = ReadAhead::page_size(query).filter(|_| self.inner.readers.is_some());
         let Some(page_size) = page_size else {
-            return self.read_now(query).await;
+            return self.read_now(query.clone()).await;
         };
         // A page read ahead runs on the blocking pool directly.
         let start = |next: EventQuery| {
@@ -468,7 +463,7 @@ impl EventStore for SqliteEventStore {
             &self.inner.ahead,
             query,
             page_size,
-            |q| self.read_now_owned(q),
+            |q| self.read_now(q),
             start,
             |_| false,
         )
