@@ -112,7 +112,7 @@ async fn build_ledger(url: String) -> Ledger {
         build_time += took;
     }
     let raw = raw_client(&url).await;
-    for table in ["events", "event_tags", "tag_starts"] {
+    for table in ["events", "extra_tags", "tag_starts"] {
         raw.batch_execute(&format!("VACUUM ANALYZE {prefix}{table}"))
             .await
             .expect("vacuum");

@@ -106,6 +106,78 @@ fn positions(events: &[RecordedEvent]) -> Vec<u64> {
     events.iter().map(|e| e.position).collect()
 }
 
+/// The stored tags of schema version 4: each event's `(position, tag)` (its first tag, by
+/// position) and the rows of `extra_tags` `(tag, type, position, seg)`, in key order.
+async fn tag_layout(
+    client: &tokio_postgres::Client,
+    prefix: &str,
+) -> (Vec<(i64, Option<String>)>, Vec<(String, String, i64, i64)>) {
+    let inline = client
+        .query(
+            &format!("SELECT position, tag FROM {prefix}events ORDER BY position"),
+            &[],
+        )
+        .await
+        .expect("events.tag")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let extra = client
+        .query(
+            &format!(
+                "SELECT tag, type, position, seg FROM {prefix}extra_tags \
+                 ORDER BY seg, tag, type, position"
+            ),
+            &[],
+        )
+        .await
+        .expect("extra_tags")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    (inline, extra)
+}
+
+/// Each query finds exactly its expected positions, forwards, backwards and as the latest
+/// one (backwards, limit 1).
+async fn assert_tag_reads(
+    store: &PostgresEventStore,
+    cases: impl IntoIterator<Item = (EventQuery, Vec<u64>)>,
+) {
+    for (query, expected) in cases {
+        let found = store.read(&query).await.expect("read by tag");
+        assert_eq!(positions(&found), expected, "{query:?}");
+        let mut backward = expected.clone();
+        backward.reverse();
+        let found = store
+            .read(&query.clone().backward())
+            .await
+            .expect("read by tag");
+        assert_eq!(positions(&found), backward, "backward {query:?}");
+        let latest = store
+            .read(&query.clone().backward().limit(1).expect("limit"))
+            .await
+            .expect("read by tag");
+        assert_eq!(
+            positions(&latest),
+            backward.first().copied().into_iter().collect::<Vec<_>>(),
+            "latest {query:?}"
+        );
+    }
+}
+
+/// The schema version recorded in `<prefix>meta`.
+async fn schema_version(client: &tokio_postgres::Client, prefix: &str) -> i64 {
+    client
+        .query_one(
+            &format!("SELECT value FROM {prefix}meta WHERE name = 'schema_version'"),
+            &[],
+        )
+        .await
+        .expect("version")
+        .get(0)
+}
+
 /// Appends `count` events, `make(i)` for i from 0, in batches of 1,000.
 async fn append_in_batches(
     store: &PostgresEventStore,
@@ -384,7 +456,7 @@ fn schema_creation_is_idempotent_and_versioned() {
             .await
             .expect("version")
             .get(0);
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
         client
             .batch_execute(&format!(
                 "UPDATE {prefix}meta SET value = 99 WHERE name = 'schema_version'"
@@ -398,7 +470,7 @@ fn schema_creation_is_idempotent_and_versioned() {
         match postgres_error(&err) {
             PostgresError::UnsupportedSchemaVersion {
                 found: 99,
-                supported: 3,
+                supported: 4,
                 ..
             } => {}
             other => panic!("expected UnsupportedSchemaVersion, got {other:?}"),
@@ -410,9 +482,9 @@ fn schema_creation_is_idempotent_and_versioned() {
 }
 
 /// Tables of schema version 1 (tags as a JSON array, the database's collation) are migrated
-/// on connect (through version 2): every stored event reads back with its tags, is found by
-/// its tags, and the positions continue; the schema is then version 3, and a version below 1
-/// is refused.
+/// on connect (through versions 2 and 3): every stored event reads back with its tags, is found by
+/// its tags, and the positions continue; the schema is then version 4 (the first tag of each
+/// event in `events.tag`, the others in `extra_tags`), and a version below 1 is refused.
 #[test]
 fn schema_version_1_is_migrated() {
     with_database(|url| async move {
@@ -472,15 +544,18 @@ fn schema_version_1_is_migrated() {
             .await
             .expect("read by tag");
         assert_eq!(positions(&both), [1, 3]);
-        let version: i64 = client
-            .query_one(
-                &format!("SELECT value FROM {prefix}meta WHERE name = 'schema_version'"),
-                &[],
-            )
-            .await
-            .expect("version")
-            .get(0);
-        assert_eq!(version, 3);
+        let (inline, extra) = tag_layout(&client, &prefix).await;
+        assert_eq!(
+            inline,
+            [
+                (1, Some("k:a\"b".into())),
+                (2, None),
+                (3, Some("k:a\"b".into()))
+            ]
+        );
+        let extra: Vec<&str> = extra.iter().map(|(t, ..)| t.as_str()).collect();
+        assert_eq!(extra, &old_tags[1..]);
+        assert_eq!(schema_version(&client, &prefix).await, 4);
         drop(store);
 
         client
@@ -506,9 +581,9 @@ fn schema_version_1_is_migrated() {
 
 /// Tables of schema version 2 (a tag index keyed by tag first) are migrated on connect: the
 /// tag index gets its segments (`position >> 15`), `tag_starts` the first segment of each tag
-/// and type, and every event is found by its tags, in both directions, across segments; the
-/// positions continue, an append in the way of version 2 (without the segment) fails, and
-/// the schema is then version 3.
+/// and type, and (through version 3) each event's first tag moves to `events.tag`; every
+/// event is found by its tags, in both directions, across segments; the positions continue,
+/// an append in the way of version 2 fails, and the schema is then version 4.
 #[test]
 fn schema_version_2_is_migrated() {
     with_database(|url| async move {
@@ -552,29 +627,16 @@ fn schema_version_2_is_migrated() {
         assert_eq!(positions(&read), [1, 2, 40000]);
         assert_eq!(read[0].tags, Tags::parse(["k:a", "m:1"]).expect("tags"));
 
-        let segments: Vec<(String, String, i64, i64)> = client
-            .query(
-                &format!(
-                    "SELECT tag, type, position, seg FROM {prefix}event_tags \
-                     ORDER BY seg, tag, type, position"
-                ),
-                &[],
-            )
-            .await
-            .expect("tag rows")
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect();
-        let row = |tag: &str, ty: &str, position, seg| (tag.into(), ty.into(), position, seg);
+        let (inline, extra) = tag_layout(&client, &prefix).await;
         assert_eq!(
-            segments,
+            inline,
             [
-                row("k:a", "pg.a", 1, 0),
-                row("k:a", "pg.b", 2, 0),
-                row("m:1", "pg.a", 1, 0),
-                row("k:a", "pg.a", 40000, 1),
+                (1, Some("k:a".into())),
+                (2, Some("k:a".into())),
+                (40000, Some("k:a".into()))
             ]
         );
+        assert_eq!(extra, [("m:1".into(), "pg.a".into(), 1, 0)]);
         let starts: Vec<(String, String, i64)> = client
             .query(
                 &format!("SELECT tag, type, seg FROM {prefix}tag_starts ORDER BY tag, type"),
@@ -613,26 +675,7 @@ fn schema_version_2_is_migrated() {
                 vec![],
             ),
         ];
-        for (query, expected) in cases {
-            let found = store.read(&query).await.expect("read by tag");
-            assert_eq!(positions(&found), expected, "{query:?}");
-            let mut backward = expected.clone();
-            backward.reverse();
-            let found = store
-                .read(&query.clone().backward())
-                .await
-                .expect("read by tag");
-            assert_eq!(positions(&found), backward, "backward {query:?}");
-            let latest = store
-                .read(&query.clone().backward().limit(1).expect("limit"))
-                .await
-                .expect("read by tag");
-            assert_eq!(
-                positions(&latest),
-                backward.first().copied().into_iter().collect::<Vec<_>>(),
-                "latest {query:?}"
-            );
-        }
+        assert_tag_reads(&store, cases).await;
 
         let appended = store
             .append(vec![event("pg.c", &["k:a", "n:new"], "{}".into())], None)
@@ -655,23 +698,141 @@ fn schema_version_2_is_migrated() {
             .expect("read by tag");
         assert_eq!(positions(&found), [40001, 40000]);
 
-        // An append of version 2 names no segment: it fails rather than store a tag that
-        // `tag_starts` would not know.
+        // An append of version 2 or 3 writes every tag to `event_tags`, which is gone: it
+        // fails rather than store a tag that neither `events.tag` nor `tag_starts` would know.
         let old_append = client
             .batch_execute(&format!(
                 "INSERT INTO {prefix}event_tags (tag, type, position) VALUES ('z:1', 'pg.a', 9)"
             ))
             .await;
-        assert!(old_append.is_err(), "an append without the segment fails");
-        let version: i64 = client
-            .query_one(
-                &format!("SELECT value FROM {prefix}meta WHERE name = 'schema_version'"),
-                &[],
-            )
+        assert!(old_append.is_err(), "an append of version 2 fails");
+        assert_eq!(schema_version(&client, &prefix).await, 4);
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// Tables of schema version 3 (every tag a row of `event_tags`) are migrated on connect:
+/// each event's smallest tag moves to `events.tag` (also when a row written by hand stores
+/// its tags out of order), the others to `extra_tags`, and `event_tags` is dropped, so that
+/// an append of version 3 fails; every event is found by its tags, alone and together, in
+/// both directions, across segments; the positions continue, and the schema is version 4.
+#[test]
+fn schema_version_3_is_migrated() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let client = raw_client(&url).await;
+        // The schema as version 3 created it. Event 3's tags are stored out of order (`m:2`
+        // before `k:b`), which only a hand-written row can be.
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {prefix}meta (name text PRIMARY KEY, value bigint NOT NULL);
+                 CREATE TABLE {prefix}events (
+                     position bigint PRIMARY KEY, id uuid NOT NULL,
+                     type text COLLATE \"C\" NOT NULL, tags bytea NOT NULL,
+                     recorded_at timestamptz NOT NULL, payload bytea NOT NULL);
+                 CREATE INDEX {prefix}events_type_idx ON {prefix}events (type, position);
+                 CREATE TABLE {prefix}event_tags (
+                     tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
+                     position bigint NOT NULL, seg bigint NOT NULL,
+                     CONSTRAINT {prefix}event_tags_seg_check CHECK (seg = position >> 15),
+                     PRIMARY KEY (seg, tag, type, position));
+                 CREATE TABLE {prefix}tag_starts (
+                     tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
+                     seg bigint NOT NULL, PRIMARY KEY (tag, type) INCLUDE (seg));
+                 CREATE TABLE {prefix}head (
+                     id boolean PRIMARY KEY DEFAULT true CHECK (id), position bigint NOT NULL,
+                     recorded_at timestamptz);
+                 INSERT INTO {prefix}head (id, position, recorded_at)
+                     VALUES (true, 40000, '2024-01-01T00:00:03Z');
+                 INSERT INTO {prefix}events VALUES
+                     (1, '0190e8a0-0000-7000-8000-000000000001', 'pg.a',
+                      '\\x000000036b3a61000000036d3a31', '2024-01-01T00:00:00Z', '\\x7b7d'),
+                     (2, '0190e8a0-0000-7000-8000-000000000002', 'pg.b',
+                      '\\x', '2024-01-01T00:00:01Z', '\\x7b7d'),
+                     (3, '0190e8a0-0000-7000-8000-000000000003', 'pg.a',
+                      '\\x000000036d3a32000000036b3a62', '2024-01-01T00:00:02Z', '\\x7b7d'),
+                     (40000, '0190e8a0-0000-7000-8000-000000000004', 'pg.a',
+                      '\\x000000036b3a61', '2024-01-01T00:00:03Z', '\\x7b7d');
+                 INSERT INTO {prefix}event_tags VALUES
+                     ('k:a', 'pg.a', 1, 0), ('m:1', 'pg.a', 1, 0), ('m:2', 'pg.a', 3, 0),
+                     ('k:b', 'pg.a', 3, 0), ('k:a', 'pg.a', 40000, 1);
+                 INSERT INTO {prefix}tag_starts VALUES
+                     ('k:a', 'pg.a', 0), ('m:1', 'pg.a', 0), ('m:2', 'pg.a', 0),
+                     ('k:b', 'pg.a', 0);
+                 INSERT INTO {prefix}meta VALUES ('schema_version', 3);"
+            ))
             .await
-            .expect("version")
-            .get(0);
-        assert_eq!(version, 3);
+            .expect("version 3 tables");
+        let store = connect(&url, &prefix).await;
+        let read = store.read(&EventQuery::match_all()).await.expect("read");
+        assert_eq!(positions(&read), [1, 2, 3, 40000]);
+        assert_eq!(read[0].tags, Tags::parse(["k:a", "m:1"]).expect("tags"));
+        assert_eq!(read[1].tags, Tags::empty());
+        assert_eq!(read[2].tags, Tags::parse(["k:b", "m:2"]).expect("tags"));
+
+        let (inline, extra) = tag_layout(&client, &prefix).await;
+        assert_eq!(
+            inline,
+            [
+                (1, Some("k:a".into())),
+                (2, None),
+                (3, Some("k:b".into())),
+                (40000, Some("k:a".into()))
+            ]
+        );
+        let row = |tag: &str, position| (tag.into(), "pg.a".into(), position, 0);
+        assert_eq!(extra, [row("m:1", 1), row("m:2", 3)]);
+
+        let by = |items: QueryItem| EventQuery::item(items);
+        assert_tag_reads(
+            &store,
+            [
+                (by(QueryItem::tagged([tag("k:a")])), vec![1, 40000]),
+                (by(QueryItem::tagged([tag("k:a"), tag("m:1")])), vec![1]),
+                (by(QueryItem::tagged([tag("k:b")])), vec![3]),
+                (by(QueryItem::tagged([tag("m:2")])), vec![3]),
+                (by(QueryItem::tagged([tag("k:b"), tag("m:2")])), vec![3]),
+                (by(QueryItem::types(["pg.a"]).and_tag(tag("m:1"))), vec![1]),
+                (by(QueryItem::tagged([tag("k:a"), tag("m:2")])), vec![]),
+                (by(QueryItem::tagged([tag("m:9")])), vec![]),
+                (by(QueryItem::types(["pg.b"]).and_tag(tag("k:a"))), vec![]),
+            ],
+        )
+        .await;
+
+        let appended = store
+            .append(vec![event("pg.c", &["n:new", "k:a"], "{}".into())], None)
+            .await
+            .expect("append after the migration");
+        assert_eq!(positions(&appended), [40001]);
+        assert_tag_reads(
+            &store,
+            [
+                (by(QueryItem::tagged([tag("n:new")])), vec![40001]),
+                (by(QueryItem::tagged([tag("k:a")])), vec![1, 40000, 40001]),
+                (
+                    by(QueryItem::tagged([tag("k:a"), tag("n:new")])),
+                    vec![40001],
+                ),
+            ],
+        )
+        .await;
+        let (inline, extra) = tag_layout(&client, &prefix).await;
+        assert_eq!(inline.last(), Some(&(40001, Some("k:a".into()))));
+        assert_eq!(
+            extra.last(),
+            Some(&("n:new".into(), "pg.c".into(), 40001, 1))
+        );
+
+        let old_append = client
+            .batch_execute(&format!(
+                "INSERT INTO {prefix}event_tags (tag, type, position, seg) \
+                 VALUES ('z:1', 'pg.a', 9, 0)"
+            ))
+            .await;
+        assert!(old_append.is_err(), "an append of version 3 fails");
+        assert_eq!(schema_version(&client, &prefix).await, 4);
         drop(store);
         drop_tables(&url, &prefix).await;
     });
@@ -786,18 +947,24 @@ fn queries_use_indexes_at_scale() {
         let prefix = fresh_prefix();
         let store = connect(&url, &prefix).await;
         let types = ["pg.added", "pg.picked", "pg.counted"];
+        // Every fifth event also carries a batch tag, its smallest: its product tag is then
+        // in `extra_tags` rather than in `events.tag`.
+        let batch = |i: usize| (i % 5 == 0).then(|| format!("batch:{}", i / 10_000));
         append_in_batches(&store, EVENTS, |i| {
-            event(
-                types[i % 3],
-                &[&format!("product:{}", i % PRODUCTS)],
-                format!(r#"{{"quantity":{i}}}"#),
-            )
+            let product = format!("product:{}", i % PRODUCTS);
+            let batch = batch(i);
+            let tags: Vec<&str> = batch
+                .as_deref()
+                .into_iter()
+                .chain([product.as_str()])
+                .collect();
+            event(types[i % 3], &tags, format!(r#"{{"quantity":{i}}}"#))
         })
         .await;
         raw_client(&url)
             .await
             .batch_execute(&format!(
-                "ANALYZE {prefix}events; ANALYZE {prefix}event_tags"
+                "ANALYZE {prefix}events; ANALYZE {prefix}extra_tags"
             ))
             .await
             .expect("analyze");
@@ -849,7 +1016,7 @@ fn queries_use_indexes_at_scale() {
         for (what, query) in cases {
             let plan = store.explain(&query).await.expect("explain");
             println!("{what}:\n{plan}");
-            for table in ["events", "event_tags"] {
+            for table in ["events", "extra_tags"] {
                 assert!(
                     !plan.contains(&format!("Seq Scan on {prefix}{table} ")),
                     "{what}: sequential scan of {table}:\n{plan}"
@@ -860,7 +1027,8 @@ fn queries_use_indexes_at_scale() {
             if query.items().iter().any(|i| !i.required_tags().is_empty()) {
                 for needle in [
                     "Function Scan on generate_series s",
-                    &format!("using {prefix}event_tags_pkey"),
+                    &format!("using {prefix}events_tag_idx"),
+                    &format!("using {prefix}extra_tags_pkey"),
                     "seg = s.seg",
                     &format!("{prefix}tag_starts_pkey"),
                 ] {
@@ -922,6 +1090,27 @@ fn queries_use_indexes_at_scale() {
             .await
             .expect("read by tag");
         assert_eq!(positions(&found), first);
+        // Two tags: the batch tag in `events.tag`, the product in `extra_tags`.
+        let both: Vec<u64> = expected(10, None)
+            .into_iter()
+            .filter(|&p| batch(p as usize - 1).as_deref() == Some("batch:3"))
+            .collect();
+        assert!(!both.is_empty());
+        for query in [
+            EventQuery::item(QueryItem::tagged([tag("product:10"), tag("batch:3")])),
+            EventQuery::item(QueryItem::types(types).and_tags([tag("product:10"), tag("batch:3")])),
+        ] {
+            let found = store.read(&query).await.expect("read by two tags");
+            assert_eq!(positions(&found), both, "{query:?}");
+            let found = store
+                .read(&query.backward().limit(2).expect("limit"))
+                .await
+                .expect("read by two tags");
+            let mut latest = both.clone();
+            latest.reverse();
+            latest.truncate(2);
+            assert_eq!(positions(&found), latest);
+        }
         for absent in [
             EventQuery::item(QueryItem::tagged([tag("product:absent")])),
             EventQuery::item(QueryItem::types(["pg.other"]).and_tag(tag("product:42")))

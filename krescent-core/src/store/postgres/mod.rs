@@ -764,7 +764,7 @@ async fn init_schema(pool: &Pool, tables: &Tables) -> Result<u64, StoreError> {
     match found {
         None => {}
         Some(sql::SCHEMA_VERSION) => {}
-        Some(found @ (1 | 2)) => {
+        Some(found @ 1..=3) => {
             tracing::info!(
                 prefix = %tables.prefix,
                 "postgres event store: migrating the schema from version {found} to {}",
@@ -775,7 +775,12 @@ async fn init_schema(pool: &Pool, tables: &Tables) -> Result<u64, StoreError> {
                     .await
                     .map_err(db)?;
             }
-            txn.batch_execute(&tables.migrate_from_2())
+            if found <= 2 {
+                txn.batch_execute(&tables.migrate_from_2())
+                    .await
+                    .map_err(db)?;
+            }
+            txn.batch_execute(&tables.migrate_from_3())
                 .await
                 .map_err(db)?;
         }
@@ -854,6 +859,11 @@ impl EventStore for PostgresEventStore {
         let n_i64 = i64::try_from(n).unwrap_or(i64::MAX);
         let ids: Vec<Uuid> = crate::event::ids::new_ids(n);
         let mut encoded_tags: Vec<Vec<u8>> = Vec::with_capacity(n);
+        // Each event's first (smallest) tag goes to `events.tag`, the others to `extra_tags`.
+        let first_tags: Vec<Option<&str>> = events
+            .iter()
+            .map(|e| e.tags.iter().next().map(Tag::as_str))
+            .collect();
         let mut tag_rows: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
         // The pairs this handle does not know to be in `tag_starts`, at their first occurrence.
         let mut start_rows: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
@@ -881,13 +891,20 @@ impl EventStore for PostgresEventStore {
             encoded_tags.push(encoded);
             // k < n, so the difference fits.
             let delta = i64::try_from(k).unwrap_or(i64::MAX) - (n_i64 - 1);
-            for tag in e.tags.iter() {
+            for tag in e.tags.iter().skip(1) {
                 tag_rows.0.push(tag.as_str());
                 tag_rows.1.push(&e.event_type);
                 tag_rows.2.push(delta);
             }
         }
-        type EventChunk<'a> = (i64, &'a [Uuid], Vec<&'a str>, &'a [Vec<u8>], Vec<&'a [u8]>);
+        type EventChunk<'a> = (
+            i64,
+            &'a [Uuid],
+            Vec<&'a str>,
+            &'a [Vec<u8>],
+            Vec<&'a [u8]>,
+            &'a [Option<&'a str>],
+        );
         let event_chunks: Vec<EventChunk<'_>> = (0..n)
             .step_by(INSERT_CHUNK)
             .map(|start| {
@@ -898,6 +915,7 @@ impl EventStore for PostgresEventStore {
                     events[start..end].iter().map(|e| &*e.event_type).collect(),
                     &encoded_tags[start..end],
                     events[start..end].iter().map(|e| &e.payload[..]).collect(),
+                    &first_tags[start..end],
                 )
             })
             .collect();
@@ -968,10 +986,11 @@ impl EventStore for PostgresEventStore {
             lock_step = None;
             steps = Vec::new();
         }
-        for (offset, chunk_ids, types, tags, payloads) in &event_chunks {
+        for (offset, chunk_ids, types, tags, payloads, first) in &event_chunks {
             let insert = &insert_events;
             steps.push(Box::pin(async move {
-                let params: [&(dyn ToSql + Sync); 5] = [offset, chunk_ids, types, tags, payloads];
+                let params: [&(dyn ToSql + Sync); 6] =
+                    [offset, chunk_ids, types, tags, payloads, first];
                 client.execute(insert, &params).await.map(|_| None)
             }));
         }

@@ -18,10 +18,11 @@ pub(super) fn event_column(index: usize) -> &'static str {
     EVENT_COLUMNS.split(", ").nth(index).unwrap_or("?")
 }
 
-/// The schema version this code writes and reads. Versions 1 (tags as a JSON array) and 2
-/// (a tag index keyed by tag first) are migrated on connect ([`Tables::migrate_from_1`],
-/// [`Tables::migrate_from_2`]).
-pub(super) const SCHEMA_VERSION: i64 = 3;
+/// The schema version this code writes and reads. Versions 1 (tags as a JSON array), 2 (a
+/// tag index keyed by tag first) and 3 (every tag in a table of its own) are migrated on
+/// connect ([`Tables::migrate_from_1`], [`Tables::migrate_from_2`],
+/// [`Tables::migrate_from_3`]).
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// The tag index is split into segments of `2^SEGMENT_BITS` positions (`seg = position >>
 /// SEGMENT_BITS`), its key starting with the segment: an append writes to the pages of the
@@ -30,7 +31,7 @@ pub(super) const SCHEMA_VERSION: i64 = 3;
 pub(super) const SEGMENT_BITS: u32 = 15;
 
 /// The longest accepted table prefix, in bytes (PostgreSQL identifiers hold 63 bytes; the
-/// longest derived name is the prefix plus `event_tags_seg_check`, 61 bytes).
+/// longest derived name is the prefix plus `extra_tags_seg_check`, 61 bytes).
 pub(super) const MAX_PREFIX_LEN: usize = 41;
 
 /// Whether `prefix` is a valid table prefix: `^[a-z_][a-z0-9_]{0,40}$`.
@@ -51,7 +52,10 @@ pub(super) fn is_valid_prefix(prefix: &str) -> bool {
 pub(super) struct Tables {
     pub prefix: String,
     pub events: String,
+    /// The tags of each event after its first (smallest) one, which `events.tag` holds.
     pub tags: String,
+    /// The table of every tag of version 3, dropped by [`Tables::migrate_from_3`].
+    pub old_tags: String,
     /// The first segment of each (tag, type) pair ([`Tables::insert_starts`]).
     pub starts: String,
     pub head: String,
@@ -79,7 +83,7 @@ impl Tables {
     /// Names for a prefix that [`is_valid_prefix`] accepted.
     pub fn new(prefix: &str) -> Self {
         let events = format!("{prefix}events");
-        let tags = format!("{prefix}event_tags");
+        let tags = format!("{prefix}extra_tags");
         let starts = format!("{prefix}tag_starts");
         let head = format!("{prefix}head");
         Tables {
@@ -94,13 +98,14 @@ impl Tables {
                  RETURNING position, recorded_at"
             ),
             // `$1`: the first position of the chunk minus 1, relative to the new head (so the
-            // event at ordinality k gets `head + $1 + k`).
+            // event at ordinality k gets `head + $1 + k`); `$6`: each event's first tag (NULL:
+            // none).
             insert_events: format!(
-                "INSERT INTO {events} (position, id, type, tags, recorded_at, payload) \
-                 SELECT h.position + $1 + u.ord, u.id, u.type, u.tags, h.recorded_at, \
+                "INSERT INTO {events} (position, id, type, tag, tags, recorded_at, payload) \
+                 SELECT h.position + $1 + u.ord, u.id, u.type, u.tag, u.tags, h.recorded_at, \
                  u.payload FROM {head} h, \
-                 UNNEST($2::uuid[], $3::text[], $4::bytea[], $5::bytea[]) WITH ORDINALITY \
-                 AS u(id, type, tags, payload, ord)"
+                 UNNEST($2::uuid[], $3::text[], $4::bytea[], $5::bytea[], $6::text[]) \
+                 WITH ORDINALITY AS u(id, type, tags, payload, tag, ord)"
             ),
             // `$3`: each tag's position relative to the new head (0 for the last event).
             insert_tags: format!(
@@ -121,6 +126,7 @@ impl Tables {
             checkpoint_deltas: format!("{prefix}checkpoint_deltas"),
             bookmarks: format!("{prefix}bookmarks"),
             channel: format!("{prefix}events"),
+            old_tags: format!("{prefix}event_tags"),
             events,
             tags,
             starts,
@@ -150,7 +156,6 @@ impl Tables {
         let Tables {
             prefix,
             events,
-            tags,
             head,
             meta,
             checkpoints,
@@ -159,6 +164,8 @@ impl Tables {
             ..
         } = self;
         let create_starts = self.create_starts();
+        let create_tags = self.create_tags();
+        let create_tag_index = self.create_tag_index();
         format!(
             "CREATE TABLE IF NOT EXISTS {events} (
                  position bigint PRIMARY KEY,
@@ -166,17 +173,12 @@ impl Tables {
                  type text COLLATE \"C\" NOT NULL,
                  tags bytea NOT NULL,
                  recorded_at timestamptz NOT NULL,
-                 payload bytea NOT NULL
+                 payload bytea NOT NULL,
+                 tag text COLLATE \"C\"
              );
              CREATE INDEX IF NOT EXISTS {prefix}events_type_idx ON {events} (type, position);
-             CREATE TABLE IF NOT EXISTS {tags} (
-                 tag text COLLATE \"C\" NOT NULL,
-                 type text COLLATE \"C\" NOT NULL,
-                 position bigint NOT NULL,
-                 seg bigint NOT NULL,
-                 CONSTRAINT {tags}_seg_check CHECK (seg = position >> {SEGMENT_BITS}),
-                 PRIMARY KEY (seg, tag, type, position)
-             );
+             {create_tag_index}
+             {create_tags}
              {create_starts}
              CREATE TABLE IF NOT EXISTS {head} (
                  id boolean PRIMARY KEY DEFAULT true CHECK (id),
@@ -223,7 +225,10 @@ impl Tables {
     /// - `head.recorded_at`, the time of the latest append.
     pub fn migrate_from_1(&self) -> String {
         let Tables {
-            events, tags, head, ..
+            events,
+            old_tags: tags,
+            head,
+            ..
         } = self;
         format!(
             "CREATE FUNCTION pg_temp.krescent_json_tags(json) RETURNS bytea \
@@ -240,6 +245,34 @@ impl Tables {
                  ALTER COLUMN type TYPE text COLLATE \"C\";
              ALTER TABLE {head} ADD COLUMN IF NOT EXISTS recorded_at timestamptz;
              DROP FUNCTION pg_temp.krescent_json_tags(json);"
+        )
+    }
+
+    /// The statement creating `<prefix>extra_tags`: one row for each tag of an event after
+    /// its first, keyed by segment first (see [`SEGMENT_BITS`]).
+    fn create_tags(&self) -> String {
+        let tags = &self.tags;
+        format!(
+            "CREATE TABLE IF NOT EXISTS {tags} (
+                 tag text COLLATE \"C\" NOT NULL,
+                 type text COLLATE \"C\" NOT NULL,
+                 position bigint NOT NULL,
+                 seg bigint NOT NULL,
+                 CONSTRAINT {tags}_seg_check CHECK (seg = position >> {SEGMENT_BITS}),
+                 PRIMARY KEY (seg, tag, type, position)
+             );"
+        )
+    }
+
+    /// The statement creating the index of each event's first tag, `events.tag`: keyed like
+    /// `<prefix>extra_tags`, by segment (the expression `position >> SEGMENT_BITS`), tag,
+    /// type and position, and holding only the events that have a tag.
+    fn create_tag_index(&self) -> String {
+        format!(
+            "CREATE INDEX IF NOT EXISTS {prefix}events_tag_idx ON {events} \
+             ((position >> {SEGMENT_BITS}), tag, type, position) WHERE tag IS NOT NULL;",
+            prefix = self.prefix,
+            events = self.events
         )
     }
 
@@ -267,7 +300,11 @@ impl Tables {
     /// `seg`, which has no default), so none can store a pair without recording it in
     /// `tag_starts`.
     pub fn migrate_from_2(&self) -> String {
-        let Tables { tags, starts, .. } = self;
+        let Tables {
+            old_tags: tags,
+            starts,
+            ..
+        } = self;
         let create_starts = self.create_starts();
         format!(
             "ALTER TABLE {tags}
@@ -285,12 +322,56 @@ impl Tables {
         )
     }
 
+    /// The statements migrating schema version 3 to version 4, run under the schema lock
+    /// before [`create_schema`](Self::create_schema) (which then records version 4 and
+    /// creates the index of `events.tag`):
+    ///
+    /// - `events` gets the column `tag`, each event's smallest tag (in byte order, the order
+    ///   of [`Tags`](crate::Tags)): filled from the first tag of `events.tags` as a generated
+    ///   column, so that the table is rewritten once, then kept as a plain column; rows whose
+    ///   smallest tag in `event_tags` is not their first one (only rows written by hand can
+    ///   be) are corrected from there.
+    /// - `event_tags` is replaced by `extra_tags`, which keeps only the other tags.
+    ///
+    /// Processes still running version 3 fail their tag queries and appends afterwards
+    /// (`event_tags` is gone), rather than miss the tags that moved to `events`.
+    pub fn migrate_from_3(&self) -> String {
+        let Tables {
+            events,
+            tags,
+            old_tags,
+            ..
+        } = self;
+        let create_tags = self.create_tags();
+        format!(
+            "CREATE FUNCTION pg_temp.krescent_first_tag(bytea) RETURNS text \
+                 LANGUAGE sql IMMUTABLE STRICT \
+                 AS 'SELECT CASE WHEN octet_length($1) >= 4 THEN convert_from(substring($1 \
+                         FROM 5 FOR (get_byte($1, 0) << 24) | (get_byte($1, 1) << 16) \
+                             | (get_byte($1, 2) << 8) | get_byte($1, 3)), ''UTF8'') END';
+             ALTER TABLE {events} ADD COLUMN tag text COLLATE \"C\"
+                 GENERATED ALWAYS AS (pg_temp.krescent_first_tag(tags)) STORED;
+             ALTER TABLE {events} ALTER COLUMN tag DROP EXPRESSION;
+             DROP FUNCTION pg_temp.krescent_first_tag(bytea);
+             UPDATE {events} e SET tag = m.tag
+                 FROM (SELECT position, min(tag) AS tag FROM {old_tags} GROUP BY position) m
+                 WHERE e.position = m.position AND e.tag IS DISTINCT FROM m.tag;
+             {create_tags}
+             INSERT INTO {tags} (seg, tag, type, position)
+                 SELECT t.seg, t.tag, t.type, t.position FROM {old_tags} t
+                 JOIN {events} e ON e.position = t.position
+                 WHERE t.tag <> e.tag;
+             DROP TABLE {old_tags};"
+        )
+    }
+
     /// The statement dropping every table of the store.
     pub fn drop_schema(&self) -> String {
         format!(
-            "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {}, {}, {}",
+            "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {}, {}, {}, {}",
             self.events,
             self.tags,
+            self.old_tags,
             self.starts,
             self.head,
             self.meta,
@@ -654,13 +735,14 @@ pub(super) fn stored_types(tables: &Tables) -> String {
 ///   `(type, position)` index per type, merged with `UNION ALL` (Merge Append, no sort);
 ///   more, `type = ANY($n)` by the primary key or by the type index, whichever the statistics
 ///   favour for the values at hand (see [`Shape::is_value_sensitive`]).
-/// - An item with tags drives from the `event_tags` primary key `(seg, tag, type, position)`,
-///   walking the segments in the query's direction (`generate_series`, from the segment of
-///   `$1` to that of the head or `$2`) in a nested loop that stops at the limit. Within a
-///   segment, the first tag with each type is an index range read in position order, each
-///   further tag an `EXISTS` probe of the same key. The per-type branches are disjoint; each
-///   is ordered and limited, and `UNION ALL` merges them in position order (Merge Append)
-///   without a sort. The walk starts at the first segment `tag_starts` records for every tag
+/// - An item with tags drives from the two tag indexes keyed `(seg, tag, type, position)`
+///   (the index of `events.tag` and the primary key of `extra_tags`), walking the segments
+///   in the query's direction (`generate_series`, from the segment of `$1` to that of the
+///   head or `$2`) in a nested loop that stops at the limit. Within a segment, the first tag
+///   with each type is an index range of each, read in position order, each further tag an
+///   `EXISTS` probe of `extra_tags` (see [`tagged_branches`]). The branches are disjoint;
+///   each is ordered and limited, and `UNION ALL` merges them in position order (Merge
+///   Append) without a sort. The walk starts at the first segment `tag_starts` records for every tag
 ///   of the item (with one of its types), so a pair never stored visits no segment.
 /// - Several items may select the same event: each item is ordered and limited on its own,
 ///   then they are combined with `UNION` (no duplicates), ordered and limited again.
@@ -823,37 +905,55 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
 }
 
 /// The disjoint, ordered and limited branches of a tagged item within the segment `s.seg`:
-/// one per type (one for any type), each selecting `position`.
+/// for each type (or for any type), one in the index of `events.tag` and one in
+/// `extra_tags`, each selecting `position`.
+///
+/// An event's `events.tag` is its smallest tag and `extra_tags` holds the others; the item's
+/// tags are sorted too, so its first tag is its smallest. An event carrying all of them
+/// therefore has either that first tag in `events.tag` or all of them in `extra_tags`: each
+/// branch drives from the first tag in its own table, and checks every further tag in
+/// `extra_tags` (an `EXISTS` probe of its key).
 fn tagged_branches(tables: &Tables, types: &[usize], tags: &[usize], dir: &str) -> Vec<String> {
-    let tag_table = &tables.tags;
+    let (events, tag_table) = (&tables.events, &tables.tags);
     let (first_tag, more_tags) = match tags.split_first() {
         Some(split) => split,
         None => return Vec::new(),
     };
-    let mut more = String::new();
-    for g in more_tags {
-        let _ = write!(
-            more,
-            " AND EXISTS (SELECT 1 FROM {tag_table} x WHERE x.seg = t.seg \
-             AND x.tag = ${g} AND x.type = t.type AND x.position = t.position)"
-        );
-    }
+    let more = |t: &str| {
+        let mut more = String::new();
+        for g in more_tags {
+            let _ = write!(
+                more,
+                " AND EXISTS (SELECT 1 FROM {tag_table} x WHERE x.seg = s.seg \
+                 AND x.tag = ${g} AND x.type = {t}.type AND x.position = {t}.position)"
+            );
+        }
+        more
+    };
+    let (more_e, more_t) = (more("e"), more("t"));
     let types: Vec<Option<usize>> = if types.is_empty() {
         vec![None]
     } else {
         types.iter().copied().map(Some).collect()
     };
-    types
-        .into_iter()
-        .map(|t| {
-            let of_type = t.map_or_else(String::new, |t| format!(" AND t.type = ${t}"));
-            format!(
-                "SELECT t.position FROM {tag_table} t WHERE t.seg = s.seg \
-                 AND t.tag = ${first_tag}{of_type} AND t.position > $1 AND t.position <= $2\
-                 {more} ORDER BY t.position {dir} LIMIT $3"
-            )
-        })
-        .collect()
+    let mut branches = Vec::with_capacity(2 * types.len());
+    for t in types {
+        let of_type =
+            |alias: &str| t.map_or_else(String::new, |t| format!(" AND {alias}.type = ${t}"));
+        branches.push(format!(
+            "SELECT e.position FROM {events} e WHERE (e.position >> {SEGMENT_BITS}) = s.seg \
+             AND e.tag = ${first_tag}{} AND e.position > $1 AND e.position <= $2\
+             {more_e} ORDER BY e.position {dir} LIMIT $3",
+            of_type("e")
+        ));
+        branches.push(format!(
+            "SELECT t.position FROM {tag_table} t WHERE t.seg = s.seg \
+             AND t.tag = ${first_tag}{} AND t.position > $1 AND t.position <= $2\
+             {more_t} ORDER BY t.position {dir} LIMIT $3",
+            of_type("t")
+        ));
+    }
+    branches
 }
 
 #[cfg(test)]
