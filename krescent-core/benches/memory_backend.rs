@@ -22,7 +22,9 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{EVENTS, PAGE, PRODUCTS, TYPES, condition_for, event, fold, init_query};
+use common::{
+    EVENTS, PAGE, PRODUCTS, TYPES, condition_for, counted_product, event, fold, init_query,
+};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use krescent_core::{EventQuery, EventStore, InMemoryEventStore, NewEvent, QueryItem};
 use tokio::runtime::Runtime;
@@ -76,7 +78,7 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("memory_init_query");
-    let queries: Vec<EventQuery> = (0..1000).map(|p| init_query(p * 10)).collect();
+    let queries: Vec<EventQuery> = (0..1000).map(|p| init_query(counted_product(p))).collect();
     assert_eq!(rt.block_on(store.read(&queries[0])).expect("read").len(), 1);
     let mut i = 0;
     group.bench_function("latest_savepoint_of_product", |b| {

@@ -39,7 +39,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{EVENTS, PAGE, PRODUCTS, TYPES, condition_for, event, fold, init_query, median};
+use common::{
+    EVENTS, PAGE, PRODUCTS, TYPES, condition_for, counted_product, event, fold, init_query, median,
+};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use krescent_core::store::sqlite::SqliteEventStore;
 use krescent_core::{EventQuery, EventStore, NewEvent, QueryItem, Tag};
@@ -246,7 +248,7 @@ fn init_queries(c: &mut Criterion) {
     let (_, store) = ledger();
     let rt = runtime();
     let mut group = c.benchmark_group("init_query");
-    let queries: Vec<EventQuery> = (0..1000).map(|p| init_query(p * 10)).collect();
+    let queries: Vec<EventQuery> = (0..1000).map(|p| init_query(counted_product(p))).collect();
     for (what, query) in [
         ("init query", &queries[0]),
         (

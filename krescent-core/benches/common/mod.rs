@@ -59,6 +59,13 @@ pub fn fold(levels: &mut HashMap<String, i64>, event_type: &str, payload: &[u8])
     }
 }
 
+/// The `k`-th product (modulo their number) that has a `stock.counted` event: the counts are
+/// the events `n` with `n % 10 == 0`, whose product `n * 7919 % PRODUCTS` ends in 0 too, so
+/// only every tenth product has one.
+pub fn counted_product(k: u64) -> u64 {
+    k % (PRODUCTS / 10) * 10
+}
+
 /// The projection init query of product number `product`: its latest `stock.counted`,
 /// backwards, limit 1.
 pub fn init_query(product: u64) -> EventQuery {

@@ -845,10 +845,12 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
                         .join(", ")
                 ),
             };
-            // `greatest` skips NULLs: an absent pair moves the start past every segment.
+            // `greatest` skips NULLs: an absent pair moves the start past every segment. With
+            // one type the key `(tag, type)` selects at most one row: no aggregate needed.
+            let seg = if types.len() == 1 { "seg" } else { "min(seg)" };
             let _ = write!(
                 first,
-                ", coalesce((SELECT min(seg) FROM {} WHERE tag = ${g}{of_type}), {})",
+                ", coalesce((SELECT {seg} FROM {} WHERE tag = ${g}{of_type}), {})",
                 tables.starts,
                 i64::MAX
             );
