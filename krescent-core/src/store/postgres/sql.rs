@@ -746,7 +746,10 @@ pub(super) fn stored_types(tables: &Tables) -> String {
 ///   of the item (with one of its types), so a pair never stored visits no segment.
 /// - Several items may select the same event: each item is ordered and limited on its own,
 ///   then they are combined with `UNION` (no duplicates), ordered and limited again.
-/// - Tagged and multi-item reads select positions first and join the events by primary key.
+/// - A query of one tagged item reads whole rows in each segment (the branch of `extra_tags`
+///   joining the events by primary key): the walk's order is the result's, with nothing to
+///   sort or join after it. Queries of several items select positions first, then join the
+///   events by primary key and sort the rows the limit kept.
 pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
     let dir = match shape.direction {
         Direction::Forward => "ASC",
@@ -805,18 +808,21 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
             return sql;
         }
     }
-    let item_positions = |item: &ItemParams| -> String {
-        if let Some(sql) = untagged(item, "position") {
+    // The positions an item selects, or (`rows`, for a query of a single tagged item) its
+    // whole rows, read in each segment so that no join and sort of the result follows.
+    let item_select = |item: &ItemParams, rows: bool| -> String {
+        let cols = if rows { EVENT_COLUMNS } else { "position" };
+        if let Some(sql) = untagged(item, cols) {
             return sql;
         }
         let ItemParams::Tagged { types, tags } = item else {
             return String::new();
         };
-        let branches = tagged_branches(tables, types, tags, dir);
+        let branches = tagged_branches(tables, types, tags, dir, rows);
         let in_segment = match branches.as_slice() {
             [one] => one.clone(),
             _ => format!(
-                "SELECT position FROM ({}) b ORDER BY position {dir} LIMIT $3",
+                "SELECT {cols} FROM ({}) b ORDER BY position {dir} LIMIT $3",
                 branches
                     .iter()
                     .map(|b| format!("({b})"))
@@ -871,12 +877,17 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
         // chosen over the custom plans, and planning every execution would cost more than
         // the query. Two bounds on an unknown value count as 0.5% of the rows.
         format!(
-            "SELECT w.position FROM generate_series({series}) WITH ORDINALITY AS s(seg, n) \
+            "SELECT {} FROM generate_series({series}) WITH ORDINALITY AS s(seg, n) \
              CROSS JOIN LATERAL ({in_segment}) w \
              WHERE s.seg >= $1::bigint >> {SEGMENT_BITS} AND s.seg <= $2::bigint >> {SEGMENT_BITS} \
-             ORDER BY s.n LIMIT $3"
+             ORDER BY s.n LIMIT $3",
+            qualified("w", cols)
         )
     };
+    if let ([item @ ItemParams::Tagged { .. }], Output::Rows) = (items.as_slice(), shape.output) {
+        return item_select(item, true);
+    }
+    let item_positions = |item: &ItemParams| item_select(item, false);
     let positions = match items.as_slice() {
         [item] => item_positions(item),
         _ => format!(
@@ -890,33 +901,52 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
     };
     match shape.output {
         Output::Positions => positions,
-        Output::Rows => {
-            let mut cols = String::new();
-            for (i, c) in EVENT_COLUMNS.split(", ").enumerate() {
-                if i > 0 {
-                    cols.push_str(", ");
-                }
-                let _ = write!(cols, "e.{c}");
-            }
-            format!(
-                "SELECT {cols} FROM ({positions}) p JOIN {events} e ON e.position = p.position \
-                 ORDER BY e.position {dir}"
-            )
-        }
+        Output::Rows => format!(
+            "SELECT {} FROM ({positions}) p JOIN {events} e ON e.position = p.position \
+             ORDER BY e.position {dir}",
+            qualified("e", EVENT_COLUMNS)
+        ),
     }
+}
+
+/// `cols` (comma-separated) each prefixed with `alias.`.
+fn qualified(alias: &str, cols: &str) -> String {
+    cols.split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The disjoint, ordered and limited branches of a tagged item within the segment `s.seg`:
 /// for each type (or for any type), one in the index of `events.tag` and one in
-/// `extra_tags`, each selecting `position`.
+/// `extra_tags`, each selecting `position` or (`rows`) every column of [`EVENT_COLUMNS`], the
+/// branch of `extra_tags` then joining the events by primary key.
 ///
 /// An event's `events.tag` is its smallest tag and `extra_tags` holds the others; the item's
 /// tags are sorted too, so its first tag is its smallest. An event carrying all of them
 /// therefore has either that first tag in `events.tag` or all of them in `extra_tags`: each
 /// branch drives from the first tag in its own table, and checks every further tag in
 /// `extra_tags` (an `EXISTS` probe of its key).
-fn tagged_branches(tables: &Tables, types: &[usize], tags: &[usize], dir: &str) -> Vec<String> {
+fn tagged_branches(
+    tables: &Tables,
+    types: &[usize],
+    tags: &[usize],
+    dir: &str,
+    rows: bool,
+) -> Vec<String> {
     let (events, tag_table) = (&tables.events, &tables.tags);
+    let (from_events, from_tags) = if rows {
+        let cols = qualified("e", EVENT_COLUMNS);
+        (
+            format!("SELECT {cols} FROM {events} e"),
+            format!("SELECT {cols} FROM {tag_table} t JOIN {events} e ON e.position = t.position"),
+        )
+    } else {
+        (
+            format!("SELECT e.position FROM {events} e"),
+            format!("SELECT t.position FROM {tag_table} t"),
+        )
+    };
     let (first_tag, more_tags) = match tags.split_first() {
         Some(split) => split,
         None => return Vec::new(),
@@ -943,13 +973,13 @@ fn tagged_branches(tables: &Tables, types: &[usize], tags: &[usize], dir: &str) 
         let of_type =
             |alias: &str| t.map_or_else(String::new, |t| format!(" AND {alias}.type = ${t}"));
         branches.push(format!(
-            "SELECT e.position FROM {events} e WHERE (e.position >> {SEGMENT_BITS}) = s.seg \
+            "{from_events} WHERE (e.position >> {SEGMENT_BITS}) = s.seg \
              AND e.tag = ${first_tag}{} AND e.position > $1 AND e.position <= $2\
              {more_e} ORDER BY e.position {dir} LIMIT $3",
             of_type("e")
         ));
         branches.push(format!(
-            "SELECT t.position FROM {tag_table} t WHERE t.seg = s.seg \
+            "{from_tags} WHERE t.seg = s.seg \
              AND t.tag = ${first_tag}{} AND t.position > $1 AND t.position <= $2\
              {more_t} ORDER BY t.position {dir} LIMIT $3",
             of_type("t")
