@@ -166,6 +166,22 @@ async fn assert_tag_reads(
     }
 }
 
+/// The tables that schema versions 2 and 3 created alike: `meta`, `events` with its type
+/// index, and `head`.
+fn old_tables(prefix: &str) -> String {
+    format!(
+        "CREATE TABLE {prefix}meta (name text PRIMARY KEY, value bigint NOT NULL);
+         CREATE TABLE {prefix}events (
+             position bigint PRIMARY KEY, id uuid NOT NULL,
+             type text COLLATE \"C\" NOT NULL, tags bytea NOT NULL,
+             recorded_at timestamptz NOT NULL, payload bytea NOT NULL);
+         CREATE INDEX {prefix}events_type_idx ON {prefix}events (type, position);
+         CREATE TABLE {prefix}head (
+             id boolean PRIMARY KEY DEFAULT true CHECK (id), position bigint NOT NULL,
+             recorded_at timestamptz);"
+    )
+}
+
 /// The schema version recorded in `<prefix>meta`.
 async fn schema_version(client: &tokio_postgres::Client, prefix: &str) -> i64 {
     client
@@ -594,18 +610,10 @@ fn schema_version_2_is_migrated() {
         // text).
         client
             .batch_execute(&format!(
-                "CREATE TABLE {prefix}meta (name text PRIMARY KEY, value bigint NOT NULL);
-                 CREATE TABLE {prefix}events (
-                     position bigint PRIMARY KEY, id uuid NOT NULL,
-                     type text COLLATE \"C\" NOT NULL, tags bytea NOT NULL,
-                     recorded_at timestamptz NOT NULL, payload bytea NOT NULL);
-                 CREATE INDEX {prefix}events_type_idx ON {prefix}events (type, position);
+                "{}
                  CREATE TABLE {prefix}event_tags (
                      tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
                      position bigint NOT NULL, PRIMARY KEY (tag, type, position));
-                 CREATE TABLE {prefix}head (
-                     id boolean PRIMARY KEY DEFAULT true CHECK (id), position bigint NOT NULL,
-                     recorded_at timestamptz);
                  INSERT INTO {prefix}head (id, position, recorded_at)
                      VALUES (true, 40000, '2024-01-01T00:00:02Z');
                  INSERT INTO {prefix}events VALUES
@@ -618,7 +626,8 @@ fn schema_version_2_is_migrated() {
                  INSERT INTO {prefix}event_tags VALUES
                      ('k:a', 'pg.a', 1), ('m:1', 'pg.a', 1), ('k:a', 'pg.b', 2),
                      ('k:a', 'pg.a', 40000);
-                 INSERT INTO {prefix}meta VALUES ('schema_version', 2);"
+                 INSERT INTO {prefix}meta VALUES ('schema_version', 2);",
+                old_tables(&prefix)
             ))
             .await
             .expect("version 2 tables");
@@ -726,12 +735,7 @@ fn schema_version_3_is_migrated() {
         // before `k:b`), which only a hand-written row can be.
         client
             .batch_execute(&format!(
-                "CREATE TABLE {prefix}meta (name text PRIMARY KEY, value bigint NOT NULL);
-                 CREATE TABLE {prefix}events (
-                     position bigint PRIMARY KEY, id uuid NOT NULL,
-                     type text COLLATE \"C\" NOT NULL, tags bytea NOT NULL,
-                     recorded_at timestamptz NOT NULL, payload bytea NOT NULL);
-                 CREATE INDEX {prefix}events_type_idx ON {prefix}events (type, position);
+                "{}
                  CREATE TABLE {prefix}event_tags (
                      tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
                      position bigint NOT NULL, seg bigint NOT NULL,
@@ -740,9 +744,6 @@ fn schema_version_3_is_migrated() {
                  CREATE TABLE {prefix}tag_starts (
                      tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
                      seg bigint NOT NULL, PRIMARY KEY (tag, type) INCLUDE (seg));
-                 CREATE TABLE {prefix}head (
-                     id boolean PRIMARY KEY DEFAULT true CHECK (id), position bigint NOT NULL,
-                     recorded_at timestamptz);
                  INSERT INTO {prefix}head (id, position, recorded_at)
                      VALUES (true, 40000, '2024-01-01T00:00:03Z');
                  INSERT INTO {prefix}events VALUES
@@ -760,7 +761,8 @@ fn schema_version_3_is_migrated() {
                  INSERT INTO {prefix}tag_starts VALUES
                      ('k:a', 'pg.a', 0), ('m:1', 'pg.a', 0), ('m:2', 'pg.a', 0),
                      ('k:b', 'pg.a', 0);
-                 INSERT INTO {prefix}meta VALUES ('schema_version', 3);"
+                 INSERT INTO {prefix}meta VALUES ('schema_version', 3);",
+                old_tables(&prefix)
             ))
             .await
             .expect("version 3 tables");
