@@ -26,7 +26,7 @@
 //!   `tags`, `recorded_at` too), to tell the cost of the columns from the cost of the store.
 //! - (e) `postgres_init_query/latest_savepoint_of_product` (criterion): the projection init
 //!   query (latest `stock.counted` of one product, backwards, limit 1) at 1M events, through
-//!   the store.
+//!   the store, for products that have a count (every tenth one, `common::counted_product`).
 //! - (f) `postgres_round_trip/prepared_select_1` (criterion): a prepared `SELECT 1` on one
 //!   connection.
 //! - (g) the init query of a product that has no event (an absent tag): the worst case of the
