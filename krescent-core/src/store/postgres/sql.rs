@@ -742,8 +742,9 @@ pub(super) fn stored_types(tables: &Tables) -> String {
 ///   with each type is an index range of each, read in position order, each further tag an
 ///   `EXISTS` probe of `extra_tags` (see [`tagged_branches`]). The branches are disjoint;
 ///   each is ordered and limited, and `UNION ALL` merges them in position order (Merge
-///   Append) without a sort. The walk starts at the first segment `tag_starts` records for every tag
-///   of the item (with one of its types), so a pair never stored visits no segment.
+///   Append) without a sort. The walk starts at the first segment `tag_starts` records for
+///   every tag of the item (with one of its types), so a pair never stored visits no
+///   segment.
 /// - Several items may select the same event: each item is ordered and limited on its own,
 ///   then they are combined with `UNION` (no duplicates), ordered and limited again.
 /// - A query of one tagged item reads whole rows in each segment (the branch of `extra_tags`
