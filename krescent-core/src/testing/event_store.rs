@@ -47,6 +47,7 @@ pub async fn run_event_store_contract<F: EventStoreFactory>(
     query_filter_semantics(f).await?;
     match_none_matches_nothing(f).await?;
     conditional_append(f).await?;
+    conditional_append_on_several_tags(f).await?;
     failed_conditional_append_stores_nothing(f).await?;
     subscribe_from_start_while_appending(f).await?;
     subscribe_from_head_sees_only_new_events(f).await?;
@@ -655,6 +656,102 @@ pub async fn conditional_append<F: EventStoreFactory>(factory: &F) -> Result<(),
         "conflicting position of a repeated `no contract.self at all` append",
     )?;
     ctx.eq(ctx.head(&store).await?, 9, "head at the end")?;
+    Ok(())
+}
+
+/// Append conditions on items of several tags: an event matches only if it carries every tag
+/// of the item, whichever of its own tags comes first, and with a type of the item if it
+/// names any.
+pub async fn conditional_append_on_several_tags<F: EventStoreFactory>(
+    factory: &F,
+) -> Result<(), ContractFailure> {
+    let ctx = Ctx("conditional_append_on_several_tags");
+    let store = factory.create().await;
+    ctx.append(
+        &store,
+        vec![
+            ctx.event("contract.a", &["m:1", "z:9"], "{}")?, // 1
+            ctx.event("contract.a", &["a:0", "m:1"], "{}")?, // 2
+            ctx.event("contract.b", &["m:1", "z:9"], "{}")?, // 3
+        ],
+        None,
+        "append of 3 events",
+    )
+    .await?;
+    let tagged = |t: &[&str]| QueryItem::tagged(t.iter().map(|t| tag(t)));
+    let q = EventQuery::item;
+    let conflicts: Vec<(&str, AppendCondition, u64)> = vec![
+        (
+            "no event tagged m:1 AND z:9 (stored at 1 and 3)",
+            AppendCondition::none_match(q(tagged(&["m:1", "z:9"]))),
+            1,
+        ),
+        (
+            "no event tagged a:0 AND m:1 (stored at 2)",
+            AppendCondition::none_match(q(tagged(&["a:0", "m:1"]))),
+            2,
+        ),
+        (
+            "no event tagged m:1 AND z:9 after 1 (stored at 3)",
+            AppendCondition::none_match_after(q(tagged(&["m:1", "z:9"])), 1),
+            3,
+        ),
+        (
+            "no `contract.b` tagged z:9 AND m:1 (stored at 3)",
+            AppendCondition::none_match(q(
+                QueryItem::types(["contract.b"]).and_tags([tag("z:9"), tag("m:1")])
+            )),
+            3,
+        ),
+    ];
+    for (what, condition, first) in conflicts {
+        let result = store
+            .append(
+                vec![ctx.event("contract.rejected", &[], "{}")?],
+                Some(condition),
+            )
+            .await;
+        ctx.eq(
+            result
+                .as_ref()
+                .err()
+                .and_then(StoreError::conflict_position),
+            Some(first),
+            format!("conflicting position reported for the condition \"{what}\""),
+        )?;
+    }
+    let successes: Vec<(&str, AppendCondition)> = vec![
+        (
+            "no event tagged a:0 AND z:9 (none has both)",
+            AppendCondition::none_match(q(tagged(&["a:0", "z:9"]))),
+        ),
+        (
+            "no `contract.a` tagged m:1 AND z:9 after 1 (3 is a `contract.b`)",
+            AppendCondition::none_match_after(
+                q(QueryItem::types(["contract.a"]).and_tags([tag("m:1"), tag("z:9")])),
+                1,
+            ),
+        ),
+        (
+            "no event tagged m:1 AND z:9 after 3",
+            AppendCondition::none_match_after(q(tagged(&["m:1", "z:9"])), 3),
+        ),
+    ];
+    for (k, (what, condition)) in successes.into_iter().enumerate() {
+        let recorded = ctx
+            .append(
+                &store,
+                vec![ctx.event("contract.accepted", &["m:1"], "{}")?],
+                Some(condition),
+                &format!("append expecting {what}"),
+            )
+            .await?;
+        ctx.eq(
+            positions_of(&recorded),
+            vec![4 + k as u64],
+            format!("position of the append expecting {what}"),
+        )?;
+    }
     Ok(())
 }
 

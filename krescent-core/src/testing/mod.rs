@@ -208,6 +208,7 @@ macro_rules! event_store_contract_tests {
             query_filter_semantics,
             match_none_matches_nothing,
             conditional_append,
+            conditional_append_on_several_tags,
             failed_conditional_append_stores_nothing,
             subscribe_from_start_while_appending,
             subscribe_from_head_sees_only_new_events,
