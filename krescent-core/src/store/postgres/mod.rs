@@ -59,8 +59,9 @@
 //! by adding `tag` to `events` (the table is rewritten), moving the other tags to
 //! `extra_tags` and dropping `event_tags`. The first connect after an upgrade therefore
 //! takes a while on a large store, and processes still running an older version fail their
-//! appends (and, from version 3, their tag queries) until they are upgraded too. A schema written by a newer version of krescent is
-//! refused ([`PostgresError::UnsupportedSchemaVersion`]).
+//! appends (and, from version 3, their tag queries) until they are upgraded too. A schema
+//! written by a newer version of krescent is refused
+//! ([`PostgresError::UnsupportedSchemaVersion`]).
 //!
 //! # Positions under concurrency
 //!
@@ -728,12 +729,12 @@ struct KnownStarts {
 }
 
 impl KnownStarts {
-    fn key(event_type: &str, tag: &str) -> String {
-        let mut key = String::with_capacity(event_type.len() + 1 + tag.len());
-        key.push_str(event_type);
-        key.push('\0');
-        key.push_str(tag);
-        key
+    /// Writes the key of a pair into `out` (cleared first).
+    fn write_key(event_type: &str, tag: &str, out: &mut String) {
+        out.clear();
+        out.push_str(event_type);
+        out.push('\0');
+        out.push_str(tag);
     }
 
     fn contains(&self, key: &str) -> bool {
@@ -873,41 +874,39 @@ impl EventStore for PostgresEventStore {
         let ids: Vec<Uuid> = crate::event::ids::new_ids(n);
         let mut encoded_tags: Vec<Vec<u8>> = Vec::with_capacity(n);
         // Each event's first (smallest) tag goes to `events.tag`, the others to `extra_tags`.
-        let first_tags: Vec<Option<&str>> = events
-            .iter()
-            .map(|e| e.tags.iter().next().map(Tag::as_str))
-            .collect();
+        let mut first_tags: Vec<Option<&str>> = Vec::with_capacity(n);
         let mut tag_rows: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
         // The pairs this handle does not know to be in `tag_starts`, at their first occurrence.
         let mut start_rows: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
         let mut new_starts = std::collections::HashSet::<String, TagsHashState>::default();
         {
             let known = self.inner.starts.lock();
+            // The key of the pair at hand; allocated anew only for a pair not known.
+            let mut key = String::new();
             for (k, e) in events.iter().enumerate() {
+                let mut encoded =
+                    Vec::with_capacity(e.tags.iter().map(|t| t.as_str().len() + 4).sum::<usize>());
+                sql::encode_tags(e.tags.iter().map(Tag::as_str), &mut encoded);
+                encoded_tags.push(encoded);
+                first_tags.push(e.tags.iter().next().map(Tag::as_str));
                 // k < n, so the difference fits.
                 let delta = i64::try_from(k).unwrap_or(i64::MAX) - (n_i64 - 1);
-                for tag in e.tags.iter() {
-                    let key = KnownStarts::key(&e.event_type, tag.as_str());
-                    if known.contains(&key) || !new_starts.insert(key) {
+                for (i, tag) in e.tags.iter().enumerate() {
+                    let tag = tag.as_str();
+                    if i > 0 {
+                        tag_rows.0.push(tag);
+                        tag_rows.1.push(&e.event_type);
+                        tag_rows.2.push(delta);
+                    }
+                    KnownStarts::write_key(&e.event_type, tag, &mut key);
+                    if known.contains(&key) || new_starts.contains(&key) {
                         continue;
                     }
-                    start_rows.0.push(tag.as_str());
+                    new_starts.insert(key.clone());
+                    start_rows.0.push(tag);
                     start_rows.1.push(&e.event_type);
                     start_rows.2.push(delta);
                 }
-            }
-        }
-        for (k, e) in events.iter().enumerate() {
-            let mut encoded =
-                Vec::with_capacity(e.tags.iter().map(|t| t.as_str().len() + 4).sum::<usize>());
-            sql::encode_tags(e.tags.iter().map(Tag::as_str), &mut encoded);
-            encoded_tags.push(encoded);
-            // k < n, so the difference fits.
-            let delta = i64::try_from(k).unwrap_or(i64::MAX) - (n_i64 - 1);
-            for tag in e.tags.iter().skip(1) {
-                tag_rows.0.push(tag.as_str());
-                tag_rows.1.push(&e.event_type);
-                tag_rows.2.push(delta);
             }
         }
         type EventChunk<'a> = (

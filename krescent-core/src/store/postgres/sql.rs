@@ -53,7 +53,7 @@ pub(super) struct Tables {
     pub prefix: String,
     pub events: String,
     /// The tags of each event after its first (smallest) one, which `events.tag` holds.
-    pub tags: String,
+    pub extra_tags: String,
     /// The table of every tag of version 3, dropped by [`Tables::migrate_from_3`].
     pub old_tags: String,
     /// The first segment of each (tag, type) pair ([`Tables::insert_starts`]).
@@ -83,7 +83,7 @@ impl Tables {
     /// Names for a prefix that [`is_valid_prefix`] accepted.
     pub fn new(prefix: &str) -> Self {
         let events = format!("{prefix}events");
-        let tags = format!("{prefix}extra_tags");
+        let extra_tags = format!("{prefix}extra_tags");
         let starts = format!("{prefix}tag_starts");
         let head = format!("{prefix}head");
         Tables {
@@ -107,9 +107,10 @@ impl Tables {
                  UNNEST($2::uuid[], $3::text[], $4::bytea[], $5::bytea[], $6::text[]) \
                  WITH ORDINALITY AS u(id, type, tags, payload, tag, ord)"
             ),
-            // `$3`: each tag's position relative to the new head (0 for the last event).
+            // The rows of `extra_tags`; `$3`: each tag's position relative to the new head (0
+            // for the last event).
             insert_tags: format!(
-                "INSERT INTO {tags} (seg, tag, type, position) \
+                "INSERT INTO {extra_tags} (seg, tag, type, position) \
                  SELECT (h.position + u.delta) >> {SEGMENT_BITS}, u.tag, u.type, \
                  h.position + u.delta FROM {head} h, \
                  UNNEST($1::text[], $2::text[], $3::int8[]) AS u(tag, type, delta)"
@@ -128,7 +129,7 @@ impl Tables {
             channel: format!("{prefix}events"),
             old_tags: format!("{prefix}event_tags"),
             events,
-            tags,
+            extra_tags,
             starts,
             head,
         }
@@ -251,7 +252,7 @@ impl Tables {
     /// The statement creating `<prefix>extra_tags`: one row for each tag of an event after
     /// its first, keyed by segment first (see [`SEGMENT_BITS`]).
     fn create_tags(&self) -> String {
-        let tags = &self.tags;
+        let tags = &self.extra_tags;
         format!(
             "CREATE TABLE IF NOT EXISTS {tags} (
                  tag text COLLATE \"C\" NOT NULL,
@@ -338,7 +339,7 @@ impl Tables {
     pub fn migrate_from_3(&self) -> String {
         let Tables {
             events,
-            tags,
+            extra_tags: tags,
             old_tags,
             ..
         } = self;
@@ -370,7 +371,7 @@ impl Tables {
         format!(
             "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {}, {}, {}, {}",
             self.events,
-            self.tags,
+            self.extra_tags,
             self.old_tags,
             self.starts,
             self.head,
@@ -935,7 +936,7 @@ fn tagged_branches(
     dir: &str,
     rows: bool,
 ) -> Vec<String> {
-    let (events, tag_table) = (&tables.events, &tables.tags);
+    let (events, tag_table) = (&tables.events, &tables.extra_tags);
     let (from_events, from_tags) = if rows {
         let cols = qualified("e", EVENT_COLUMNS);
         (
