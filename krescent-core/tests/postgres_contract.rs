@@ -183,6 +183,23 @@ fn old_tables(prefix: &str) -> String {
     )
 }
 
+/// The tables of schema version 3, empty: those of [`old_tables`], `event_tags` (every tag
+/// a row, keyed by segment first) and `tag_starts`.
+fn version_3_tables(prefix: &str) -> String {
+    format!(
+        "{}
+         CREATE TABLE {prefix}event_tags (
+             tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
+             position bigint NOT NULL, seg bigint NOT NULL,
+             CONSTRAINT {prefix}event_tags_seg_check CHECK (seg = position >> 15),
+             PRIMARY KEY (seg, tag, type, position));
+         CREATE TABLE {prefix}tag_starts (
+             tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
+             seg bigint NOT NULL, PRIMARY KEY (tag, type) INCLUDE (seg));",
+        old_tables(prefix)
+    )
+}
+
 /// The schema version recorded in `<prefix>meta`.
 async fn schema_version(client: &tokio_postgres::Client, prefix: &str) -> i64 {
     client
@@ -737,14 +754,6 @@ fn schema_version_3_is_migrated() {
         client
             .batch_execute(&format!(
                 "{}
-                 CREATE TABLE {prefix}event_tags (
-                     tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
-                     position bigint NOT NULL, seg bigint NOT NULL,
-                     CONSTRAINT {prefix}event_tags_seg_check CHECK (seg = position >> 15),
-                     PRIMARY KEY (seg, tag, type, position));
-                 CREATE TABLE {prefix}tag_starts (
-                     tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
-                     seg bigint NOT NULL, PRIMARY KEY (tag, type) INCLUDE (seg));
                  INSERT INTO {prefix}head (id, position, recorded_at)
                      VALUES (true, 40000, '2024-01-01T00:00:03Z');
                  INSERT INTO {prefix}events VALUES
@@ -763,7 +772,7 @@ fn schema_version_3_is_migrated() {
                      ('k:a', 'pg.a', 0), ('m:1', 'pg.a', 0), ('m:2', 'pg.a', 0),
                      ('k:b', 'pg.a', 0);
                  INSERT INTO {prefix}meta VALUES ('schema_version', 3);",
-                old_tables(&prefix)
+                version_3_tables(&prefix)
             ))
             .await
             .expect("version 3 tables");
@@ -835,6 +844,83 @@ fn schema_version_3_is_migrated() {
             ))
             .await;
         assert!(old_append.is_err(), "an append of version 3 fails");
+        assert_eq!(schema_version(&client, &prefix).await, 4);
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// A version-3 row whose stored tags cannot be read (text that is not UTF-8, here written by
+/// hand) stops the migration with `PostgresError::Corrupt` naming its position, and nothing
+/// changes: the schema stays version 3 with `event_tags` in place. Once the row is repaired,
+/// the migration runs and every event is there.
+#[test]
+fn undecodable_tags_stop_the_version_3_migration_and_lose_nothing() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let client = raw_client(&url).await;
+        // Event 2's only tag is the 2 bytes ff 61: not UTF-8.
+        client
+            .batch_execute(&format!(
+                "{}
+                 INSERT INTO {prefix}head (id, position, recorded_at)
+                     VALUES (true, 3, '2024-01-01T00:00:02Z');
+                 INSERT INTO {prefix}events VALUES
+                     (1, '0190e8a0-0000-7000-8000-000000000001', 'pg.a',
+                      '\\x000000036b3a61', '2024-01-01T00:00:00Z', '\\x7b7d'),
+                     (2, '0190e8a0-0000-7000-8000-000000000002', 'pg.a',
+                      '\\x00000002ff61', '2024-01-01T00:00:01Z', '\\x7b7d'),
+                     (3, '0190e8a0-0000-7000-8000-000000000003', 'pg.a',
+                      '\\x000000036b3a61', '2024-01-01T00:00:02Z', '\\x7b7d');
+                 INSERT INTO {prefix}event_tags VALUES
+                     ('k:a', 'pg.a', 1, 0), ('k:a', 'pg.a', 3, 0);
+                 INSERT INTO {prefix}tag_starts VALUES ('k:a', 'pg.a', 0);
+                 INSERT INTO {prefix}meta VALUES ('schema_version', 3);",
+                version_3_tables(&prefix)
+            ))
+            .await
+            .expect("version 3 tables");
+        let err =
+            PostgresEventStore::connect(&url, PostgresOptions::default().table_prefix(&prefix))
+                .await
+                .expect_err("the migration stops at the undecodable row");
+        match postgres_error(&err) {
+            PostgresError::Corrupt { position: 2, what } => {
+                assert!(what.contains("schema version 3"), "{what}");
+            }
+            other => panic!("expected Corrupt at position 2, got {other:?}"),
+        }
+        assert_eq!(schema_version(&client, &prefix).await, 3);
+        let old_rows: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {prefix}event_tags"), &[])
+            .await
+            .expect("event_tags is still there")
+            .get(0);
+        assert_eq!(old_rows, 2);
+
+        client
+            .batch_execute(&format!(
+                "UPDATE {prefix}events SET tags = '\\x000000036b3a62' WHERE position = 2;
+                 INSERT INTO {prefix}event_tags VALUES ('k:b', 'pg.a', 2, 0);
+                 INSERT INTO {prefix}tag_starts VALUES ('k:b', 'pg.a', 0);"
+            ))
+            .await
+            .expect("repair the row");
+        let store = connect(&url, &prefix).await;
+        let read = store.read(&EventQuery::match_all()).await.expect("read");
+        assert_eq!(positions(&read), [1, 2, 3]);
+        assert_eq!(read[1].tags, Tags::parse(["k:b"]).expect("tags"));
+        assert_tag_reads(
+            &store,
+            [
+                (
+                    EventQuery::item(QueryItem::tagged([tag("k:a")])),
+                    vec![1, 3],
+                ),
+                (EventQuery::item(QueryItem::tagged([tag("k:b")])), vec![2]),
+            ],
+        )
+        .await;
         assert_eq!(schema_version(&client, &prefix).await, 4);
         drop(store);
         drop_tables(&url, &prefix).await;

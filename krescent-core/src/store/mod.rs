@@ -1,5 +1,7 @@
 //! Event stores: the [`EventStore`] trait and the [`InMemoryEventStore`].
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod fast_hash;
 mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;

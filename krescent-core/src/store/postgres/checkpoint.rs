@@ -8,12 +8,10 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use deadpool_postgres::{Object, Pool};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 
@@ -833,34 +831,7 @@ pub(super) async fn open_pool(
     url: &str,
     options: &PostgresOptions,
 ) -> Result<Pool, Box<dyn StdError + Send + Sync>> {
-    if !sql::is_valid_prefix(&options.table_prefix) {
-        return Err(Box::new(PostgresError::InvalidTablePrefix {
-            prefix: options.table_prefix.clone(),
-        }));
-    }
-    if options.pool_size == 0 {
-        return Err(Box::new(PostgresError::InvalidPoolSize));
-    }
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|source| PostgresError::InvalidUrl { source })?;
-    config.connect_timeout(options.connect_timeout);
-    config.keepalives_idle(Duration::from_secs(30));
-    config.application_name(options.application_name.as_str());
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let pool = Pool::builder(manager)
-        .max_size(options.pool_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(options.connect_timeout))
-        .create_timeout(Some(options.connect_timeout))
-        .build()
-        .map_err(PostgresError::from)?;
+    let (pool, _) = super::pool_for(url, options)?;
     let tables = Tables::new(&options.table_prefix);
     super::init_schema(&pool, &tables)
         .await

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::{PostgresError, db, sql};
 use crate::event::{RecordedEvent, Tags};
 use crate::store::StoreError;
+use crate::store::fast_hash::FastState;
 
 /// The most tag lists the decoding cache holds; it starts over when full.
 const TAG_CACHE: usize = 65_536;
@@ -90,7 +91,7 @@ pub(super) fn parse_tags(raw: &[u8]) -> Result<Tags, String> {
 /// repeat those of earlier events). Locked once per page.
 #[derive(Default)]
 pub(super) struct Decoding {
-    tags: HashMap<Box<[u8]>, Tags, TagsHashState>,
+    tags: HashMap<Box<[u8]>, Tags, FastState>,
 }
 
 impl Decoding {
@@ -241,64 +242,6 @@ impl Page {
             payload_start = row.payload_end;
         }
         Ok(out)
-    }
-}
-
-/// The hasher of the tags cache: one multiply per 8 bytes of key, seeded per cache from the
-/// standard library's random keys (stored tags cannot be chosen to collide). The keys are
-/// short and looked up once per row, where SipHash costs more than the rest of the lookup.
-#[derive(Clone)]
-pub(super) struct TagsHashState(u64);
-
-impl Default for TagsHashState {
-    fn default() -> Self {
-        use std::hash::BuildHasher;
-        TagsHashState(std::collections::hash_map::RandomState::new().hash_one("krescent.tags") | 1)
-    }
-}
-
-impl std::hash::BuildHasher for TagsHashState {
-    type Hasher = TagsHasher;
-    fn build_hasher(&self) -> TagsHasher {
-        TagsHasher(self.0)
-    }
-}
-
-pub(super) struct TagsHasher(u64);
-
-impl TagsHasher {
-    /// Mixes one word in: the 128-bit product of the state and the word (offset by an odd
-    /// constant), folded to 64 bits.
-    #[inline]
-    fn absorb(&mut self, word: u64) {
-        let product = u128::from(self.0 ^ word) * u128::from(0x9e37_79b9_7f4a_7c15_u64);
-        self.0 = (product as u64) ^ ((product >> 64) as u64);
-    }
-}
-
-impl std::hash::Hasher for TagsHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(word);
-            self.absorb(u64::from_le_bytes(w));
-        }
-        let tail = words.remainder();
-        let mut w = [0u8; 8];
-        w[..tail.len()].copy_from_slice(tail);
-        self.absorb(u64::from_le_bytes(w) ^ ((tail.len() as u64) << 56));
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.absorb(n as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 

@@ -132,10 +132,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime};
 use futures::FutureExt as _;
 use parking_lot::{Mutex, RwLock};
 
+use super::fast_hash::FastState;
 use super::read_ahead::{ReadAhead, read_pages_ahead};
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
@@ -147,7 +148,7 @@ use super::{EventStore, StoreError, Subscription};
 use crate::event::{NewEvent, RecordedEvent, Tag, validate_type_name};
 use crate::query::{AppendCondition, EventQuery};
 use coverage::{Coverage, StoredTypes};
-use decode::{Decoding, Page, TagsHashState};
+use decode::{Decoding, Page};
 use sql::{Output, Params, Shape, Tables};
 
 /// The backend name in [`StoreError::Backend`].
@@ -397,40 +398,10 @@ impl PostgresEventStore {
     /// pool size or URL, a database that cannot be reached, or tables of a newer schema
     /// version.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
-        if !sql::is_valid_prefix(&options.table_prefix) {
-            return Err(PostgresError::InvalidTablePrefix {
-                prefix: options.table_prefix,
-            }
-            .into());
-        }
-        if options.pool_size == 0 {
-            return Err(PostgresError::InvalidPoolSize.into());
-        }
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|source| PostgresError::InvalidUrl { source })?;
-        config.connect_timeout(options.connect_timeout);
-        config.keepalives_idle(Duration::from_secs(30));
+        let (pool, config) = pool_for(url, &options)?;
         let mut listener_config = config.clone();
-        config.application_name(options.application_name.as_str());
         let listener_application_name = format!("{} listener", options.application_name);
         listener_config.application_name(listener_application_name.as_str());
-
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(options.connect_timeout))
-            .create_timeout(Some(options.connect_timeout))
-            .build()
-            .map_err(PostgresError::from)?;
-
         let tables = Tables::new(&options.table_prefix);
         let head = init_schema(&pool, &tables).await?;
 
@@ -725,7 +696,7 @@ const KNOWN_STARTS: usize = 1 << 18;
 #[derive(Default)]
 struct KnownStarts {
     /// `type`, a NUL byte (which no stored text holds), then the tag.
-    pairs: std::collections::HashSet<String, TagsHashState>,
+    pairs: std::collections::HashSet<String, FastState>,
 }
 
 impl KnownStarts {
@@ -755,6 +726,44 @@ struct Compiled {
     sql: Arc<str>,
     /// Planned at each execution (unnamed statement) rather than prepared once.
     per_execution: bool,
+}
+
+/// Checks the options and builds the connection pool (connections are opened on demand):
+/// reused most recently returned first, so that a lone reader keeps one warm connection and
+/// server process; returns the pool and its connection settings.
+fn pool_for(
+    url: &str,
+    options: &PostgresOptions,
+) -> Result<(Pool, tokio_postgres::Config), PostgresError> {
+    if !sql::is_valid_prefix(&options.table_prefix) {
+        return Err(PostgresError::InvalidTablePrefix {
+            prefix: options.table_prefix.clone(),
+        });
+    }
+    if options.pool_size == 0 {
+        return Err(PostgresError::InvalidPoolSize);
+    }
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|source| PostgresError::InvalidUrl { source })?;
+    config.connect_timeout(options.connect_timeout);
+    config.keepalives_idle(Duration::from_secs(30));
+    config.application_name(options.application_name.as_str());
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(options.pool_size)
+        .queue_mode(QueueMode::Lifo)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(options.connect_timeout))
+        .create_timeout(Some(options.connect_timeout))
+        .build()?;
+    Ok((pool, config))
 }
 
 /// Creates or checks the schema under an advisory lock; returns the head.
@@ -794,9 +803,10 @@ async fn init_schema(pool: &Pool, tables: &Tables) -> Result<u64, StoreError> {
                     .await
                     .map_err(db)?;
             }
-            txn.batch_execute(&tables.migrate_from_3())
-                .await
-                .map_err(db)?;
+            if let Err(e) = txn.batch_execute(&tables.migrate_from_3()).await {
+                drop(txn);
+                return Err(undecodable_tags(&mut client, tables, e).await);
+            }
         }
         Some(found) => {
             return Err(PostgresError::UnsupportedSchemaVersion {
@@ -818,6 +828,47 @@ async fn init_schema(pool: &Pool, tables: &Tables) -> Result<u64, StoreError> {
         .map_err(db)?;
     txn.commit().await.map_err(db)?;
     to_position(head)
+}
+
+/// The error of a failed migration from schema version 3 (rolled back, so nothing changed):
+/// when the data stopped it (a stored tag list whose first tag cannot be read), the first
+/// such event, found in a transaction of its own that is rolled back; otherwise `error`.
+async fn undecodable_tags(
+    client: &mut deadpool_postgres::Object,
+    tables: &Tables,
+    error: tokio_postgres::Error,
+) -> StoreError {
+    // Class 22: data exceptions (here an invalid byte sequence or a negative length).
+    let data = error.code().is_some_and(|c| c.code().starts_with("22"));
+    if !data {
+        return db(error);
+    }
+    let found = async {
+        let txn = client.transaction().await?;
+        txn.batch_execute(&tables.find_undecodable_tags()).await?;
+        let row = txn
+            .query_one("SELECT pg_temp.krescent_undecodable_tags()", &[])
+            .await?;
+        row.try_get::<_, Option<i64>>(0)
+        // Dropping the transaction rolls it back, functions and all.
+    }
+    .await;
+    match found {
+        Ok(Some(position)) => PostgresError::Corrupt {
+            position,
+            what: format!(
+                "its stored tags cannot be read ({}), so the migration of `{}` from schema \
+                 version 3 stopped and changed nothing; repair or delete the row, then \
+                 connect again",
+                error
+                    .as_db_error()
+                    .map_or("a data exception", |e| e.message()),
+                tables.events
+            ),
+        }
+        .into(),
+        _ => db(error),
+    }
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
@@ -878,7 +929,7 @@ impl EventStore for PostgresEventStore {
         let mut tag_rows: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
         // The pairs this handle does not know to be in `tag_starts`, at their first occurrence.
         let mut start_rows: (Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
-        let mut new_starts = std::collections::HashSet::<String, TagsHashState>::default();
+        let mut new_starts = std::collections::HashSet::<String, FastState>::default();
         {
             let known = self.inner.starts.lock();
             // The key of the pair at hand; allocated anew only for a pair not known.

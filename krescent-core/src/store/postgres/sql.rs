@@ -34,6 +34,15 @@ pub(super) const SEGMENT_BITS: u32 = 15;
 /// longest derived name is the prefix plus `extra_tags_seg_check`, 61 bytes).
 pub(super) const MAX_PREFIX_LEN: usize = 41;
 
+/// The statement creating `pg_temp.krescent_first_tag(bytea)`, used by the migration from
+/// schema version 3: the first tag of a stored tag list (each tag's length in 4 bytes, big
+/// endian, then its UTF-8 text), or NULL for an empty list.
+const FIRST_TAG_FUNCTION: &str = "CREATE FUNCTION pg_temp.krescent_first_tag(bytea) \
+     RETURNS text LANGUAGE sql IMMUTABLE STRICT \
+     AS 'SELECT CASE WHEN octet_length($1) >= 4 THEN convert_from(substring($1 \
+         FROM 5 FOR (get_byte($1, 0) << 24) | (get_byte($1, 1) << 16) \
+             | (get_byte($1, 2) << 8) | get_byte($1, 3)), ''UTF8'') END';";
+
 /// Whether `prefix` is a valid table prefix: `^[a-z_][a-z0-9_]{0,40}$`.
 pub(super) fn is_valid_prefix(prefix: &str) -> bool {
     let bytes = prefix.as_bytes();
@@ -345,11 +354,7 @@ impl Tables {
         } = self;
         let create_tags = self.create_tags();
         format!(
-            "CREATE FUNCTION pg_temp.krescent_first_tag(bytea) RETURNS text \
-                 LANGUAGE sql IMMUTABLE STRICT \
-                 AS 'SELECT CASE WHEN octet_length($1) >= 4 THEN convert_from(substring($1 \
-                         FROM 5 FOR (get_byte($1, 0) << 24) | (get_byte($1, 1) << 16) \
-                             | (get_byte($1, 2) << 8) | get_byte($1, 3)), ''UTF8'') END';
+            "{FIRST_TAG_FUNCTION}
              ALTER TABLE {events} ADD COLUMN tag text COLLATE \"C\"
                  GENERATED ALWAYS AS (pg_temp.krescent_first_tag(tags)) STORED;
              ALTER TABLE {events} ALTER COLUMN tag DROP EXPRESSION;
@@ -363,6 +368,31 @@ impl Tables {
                  JOIN {events} e ON e.position = t.position
                  WHERE t.tag <> e.tag;
              DROP TABLE {old_tags};"
+        )
+    }
+
+    /// The statement creating `pg_temp.krescent_undecodable_tags()`: the position of the
+    /// first event whose first stored tag [`migrate_from_3`](Self::migrate_from_3) cannot
+    /// read (its length prefix runs negative, or its text is not UTF-8), or NULL. It tries
+    /// each row in a subtransaction of its own, so it is slow; it runs only after the
+    /// migration failed on such data, in a transaction that is then rolled back.
+    pub fn find_undecodable_tags(&self) -> String {
+        format!(
+            "{FIRST_TAG_FUNCTION}
+             CREATE FUNCTION pg_temp.krescent_undecodable_tags() RETURNS bigint
+                 LANGUAGE plpgsql AS $f$
+                 DECLARE r record;
+                 BEGIN
+                     FOR r IN SELECT position, tags FROM {events} ORDER BY position LOOP
+                         BEGIN
+                             PERFORM pg_temp.krescent_first_tag(r.tags);
+                         EXCEPTION WHEN data_exception THEN
+                             RETURN r.position;
+                         END;
+                     END LOOP;
+                     RETURN NULL;
+                 END $f$;",
+            events = self.events
         )
     }
 

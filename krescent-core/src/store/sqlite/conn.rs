@@ -16,6 +16,7 @@ use super::sql::{self, Kind};
 use super::{SCHEMA_VERSION, SEGMENT_BITS, SqliteStoreError};
 use crate::event::{Payload, RecordedEvent, Tag, Tags};
 use crate::query::{Direction, EventQuery};
+use crate::store::fast_hash::FastState;
 
 /// How long a connection waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -178,66 +179,6 @@ pub(super) struct Cache {
     /// The average payload size of the last read, for the next read's buffer; 0 before the
     /// first.
     payload_per_event: usize,
-}
-
-/// A cheap hasher for the decoding caches, looked up once or twice per row: multiply and
-/// rotate over 8-byte words, keyed per cache from `RandomState` so that stored names cannot
-/// be chosen to collide.
-#[derive(Clone)]
-pub(super) struct FastState(u64);
-
-impl Default for FastState {
-    fn default() -> Self {
-        use std::hash::BuildHasher;
-        FastState(std::collections::hash_map::RandomState::new().hash_one(0x6b72_6573_u64))
-    }
-}
-
-impl std::hash::BuildHasher for FastState {
-    type Hasher = FastHasher;
-    fn build_hasher(&self) -> FastHasher {
-        FastHasher(self.0)
-    }
-}
-
-pub(super) struct FastHasher(u64);
-
-impl FastHasher {
-    #[inline]
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl std::hash::Hasher for FastHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        let mut word = [0u8; 8];
-        word[..rest.len()].copy_from_slice(rest);
-        self.mix(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.mix(u64::from(i));
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.mix(i as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        // A final avalanche so that the low bits (the bucket index) depend on every word.
-        let mut z = self.0;
-        z = (z ^ (z >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-        z ^ (z >> 33)
-    }
 }
 
 impl Cache {
