@@ -279,6 +279,8 @@ pub struct PostgresOptions {
     /// Prefix of every table name: `^[a-z_][a-z0-9_]{0,40}$`. Default `krescent_`.
     pub table_prefix: String,
     /// The most connections the pool opens (the listener uses one more). Default 8.
+    /// Connections are opened on demand and handed out most recently returned first, so a
+    /// single caller keeps reusing one warm connection and server process.
     pub pool_size: usize,
     /// `application_name` of the pool's connections; the listening connection uses
     /// `<application_name> listener`. Default `krescent`.
