@@ -200,6 +200,24 @@ fn version_3_tables(prefix: &str) -> String {
     )
 }
 
+/// The `INSERT` of rows into `<prefix>events` written the way versions 1 to 3 wrote them:
+/// `(position, type, hex of the stored tag list)`; the k-th row (from 0) gets the id ending
+/// in k + 1, the time `2024-01-01T00:00:0k` and the payload `{}`.
+fn old_events(prefix: &str, rows: &[(i64, &str, &str)]) -> String {
+    let values: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .map(|(k, (position, ty, tags))| {
+            format!(
+                "({position}, '0190e8a0-0000-7000-8000-{:012}', '{ty}', '\\x{tags}', \
+                 '2024-01-01T00:00:{k:02}Z', '\\x7b7d')",
+                k + 1
+            )
+        })
+        .collect();
+    format!("INSERT INTO {prefix}events VALUES {};", values.join(", "))
+}
+
 /// The schema version recorded in `<prefix>meta`.
 async fn schema_version(client: &tokio_postgres::Client, prefix: &str) -> i64 {
     client
@@ -634,18 +652,20 @@ fn schema_version_2_is_migrated() {
                      position bigint NOT NULL, PRIMARY KEY (tag, type, position));
                  INSERT INTO {prefix}head (id, position, recorded_at)
                      VALUES (true, 40000, '2024-01-01T00:00:02Z');
-                 INSERT INTO {prefix}events VALUES
-                     (1, '0190e8a0-0000-7000-8000-000000000001', 'pg.a',
-                      '\\x000000036b3a61000000036d3a31', '2024-01-01T00:00:00Z', '\\x7b7d'),
-                     (2, '0190e8a0-0000-7000-8000-000000000002', 'pg.b',
-                      '\\x000000036b3a61', '2024-01-01T00:00:01Z', '\\x7b7d'),
-                     (40000, '0190e8a0-0000-7000-8000-000000000003', 'pg.a',
-                      '\\x000000036b3a61', '2024-01-01T00:00:02Z', '\\x7b7d');
+                 {}
                  INSERT INTO {prefix}event_tags VALUES
                      ('k:a', 'pg.a', 1), ('m:1', 'pg.a', 1), ('k:a', 'pg.b', 2),
                      ('k:a', 'pg.a', 40000);
                  INSERT INTO {prefix}meta VALUES ('schema_version', 2);",
-                old_tables(&prefix)
+                old_tables(&prefix),
+                old_events(
+                    &prefix,
+                    &[
+                        (1, "pg.a", "000000036b3a61000000036d3a31"),
+                        (2, "pg.b", "000000036b3a61"),
+                        (40000, "pg.a", "000000036b3a61"),
+                    ]
+                )
             ))
             .await
             .expect("version 2 tables");
@@ -756,15 +776,7 @@ fn schema_version_3_is_migrated() {
                 "{}
                  INSERT INTO {prefix}head (id, position, recorded_at)
                      VALUES (true, 40000, '2024-01-01T00:00:03Z');
-                 INSERT INTO {prefix}events VALUES
-                     (1, '0190e8a0-0000-7000-8000-000000000001', 'pg.a',
-                      '\\x000000036b3a61000000036d3a31', '2024-01-01T00:00:00Z', '\\x7b7d'),
-                     (2, '0190e8a0-0000-7000-8000-000000000002', 'pg.b',
-                      '\\x', '2024-01-01T00:00:01Z', '\\x7b7d'),
-                     (3, '0190e8a0-0000-7000-8000-000000000003', 'pg.a',
-                      '\\x000000036d3a32000000036b3a62', '2024-01-01T00:00:02Z', '\\x7b7d'),
-                     (40000, '0190e8a0-0000-7000-8000-000000000004', 'pg.a',
-                      '\\x000000036b3a61', '2024-01-01T00:00:03Z', '\\x7b7d');
+                 {}
                  INSERT INTO {prefix}event_tags VALUES
                      ('k:a', 'pg.a', 1, 0), ('m:1', 'pg.a', 1, 0), ('m:2', 'pg.a', 3, 0),
                      ('k:b', 'pg.a', 3, 0), ('k:a', 'pg.a', 40000, 1);
@@ -772,7 +784,16 @@ fn schema_version_3_is_migrated() {
                      ('k:a', 'pg.a', 0), ('m:1', 'pg.a', 0), ('m:2', 'pg.a', 0),
                      ('k:b', 'pg.a', 0);
                  INSERT INTO {prefix}meta VALUES ('schema_version', 3);",
-                version_3_tables(&prefix)
+                version_3_tables(&prefix),
+                old_events(
+                    &prefix,
+                    &[
+                        (1, "pg.a", "000000036b3a61000000036d3a31"),
+                        (2, "pg.b", ""),
+                        (3, "pg.a", "000000036d3a32000000036b3a62"),
+                        (40000, "pg.a", "000000036b3a61"),
+                    ]
+                )
             ))
             .await
             .expect("version 3 tables");
@@ -865,18 +886,20 @@ fn undecodable_tags_stop_the_version_3_migration_and_lose_nothing() {
                 "{}
                  INSERT INTO {prefix}head (id, position, recorded_at)
                      VALUES (true, 3, '2024-01-01T00:00:02Z');
-                 INSERT INTO {prefix}events VALUES
-                     (1, '0190e8a0-0000-7000-8000-000000000001', 'pg.a',
-                      '\\x000000036b3a61', '2024-01-01T00:00:00Z', '\\x7b7d'),
-                     (2, '0190e8a0-0000-7000-8000-000000000002', 'pg.a',
-                      '\\x00000002ff61', '2024-01-01T00:00:01Z', '\\x7b7d'),
-                     (3, '0190e8a0-0000-7000-8000-000000000003', 'pg.a',
-                      '\\x000000036b3a61', '2024-01-01T00:00:02Z', '\\x7b7d');
+                 {}
                  INSERT INTO {prefix}event_tags VALUES
                      ('k:a', 'pg.a', 1, 0), ('k:a', 'pg.a', 3, 0);
                  INSERT INTO {prefix}tag_starts VALUES ('k:a', 'pg.a', 0);
                  INSERT INTO {prefix}meta VALUES ('schema_version', 3);",
-                version_3_tables(&prefix)
+                version_3_tables(&prefix),
+                old_events(
+                    &prefix,
+                    &[
+                        (1, "pg.a", "000000036b3a61"),
+                        (2, "pg.a", "00000002ff61"),
+                        (3, "pg.a", "000000036b3a61"),
+                    ]
+                )
             ))
             .await
             .expect("version 3 tables");
