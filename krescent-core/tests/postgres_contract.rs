@@ -107,7 +107,7 @@ fn positions(events: &[RecordedEvent]) -> Vec<u64> {
     events.iter().map(|e| e.position).collect()
 }
 
-/// The stored tags of schema version 4: each event's `(position, tag)` (its first tag, by
+/// The stored tags of schema versions 4 and 5: each event's `(position, tag)` (its first tag, by
 /// position) and the rows of `extra_tags` `(tag, type, position, seg)`, in key order.
 async fn tag_layout(
     client: &tokio_postgres::Client,
@@ -192,6 +192,26 @@ fn version_3_tables(prefix: &str) -> String {
              tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
              position bigint NOT NULL, seg bigint NOT NULL,
              CONSTRAINT {prefix}event_tags_seg_check CHECK (seg = position >> 15),
+             PRIMARY KEY (seg, tag, type, position));
+         CREATE TABLE {prefix}tag_starts (
+             tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
+             seg bigint NOT NULL, PRIMARY KEY (tag, type) INCLUDE (seg));",
+        old_tables(prefix)
+    )
+}
+
+/// The tables of schema version 4, empty: those of [`old_tables`] with `events.tag` (the
+/// first tag) and its index keyed by the type's name, `extra_tags` and `tag_starts`.
+fn version_4_tables(prefix: &str) -> String {
+    format!(
+        "{}
+         ALTER TABLE {prefix}events ADD COLUMN tag text COLLATE \"C\";
+         CREATE INDEX {prefix}events_tag_idx ON {prefix}events
+             ((position >> 15), tag, type, position) WHERE tag IS NOT NULL;
+         CREATE TABLE {prefix}extra_tags (
+             tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
+             position bigint NOT NULL, seg bigint NOT NULL,
+             CONSTRAINT {prefix}extra_tags_seg_check CHECK (seg = position >> 15),
              PRIMARY KEY (seg, tag, type, position));
          CREATE TABLE {prefix}tag_starts (
              tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
@@ -508,7 +528,7 @@ fn schema_creation_is_idempotent_and_versioned() {
             .await
             .expect("version")
             .get(0);
-        assert_eq!(version, 4);
+        assert_eq!(version, 5);
         client
             .batch_execute(&format!(
                 "UPDATE {prefix}meta SET value = 99 WHERE name = 'schema_version'"
@@ -522,7 +542,7 @@ fn schema_creation_is_idempotent_and_versioned() {
         match postgres_error(&err) {
             PostgresError::UnsupportedSchemaVersion {
                 found: 99,
-                supported: 4,
+                supported: 5,
                 ..
             } => {}
             other => panic!("expected UnsupportedSchemaVersion, got {other:?}"),
@@ -534,8 +554,8 @@ fn schema_creation_is_idempotent_and_versioned() {
 }
 
 /// Tables of schema version 1 (tags as a JSON array, the database's collation) are migrated
-/// on connect (through versions 2 and 3): every stored event reads back with its tags, is found by
-/// its tags, and the positions continue; the schema is then version 4 (the first tag of each
+/// on connect (through versions 2, 3 and 4): every stored event reads back with its tags, is found by
+/// its tags, and the positions continue; the schema is then version 5 (the first tag of each
 /// event in `events.tag`, the others in `extra_tags`), and a version below 1 is refused.
 #[test]
 fn schema_version_1_is_migrated() {
@@ -607,7 +627,7 @@ fn schema_version_1_is_migrated() {
         );
         let extra: Vec<&str> = extra.iter().map(|(t, ..)| t.as_str()).collect();
         assert_eq!(extra, &old_tags[1..]);
-        assert_eq!(schema_version(&client, &prefix).await, 4);
+        assert_eq!(schema_version(&client, &prefix).await, 5);
         drop(store);
 
         client
@@ -635,7 +655,7 @@ fn schema_version_1_is_migrated() {
 /// tag index gets its segments (`position >> 15`), `tag_starts` the first segment of each tag
 /// and type, and (through version 3) each event's first tag moves to `events.tag`; every
 /// event is found by its tags, in both directions, across segments; the positions continue,
-/// an append in the way of version 2 fails, and the schema is then version 4.
+/// an append in the way of version 2 fails, and the schema is then version 5.
 #[test]
 fn schema_version_2_is_migrated() {
     with_database(|url| async move {
@@ -753,7 +773,7 @@ fn schema_version_2_is_migrated() {
             ))
             .await;
         assert!(old_append.is_err(), "an append of version 2 fails");
-        assert_eq!(schema_version(&client, &prefix).await, 4);
+        assert_eq!(schema_version(&client, &prefix).await, 5);
         drop(store);
         drop_tables(&url, &prefix).await;
     });
@@ -763,7 +783,7 @@ fn schema_version_2_is_migrated() {
 /// each event's smallest tag moves to `events.tag` (also when a row written by hand stores
 /// its tags out of order), the others to `extra_tags`, and `event_tags` is dropped, so that
 /// an append of version 3 fails; every event is found by its tags, alone and together, in
-/// both directions, across segments; the positions continue, and the schema is version 4.
+/// both directions, across segments; the positions continue, and the schema is version 5.
 #[test]
 fn schema_version_3_is_migrated() {
     with_database(|url| async move {
@@ -865,7 +885,125 @@ fn schema_version_3_is_migrated() {
             ))
             .await;
         assert!(old_append.is_err(), "an append of version 3 fails");
-        assert_eq!(schema_version(&client, &prefix).await, 4);
+        assert_eq!(schema_version(&client, &prefix).await, 5);
+        drop(store);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
+/// Tables of schema version 4 (types named in both indexes of `events`) are migrated on
+/// connect: each stored type name gets an id in `types`, in byte order, every event its
+/// `type_id`, and the indexes are built again on the id; reads by type, by type and tag and
+/// of every type (the stored types come from `types` now) find every event, an append
+/// continues the positions and gives a new type the next id, and the schema is version 5.
+#[test]
+fn schema_version_4_is_migrated() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let client = raw_client(&url).await;
+        client
+            .batch_execute(&format!(
+                "{}
+                 INSERT INTO {prefix}head (id, position, recorded_at)
+                     VALUES (true, 40000, '2024-01-01T00:00:03Z');
+                 {}
+                 UPDATE {prefix}events SET tag = 'k:a' WHERE position IN (1, 3, 40000);
+                 INSERT INTO {prefix}extra_tags VALUES ('m:1', 'pg.b', 3, 0);
+                 INSERT INTO {prefix}tag_starts VALUES
+                     ('k:a', 'pg.b', 0), ('k:a', 'pg.a', 0), ('m:1', 'pg.b', 0);
+                 INSERT INTO {prefix}meta VALUES ('schema_version', 4);",
+                version_4_tables(&prefix),
+                old_events(
+                    &prefix,
+                    &[
+                        (1, "pg.b", "000000036b3a61"),
+                        (2, "pg.a", ""),
+                        (3, "pg.b", "000000036b3a61000000036d3a31"),
+                        (40000, "pg.a", "000000036b3a61"),
+                    ]
+                )
+            ))
+            .await
+            .expect("version 4 tables");
+        let store = connect(&url, &prefix).await;
+        assert_eq!(schema_version(&client, &prefix).await, 5);
+        let ids: Vec<(i32, String)> = client
+            .query(
+                &format!("SELECT id, name FROM {prefix}types ORDER BY id"),
+                &[],
+            )
+            .await
+            .expect("types")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(ids, [(1, "pg.a".into()), (2, "pg.b".into())]);
+        let type_ids: Vec<(i64, i32)> = client
+            .query(
+                &format!("SELECT position, type_id FROM {prefix}events ORDER BY position"),
+                &[],
+            )
+            .await
+            .expect("type ids")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(type_ids, [(1, 2), (2, 1), (3, 2), (40000, 1)]);
+
+        let by = |item: QueryItem| EventQuery::item(item);
+        assert_tag_reads(
+            &store,
+            [
+                (by(QueryItem::types(["pg.a"])), vec![2, 40000]),
+                (by(QueryItem::types(["pg.b"])), vec![1, 3]),
+                (by(QueryItem::types(["pg.a", "pg.b"])), vec![1, 2, 3, 40000]),
+                (
+                    by(QueryItem::types(["pg.b"]).and_tag(tag("k:a"))),
+                    vec![1, 3],
+                ),
+                (
+                    by(QueryItem::types(["pg.a"]).and_tag(tag("k:a"))),
+                    vec![40000],
+                ),
+                (by(QueryItem::types(["pg.b"]).and_tag(tag("m:1"))), vec![3]),
+                (by(QueryItem::tagged([tag("k:a")])), vec![1, 3, 40000]),
+                (by(QueryItem::types(["pg.c"])), vec![]),
+            ],
+        )
+        .await;
+
+        let appended = store
+            .append(
+                vec![
+                    event("pg.c", &["k:a"], "{}".into()),
+                    event("pg.a", &[], "{}".into()),
+                ],
+                None,
+            )
+            .await
+            .expect("append after the migration");
+        assert_eq!(positions(&appended), [40001, 40002]);
+        let new_id: i32 = client
+            .query_one(
+                &format!("SELECT id FROM {prefix}types WHERE name = 'pg.c'"),
+                &[],
+            )
+            .await
+            .expect("the new type's id")
+            .get(0);
+        assert_eq!(new_id, 3);
+        assert_tag_reads(
+            &store,
+            [
+                (by(QueryItem::types(["pg.c"])), vec![40001]),
+                (by(QueryItem::types(["pg.a"])), vec![2, 40000, 40002]),
+                (
+                    by(QueryItem::types(["pg.c"]).and_tag(tag("k:a"))),
+                    vec![40001],
+                ),
+            ],
+        )
+        .await;
         drop(store);
         drop_tables(&url, &prefix).await;
     });
@@ -944,7 +1082,7 @@ fn undecodable_tags_stop_the_version_3_migration_and_lose_nothing() {
             ],
         )
         .await;
-        assert_eq!(schema_version(&client, &prefix).await, 4);
+        assert_eq!(schema_version(&client, &prefix).await, 5);
         drop(store);
         drop_tables(&url, &prefix).await;
     });

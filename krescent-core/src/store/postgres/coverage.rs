@@ -7,8 +7,9 @@
 //! to plan for every page (the best plan depends on how common the types are) and test on
 //! every row. The events after that position are read with the filter.
 //!
-//! The stored types are read from the `(type, position)` index, one probe per distinct type
-//! (at most [`MAX_TYPES`] + 1), together with the last position, in one statement: its
+//! The stored types are read from `<prefix>types` (at most [`MAX_TYPES`] + 1 names; a name
+//! is there once an event of it is committed), together with the last position, in one
+//! statement: its
 //! snapshot sees every event up to that position, since positions are assigned in commit
 //! order. Events never change, so the answer stays true for those positions; it is read
 //! again only when a covered query reads beyond it and at least [`REFRESH_AFTER`] events have

@@ -22,7 +22,7 @@ pub(super) fn event_column(index: usize) -> &'static str {
 /// tag index keyed by tag first) and 3 (every tag in a table of its own) are migrated on
 /// connect ([`Tables::migrate_from_1`], [`Tables::migrate_from_2`],
 /// [`Tables::migrate_from_3`]).
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// The tag index is split into segments of `2^SEGMENT_BITS` positions (`seg = position >>
 /// SEGMENT_BITS`), its key starting with the segment: an append writes to the pages of the
@@ -67,6 +67,9 @@ pub(super) struct Tables {
     pub old_tags: String,
     /// The first segment of each (tag, type) pair ([`Tables::insert_starts`]).
     pub starts: String,
+    /// The id of each stored type name, which the indexes of `events` hold in place of the
+    /// name.
+    pub types: String,
     pub head: String,
     pub meta: String,
     /// Checkpoints of read models ([`CheckpointSql`]).
@@ -80,6 +83,8 @@ pub(super) struct Tables {
     pub select_head: String,
     pub lock_head: String,
     pub insert_events: String,
+    /// `$1` type names: gives the names not stored yet their ids (the next ones).
+    pub insert_types: String,
     pub insert_tags: String,
     /// `$1` tags, `$2` types, `$3` positions relative to the new head: records the segment
     /// of each pair not recorded yet (the first one it appears in, as positions only grow).
@@ -95,6 +100,7 @@ impl Tables {
         let extra_tags = format!("{prefix}extra_tags");
         let starts = format!("{prefix}tag_starts");
         let head = format!("{prefix}head");
+        let types = format!("{prefix}types");
         Tables {
             prefix: prefix.to_owned(),
             select_head: format!("SELECT position FROM {head}"),
@@ -107,14 +113,28 @@ impl Tables {
                  RETURNING position, recorded_at"
             ),
             // `$1`: the first position of the chunk minus 1, relative to the new head (so the
-            // event at ordinality k gets `head + $1 + k`); `$6`: each event's first tag (NULL:
-            // none).
+            // event at ordinality k gets `head + $1 + k`); `$3`: each event's type as its
+            // place (from 1) in `$7`, the chunk's type names, whose ids are looked up once;
+            // `$6`: each event's first tag (NULL: none). A name without an id leaves
+            // `type_id` NULL, which the table refuses.
             insert_events: format!(
-                "INSERT INTO {events} (position, id, type, tag, tags, recorded_at, payload) \
-                 SELECT h.position + $1 + u.ord, u.id, u.type, u.tag, u.tags, h.recorded_at, \
-                 u.payload FROM {head} h, \
-                 UNNEST($2::uuid[], $3::text[], $4::bytea[], $5::bytea[], $6::text[]) \
-                 WITH ORDINALITY AS u(id, type, tags, payload, tag, ord)"
+                "INSERT INTO {events} (position, id, type, type_id, tag, tags, recorded_at, \
+                 payload) \
+                 SELECT h.position + $1 + u.ord, u.id, ($7::text[])[u.ti], (x.ids)[u.ti], u.tag, \
+                 u.tags, h.recorded_at, u.payload FROM {head} h, \
+                 (SELECT ARRAY(SELECT t.id FROM UNNEST($7::text[]) WITH ORDINALITY AS d(name, k) \
+                 LEFT JOIN {types} t ON t.name = d.name ORDER BY d.k) AS ids) x, \
+                 UNNEST($2::uuid[], $3::int4[], $4::bytea[], $5::bytea[], $6::text[]) \
+                 WITH ORDINALITY AS u(id, ti, tags, payload, tag, ord)"
+            ),
+            // Run after the counter row is locked, which serialises the appenders that could
+            // add the same name.
+            insert_types: format!(
+                "INSERT INTO {types} (id, name) \
+                 SELECT (SELECT coalesce(max(id), 0) FROM {types}) + row_number() OVER (), n.name \
+                 FROM (SELECT DISTINCT name FROM UNNEST($1::text[]) AS d(name)) n \
+                 WHERE NOT EXISTS (SELECT 1 FROM {types} t WHERE t.name = n.name) \
+                 ON CONFLICT (name) DO NOTHING"
             ),
             // The rows of `extra_tags`; `$3`: each tag's position relative to the new head (0
             // for the last event).
@@ -140,6 +160,7 @@ impl Tables {
             events,
             extra_tags,
             starts,
+            types,
             head,
         }
     }
@@ -166,6 +187,7 @@ impl Tables {
         let Tables {
             prefix,
             events,
+            types,
             head,
             meta,
             checkpoints,
@@ -184,9 +206,14 @@ impl Tables {
                  tags bytea NOT NULL,
                  recorded_at timestamptz NOT NULL,
                  payload bytea NOT NULL,
-                 tag text COLLATE \"C\"
+                 tag text COLLATE \"C\",
+                 type_id integer NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS {prefix}events_type_idx ON {events} (type, position);
+             CREATE TABLE IF NOT EXISTS {types} (
+                 id integer PRIMARY KEY,
+                 name text COLLATE \"C\" NOT NULL UNIQUE
+             );
+             CREATE INDEX IF NOT EXISTS {prefix}events_type_idx ON {events} (type_id, position);
              {create_tag_index}
              {create_tags}
              {create_starts}
@@ -280,7 +307,7 @@ impl Tables {
     fn create_tag_index(&self) -> String {
         format!(
             "CREATE INDEX IF NOT EXISTS {prefix}events_tag_idx ON {events} \
-             ((position >> {SEGMENT_BITS}), tag, type, position) WHERE tag IS NOT NULL;",
+             ((position >> {SEGMENT_BITS}), tag, type_id, position) WHERE tag IS NOT NULL;",
             prefix = self.prefix,
             events = self.events
         )
@@ -371,6 +398,41 @@ impl Tables {
         )
     }
 
+    /// The statements migrating schema version 4 to version 5, run under the schema lock
+    /// before [`create_schema`](Self::create_schema) (which then creates the new indexes and
+    /// records version 5): each stored type name gets an id in `<prefix>types` (in byte order
+    /// of the names), `events` gets the column `type_id` (filled as a generated column, so
+    /// that the table is rewritten once, then kept as a plain column), and the type and tag
+    /// indexes, keyed by the name before, are dropped to be built again on the id. Processes
+    /// still running version 4 fail their appends afterwards (they do not set `type_id`).
+    pub fn migrate_from_4(&self) -> String {
+        let Tables {
+            prefix,
+            events,
+            types,
+            ..
+        } = self;
+        format!(
+            "CREATE TABLE {types} (
+                 id integer PRIMARY KEY,
+                 name text COLLATE \"C\" NOT NULL UNIQUE
+             );
+             INSERT INTO {types} (id, name)
+                 SELECT row_number() OVER (ORDER BY type), type
+                 FROM (SELECT DISTINCT type FROM {events}) d;
+             CREATE FUNCTION pg_temp.krescent_type_id(text) RETURNS integer
+                 LANGUAGE sql IMMUTABLE STRICT
+                 AS 'SELECT id FROM {types} WHERE name = $1';
+             ALTER TABLE {events} ADD COLUMN type_id integer
+                 GENERATED ALWAYS AS (pg_temp.krescent_type_id(type)) STORED;
+             ALTER TABLE {events} ALTER COLUMN type_id DROP EXPRESSION;
+             ALTER TABLE {events} ALTER COLUMN type_id SET NOT NULL;
+             DROP FUNCTION pg_temp.krescent_type_id(text);
+             DROP INDEX IF EXISTS {prefix}events_type_idx;
+             DROP INDEX IF EXISTS {prefix}events_tag_idx;"
+        )
+    }
+
     /// The statement creating `pg_temp.krescent_undecodable_tags()`: the position of the
     /// first event whose first stored tag [`migrate_from_3`](Self::migrate_from_3) cannot
     /// read (its length prefix runs negative, or its text is not UTF-8), or NULL. It tries
@@ -399,8 +461,9 @@ impl Tables {
     /// The statement dropping every table of the store.
     pub fn drop_schema(&self) -> String {
         format!(
-            "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {}, {}, {}, {}",
+            "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {}, {}, {}, {}, {}",
             self.events,
+            self.types,
             self.extra_tags,
             self.old_tags,
             self.starts,
@@ -536,7 +599,7 @@ enum ItemShape {
     /// Any event: the events primary key.
     Any,
     /// Some types, no tags: one `text` parameter per type, each read as its own arm of the
-    /// `(type, position)` index (up to [`TYPE_ARMS`] types).
+    /// `(type_id, position)` index (up to [`TYPE_ARMS`] types).
     TypeArms(usize),
     /// More types than [`TYPE_ARMS`], no tags: one `text[]` parameter.
     Types,
@@ -573,9 +636,11 @@ impl Shape {
     }
 
     /// Whether the best plan depends on the values: a filter on many types alone may select
-    /// most events (scan by position, filter by type) or few (the type index), which only a
-    /// plan made for the actual values (and the table statistics) can tell. Such statements
-    /// are planned for each execution; all others keep one prepared, generic plan. Up to
+    /// most events (scan by position, filter by type) or few (the type index). Such
+    /// statements are planned for each execution, with the statistics of the moment (the
+    /// ids are the result of a subquery on the names, which the planner does not see: it
+    /// estimates their share from the number of distinct ids); all others keep one
+    /// prepared, generic plan. Up to
     /// [`TYPE_ARMS`] types are read as one ordered, limited index range per type instead,
     /// which is the right plan whatever the values and needs no statistics.
     pub fn is_value_sensitive(&self) -> bool {
@@ -584,8 +649,8 @@ impl Shape {
 }
 
 /// An untagged item with at most this many types is read as one range of the
-/// `(type, position)` index per type, merged in position order (Merge Append); with more, as
-/// one `type = ANY(..)` filter planned per execution. Planned per execution, two types were
+/// `(type_id, position)` index per type, merged in position order (Merge Append); with more,
+/// as one `type_id = ANY(..)` filter planned per execution. Planned per execution, two types were
 /// read from a table without statistics (1M events appended before autovacuum analysed them)
 /// as a bitmap scan of every later event of those types and a sort, about 60 to 100 ms for
 /// each page of 1,000 instead of 0.6 ms: minutes for a catch-up. The ranges are one prepared
@@ -744,18 +809,13 @@ enum ItemParams {
 }
 
 /// `$1` how many types at most → the last position (NULL: no event) and the distinct types
-/// (sorted bytewise), read in one snapshot: one probe of the `(type, position)` index per
-/// type, stopping after `$1`.
+/// (sorted bytewise), read in one snapshot: a name is in `<prefix>types` once an append that
+/// stored an event of it committed.
 pub(super) fn stored_types(tables: &Tables) -> String {
-    let events = &tables.events;
+    let (events, types) = (&tables.events, &tables.types);
     format!(
-        "WITH RECURSIVE t(type) AS (\
-         (SELECT type FROM {events} ORDER BY type LIMIT 1) \
-         UNION ALL \
-         SELECT (SELECT e.type FROM {events} e WHERE e.type > t.type ORDER BY e.type LIMIT 1) \
-         FROM t WHERE t.type IS NOT NULL) \
-         SELECT (SELECT max(position) FROM {events}), \
-         ARRAY(SELECT type FROM t WHERE type IS NOT NULL LIMIT $1)"
+        "SELECT (SELECT max(position) FROM {events}), \
+         ARRAY(SELECT name FROM {types} ORDER BY name LIMIT $1)"
     )
 }
 
@@ -763,11 +823,13 @@ pub(super) fn stored_types(tables: &Tables) -> String {
 ///
 /// - An item without tags reads the events table within the position range: no types, every
 ///   event (the primary key); up to [`TYPE_ARMS`] types, one ordered and limited range of the
-///   `(type, position)` index per type, merged with `UNION ALL` (Merge Append, no sort);
-///   more, `type = ANY($n)` by the primary key or by the type index, whichever the statistics
-///   favour for the values at hand (see [`Shape::is_value_sensitive`]).
-/// - An item with tags drives from the two tag indexes keyed `(seg, tag, type, position)`
-///   (the index of `events.tag` and the primary key of `extra_tags`), walking the segments
+///   `(type_id, position)` index per type, merged with `UNION ALL` (Merge Append, no
+///   sort); more, `type_id = ANY(..)` by the primary key or by the type index, whichever the
+///   statistics favour (see [`Shape::is_value_sensitive`]). Each name is mapped to its id
+///   inside the statement.
+/// - An item with tags drives from the two tag indexes keyed `(seg, tag, type_id,
+///   position)` and `(seg, tag, type, position)` (the index of `events.tag` and the primary
+///   key of `extra_tags`), walking the segments
 ///   in the query's direction (`generate_series`, from the segment of `$1` to that of the
 ///   head or `$2`) in a nested loop that stops at the limit. Within a segment, the first tag
 ///   with each type is an index range of each, read in position order, each further tag an
@@ -812,6 +874,8 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
         .collect();
 
     let events = &tables.events;
+    let type_ids = &tables.types;
+    let type_id = |t: usize| format!("(SELECT id FROM {type_ids} WHERE name = ${t})");
     let untagged = |item: &ItemParams, cols: &str| -> Option<String> {
         let range = |of_type: &str| {
             format!(
@@ -821,13 +885,15 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
         };
         match item {
             ItemParams::Any => Some(range("")),
-            ItemParams::Types(t) => Some(range(&format!("type = ANY(${t}) AND "))),
+            ItemParams::Types(t) => Some(range(&format!(
+                "type_id = ANY(ARRAY(SELECT id FROM {type_ids} WHERE name = ANY(${t}))) AND "
+            ))),
             ItemParams::TypeArms(types) => match types.as_slice() {
-                [t] => Some(range(&format!("type = ${t} AND "))),
+                [t] => Some(range(&format!("type_id = {} AND ", type_id(*t)))),
                 more => Some(format!(
                     "SELECT {cols} FROM ({}) a ORDER BY position {dir} LIMIT $3",
                     more.iter()
-                        .map(|t| format!("({})", range(&format!("type = ${t} AND "))))
+                        .map(|t| format!("({})", range(&format!("type_id = {} AND ", type_id(*t)))))
                         .collect::<Vec<_>>()
                         .join(" UNION ALL ")
                 )),
@@ -1001,20 +1067,25 @@ fn tagged_branches(
         types.iter().copied().map(Some).collect()
     };
     let mut branches = Vec::with_capacity(2 * types.len());
+    let type_ids = &tables.types;
     for t in types {
-        let of_type =
-            |alias: &str| t.map_or_else(String::new, |t| format!(" AND {alias}.type = ${t}"));
+        // `events` holds the type's id (looked up in the statement's own snapshot), the
+        // tags table its name.
+        let (e_type, t_type) = t.map_or_else(Default::default, |t| {
+            (
+                format!(" AND e.type_id = (SELECT id FROM {type_ids} WHERE name = ${t})"),
+                format!(" AND t.type = ${t}"),
+            )
+        });
         branches.push(format!(
             "{from_events} WHERE (e.position >> {SEGMENT_BITS}) = s.seg \
-             AND e.tag = ${first_tag}{} AND e.position > $1 AND e.position <= $2\
-             {more_e} ORDER BY e.position {dir} LIMIT $3",
-            of_type("e")
+             AND e.tag = ${first_tag}{e_type} AND e.position > $1 AND e.position <= $2\
+             {more_e} ORDER BY e.position {dir} LIMIT $3"
         ));
         branches.push(format!(
             "{from_tags} WHERE t.seg = s.seg \
-             AND t.tag = ${first_tag}{} AND t.position > $1 AND t.position <= $2\
-             {more_t} ORDER BY t.position {dir} LIMIT $3",
-            of_type("t")
+             AND t.tag = ${first_tag}{t_type} AND t.position > $1 AND t.position <= $2\
+             {more_t} ORDER BY t.position {dir} LIMIT $3"
         ));
     }
     branches
@@ -1121,14 +1192,19 @@ mod tests {
         let shape = Shape::of(&q, Output::Positions);
         assert!(!shape.is_value_sensitive());
         let sql = build(&Tables::new("p_"), &shape);
-        for needle in ["type = $4 AND", "type = $5 AND", "UNION ALL"] {
+        for needle in [
+            "type_id = (SELECT id FROM p_types WHERE name = $4) AND",
+            "type_id = (SELECT id FROM p_types WHERE name = $5) AND",
+            "UNION ALL",
+        ] {
             assert!(sql.contains(needle), "{needle} in {sql}");
         }
         assert!(!sql.contains("ANY"), "{sql}");
         let one = EventQuery::item(QueryItem::types(["a"]));
         let sql = build(&Tables::new("p_"), &Shape::of(&one, Output::Rows));
         assert!(
-            sql.contains("type = $4 AND") && !sql.contains("UNION"),
+            sql.contains("type_id = (SELECT id FROM p_types WHERE name = $4) AND")
+                && !sql.contains("UNION"),
             "{sql}"
         );
         // Many types: one array, planned per execution.
@@ -1142,6 +1218,9 @@ mod tests {
         assert_eq!(p.values.len(), 1);
         let shape = Shape::of(&q, Output::Positions);
         assert!(shape.is_value_sensitive());
-        assert!(build(&Tables::new("p_"), &shape).contains("type = ANY($4)"));
+        assert!(
+            build(&Tables::new("p_"), &shape)
+                .contains("type_id = ANY(ARRAY(SELECT id FROM p_types WHERE name = ANY($4)))")
+        );
     }
 }
