@@ -1088,6 +1088,98 @@ fn undecodable_tags_stop_the_version_3_migration_and_lose_nothing() {
     });
 }
 
+/// Handles that each see a type name for the first time store it at once: every append
+/// succeeds, the name gets one id, and reads by that type find every event; an append that
+/// fails after naming a new type leaves no id behind, and the next one gives it one.
+#[test]
+fn new_types_get_one_id_under_concurrent_appends() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let handles = [
+            connect(&url, &prefix).await,
+            connect(&url, &prefix).await,
+            connect(&url, &prefix).await,
+        ];
+        let rounds = 5;
+        let appends = handles.iter().flat_map(|store| {
+            (0..rounds).map(move |round| {
+                let batch = vec![
+                    event(&format!("pg.new{round}"), &["k:a"], "{}".into()),
+                    event("pg.shared", &[], "{}".into()),
+                ];
+                async move { store.append(batch, None).await }
+            })
+        });
+        for result in futures::future::join_all(appends).await {
+            result.expect("every append succeeds");
+        }
+        let client = raw_client(&url).await;
+        let names: Vec<String> = client
+            .query(
+                &format!("SELECT name FROM {prefix}types ORDER BY name"),
+                &[],
+            )
+            .await
+            .expect("types")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut expected: Vec<String> = (0..rounds).map(|r| format!("pg.new{r}")).collect();
+        expected.push("pg.shared".into());
+        assert_eq!(names, expected);
+        for store in &handles {
+            let shared = store
+                .read(&EventQuery::item(QueryItem::types(["pg.shared"])))
+                .await
+                .expect("read by type");
+            assert_eq!(shared.len(), handles.len() * rounds);
+            let tagged = store
+                .read(&EventQuery::item(
+                    QueryItem::types(["pg.new0"]).and_tag(tag("k:a")),
+                ))
+                .await
+                .expect("read by type and tag");
+            assert_eq!(tagged.len(), handles.len());
+        }
+
+        // A failed conditional append names a new type: the name gets no id.
+        let head = handles[0].head().await.expect("head");
+        let failed = handles[0]
+            .append(
+                vec![event("pg.rolled_back", &[], "{}".into())],
+                Some(AppendCondition::none_match_after(
+                    EventQuery::item(QueryItem::types(["pg.shared"])),
+                    head - 1,
+                )),
+            )
+            .await;
+        assert!(
+            matches!(failed, Err(StoreError::Conflict { .. })),
+            "{failed:?}"
+        );
+        let ids: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {prefix}types WHERE name = 'pg.rolled_back'"),
+                &[],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(ids, 0);
+        handles[0]
+            .append(vec![event("pg.rolled_back", &[], "{}".into())], None)
+            .await
+            .expect("append of the type after all");
+        let found = handles[1]
+            .read(&EventQuery::item(QueryItem::types(["pg.rolled_back"])))
+            .await
+            .expect("read by type");
+        assert_eq!(found.len(), 1);
+        drop(handles);
+        drop_tables(&url, &prefix).await;
+    });
+}
+
 /// The first segment of each (tag, type) pair is recorded by whichever handle stores the pair
 /// first, and again harmlessly by a handle that has not seen it; a pair is remembered by a
 /// handle only once its append committed, so a failed append of a new pair does not stop the
