@@ -220,10 +220,17 @@ fn version_4_tables(prefix: &str) -> String {
     )
 }
 
-/// The `INSERT` of rows into `<prefix>events` written the way versions 1 to 3 wrote them:
-/// `(position, type, hex of the stored tag list)`; the k-th row (from 0) gets the id ending
-/// in k + 1, the time `2024-01-01T00:00:0k` and the payload `{}`.
-fn old_events(prefix: &str, rows: &[(i64, &str, &str)]) -> String {
+/// Writes a store as an older version left it: `tables` (its DDL), then `rows` of
+/// `<prefix>events` written the way versions 1 to 4 wrote them, `(position, type, hex of the
+/// stored tag list)`, the k-th (from 0) with the id ending in k + 1, the time
+/// `2024-01-01T00:00:0k` and the payload `{}`; the head at the last row; then `rest`.
+async fn write_old_store(
+    client: &tokio_postgres::Client,
+    prefix: &str,
+    tables: &str,
+    rows: &[(i64, &str, &str)],
+    rest: &str,
+) {
     let values: Vec<String> = rows
         .iter()
         .enumerate()
@@ -235,7 +242,18 @@ fn old_events(prefix: &str, rows: &[(i64, &str, &str)]) -> String {
             )
         })
         .collect();
-    format!("INSERT INTO {prefix}events VALUES {};", values.join(", "))
+    let (head, last) = rows.last().map_or((0, 0), |(p, ..)| (*p, rows.len() - 1));
+    client
+        .batch_execute(&format!(
+            "{tables}
+             INSERT INTO {prefix}head (id, position, recorded_at)
+                 VALUES (true, {head}, '2024-01-01T00:00:{last:02}Z');
+             INSERT INTO {prefix}events VALUES {};
+             {rest}",
+            values.join(", ")
+        ))
+        .await
+        .expect("the tables of an older version");
 }
 
 /// The schema version recorded in `<prefix>meta`.
@@ -664,31 +682,29 @@ fn schema_version_2_is_migrated() {
         // The schema as version 2 created it, with events at positions 1, 2 (segment 0) and
         // 40,000 (segment 1) written the way it wrote them (tags: each one's length, then its
         // text).
-        client
-            .batch_execute(&format!(
+        write_old_store(
+            &client,
+            &prefix,
+            &format!(
                 "{}
                  CREATE TABLE {prefix}event_tags (
                      tag text COLLATE \"C\" NOT NULL, type text COLLATE \"C\" NOT NULL,
-                     position bigint NOT NULL, PRIMARY KEY (tag, type, position));
-                 INSERT INTO {prefix}head (id, position, recorded_at)
-                     VALUES (true, 40000, '2024-01-01T00:00:02Z');
-                 {}
-                 INSERT INTO {prefix}event_tags VALUES
+                     position bigint NOT NULL, PRIMARY KEY (tag, type, position));",
+                old_tables(&prefix)
+            ),
+            &[
+                (1, "pg.a", "000000036b3a61000000036d3a31"),
+                (2, "pg.b", "000000036b3a61"),
+                (40000, "pg.a", "000000036b3a61"),
+            ],
+            &format!(
+                "INSERT INTO {prefix}event_tags VALUES
                      ('k:a', 'pg.a', 1), ('m:1', 'pg.a', 1), ('k:a', 'pg.b', 2),
                      ('k:a', 'pg.a', 40000);
-                 INSERT INTO {prefix}meta VALUES ('schema_version', 2);",
-                old_tables(&prefix),
-                old_events(
-                    &prefix,
-                    &[
-                        (1, "pg.a", "000000036b3a61000000036d3a31"),
-                        (2, "pg.b", "000000036b3a61"),
-                        (40000, "pg.a", "000000036b3a61"),
-                    ]
-                )
-            ))
-            .await
-            .expect("version 2 tables");
+                 INSERT INTO {prefix}meta VALUES ('schema_version', 2);"
+            ),
+        )
+        .await;
         let store = connect(&url, &prefix).await;
         let read = store.read(&EventQuery::match_all()).await.expect("read");
         assert_eq!(positions(&read), [1, 2, 40000]);
@@ -791,32 +807,27 @@ fn schema_version_3_is_migrated() {
         let client = raw_client(&url).await;
         // The schema as version 3 created it. Event 3's tags are stored out of order (`m:2`
         // before `k:b`), which only a hand-written row can be.
-        client
-            .batch_execute(&format!(
-                "{}
-                 INSERT INTO {prefix}head (id, position, recorded_at)
-                     VALUES (true, 40000, '2024-01-01T00:00:03Z');
-                 {}
-                 INSERT INTO {prefix}event_tags VALUES
+        write_old_store(
+            &client,
+            &prefix,
+            &version_3_tables(&prefix),
+            &[
+                (1, "pg.a", "000000036b3a61000000036d3a31"),
+                (2, "pg.b", ""),
+                (3, "pg.a", "000000036d3a32000000036b3a62"),
+                (40000, "pg.a", "000000036b3a61"),
+            ],
+            &format!(
+                "INSERT INTO {prefix}event_tags VALUES
                      ('k:a', 'pg.a', 1, 0), ('m:1', 'pg.a', 1, 0), ('m:2', 'pg.a', 3, 0),
                      ('k:b', 'pg.a', 3, 0), ('k:a', 'pg.a', 40000, 1);
                  INSERT INTO {prefix}tag_starts VALUES
                      ('k:a', 'pg.a', 0), ('m:1', 'pg.a', 0), ('m:2', 'pg.a', 0),
                      ('k:b', 'pg.a', 0);
-                 INSERT INTO {prefix}meta VALUES ('schema_version', 3);",
-                version_3_tables(&prefix),
-                old_events(
-                    &prefix,
-                    &[
-                        (1, "pg.a", "000000036b3a61000000036d3a31"),
-                        (2, "pg.b", ""),
-                        (3, "pg.a", "000000036d3a32000000036b3a62"),
-                        (40000, "pg.a", "000000036b3a61"),
-                    ]
-                )
-            ))
-            .await
-            .expect("version 3 tables");
+                 INSERT INTO {prefix}meta VALUES ('schema_version', 3);"
+            ),
+        )
+        .await;
         let store = connect(&url, &prefix).await;
         let read = store.read(&EventQuery::match_all()).await.expect("read");
         assert_eq!(positions(&read), [1, 2, 3, 40000]);
@@ -901,30 +912,25 @@ fn schema_version_4_is_migrated() {
     with_database(|url| async move {
         let prefix = fresh_prefix();
         let client = raw_client(&url).await;
-        client
-            .batch_execute(&format!(
-                "{}
-                 INSERT INTO {prefix}head (id, position, recorded_at)
-                     VALUES (true, 40000, '2024-01-01T00:00:03Z');
-                 {}
-                 UPDATE {prefix}events SET tag = 'k:a' WHERE position IN (1, 3, 40000);
+        write_old_store(
+            &client,
+            &prefix,
+            &version_4_tables(&prefix),
+            &[
+                (1, "pg.b", "000000036b3a61"),
+                (2, "pg.a", ""),
+                (3, "pg.b", "000000036b3a61000000036d3a31"),
+                (40000, "pg.a", "000000036b3a61"),
+            ],
+            &format!(
+                "UPDATE {prefix}events SET tag = 'k:a' WHERE position IN (1, 3, 40000);
                  INSERT INTO {prefix}extra_tags VALUES ('m:1', 'pg.b', 3, 0);
                  INSERT INTO {prefix}tag_starts VALUES
                      ('k:a', 'pg.b', 0), ('k:a', 'pg.a', 0), ('m:1', 'pg.b', 0);
-                 INSERT INTO {prefix}meta VALUES ('schema_version', 4);",
-                version_4_tables(&prefix),
-                old_events(
-                    &prefix,
-                    &[
-                        (1, "pg.b", "000000036b3a61"),
-                        (2, "pg.a", ""),
-                        (3, "pg.b", "000000036b3a61000000036d3a31"),
-                        (40000, "pg.a", "000000036b3a61"),
-                    ]
-                )
-            ))
-            .await
-            .expect("version 4 tables");
+                 INSERT INTO {prefix}meta VALUES ('schema_version', 4);"
+            ),
+        )
+        .await;
         let store = connect(&url, &prefix).await;
         assert_eq!(schema_version(&client, &prefix).await, 5);
         let ids: Vec<(i32, String)> = client
@@ -1019,28 +1025,23 @@ fn undecodable_tags_stop_the_version_3_migration_and_lose_nothing() {
         let prefix = fresh_prefix();
         let client = raw_client(&url).await;
         // Event 2's only tag is the 2 bytes ff 61: not UTF-8.
-        client
-            .batch_execute(&format!(
-                "{}
-                 INSERT INTO {prefix}head (id, position, recorded_at)
-                     VALUES (true, 3, '2024-01-01T00:00:02Z');
-                 {}
-                 INSERT INTO {prefix}event_tags VALUES
+        write_old_store(
+            &client,
+            &prefix,
+            &version_3_tables(&prefix),
+            &[
+                (1, "pg.a", "000000036b3a61"),
+                (2, "pg.a", "00000002ff61"),
+                (3, "pg.a", "000000036b3a61"),
+            ],
+            &format!(
+                "INSERT INTO {prefix}event_tags VALUES
                      ('k:a', 'pg.a', 1, 0), ('k:a', 'pg.a', 3, 0);
                  INSERT INTO {prefix}tag_starts VALUES ('k:a', 'pg.a', 0);
-                 INSERT INTO {prefix}meta VALUES ('schema_version', 3);",
-                version_3_tables(&prefix),
-                old_events(
-                    &prefix,
-                    &[
-                        (1, "pg.a", "000000036b3a61"),
-                        (2, "pg.a", "00000002ff61"),
-                        (3, "pg.a", "000000036b3a61"),
-                    ]
-                )
-            ))
-            .await
-            .expect("version 3 tables");
+                 INSERT INTO {prefix}meta VALUES ('schema_version', 3);"
+            ),
+        )
+        .await;
         let err =
             PostgresEventStore::connect(&url, PostgresOptions::default().table_prefix(&prefix))
                 .await

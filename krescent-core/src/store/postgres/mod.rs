@@ -746,6 +746,18 @@ struct Compiled {
     per_execution: bool,
 }
 
+/// `sql` prepared on `client` (once per connection) if `needed`.
+async fn prepare_if(
+    client: &deadpool_postgres::ClientWrapper,
+    needed: bool,
+    sql: &str,
+) -> Result<Option<tokio_postgres::Statement>, StoreError> {
+    if !needed {
+        return Ok(None);
+    }
+    client.prepare_cached(sql).await.map(Some).map_err(db)
+}
+
 /// Checks the options and builds the connection pool (connections are opened on demand):
 /// reused most recently returned first, so that a lone reader keeps one warm connection and
 /// server process; returns the pool and its connection settings.
@@ -1045,26 +1057,9 @@ impl EventStore for PostgresEventStore {
             .prepare_cached(&tables.insert_tags)
             .await
             .map_err(db)?;
-        let insert_types = if new_types.is_empty() {
-            None
-        } else {
-            Some(
-                client
-                    .prepare_cached(&tables.insert_types)
-                    .await
-                    .map_err(db)?,
-            )
-        };
-        let insert_starts = if start_chunks.is_empty() {
-            None
-        } else {
-            Some(
-                client
-                    .prepare_cached(&tables.insert_starts)
-                    .await
-                    .map_err(db)?,
-            )
-        };
+        let insert_types = prepare_if(&client, !new_types.is_empty(), &tables.insert_types).await?;
+        let insert_starts =
+            prepare_if(&client, !start_chunks.is_empty(), &tables.insert_starts).await?;
         let notify = client.prepare_cached(&tables.notify).await.map_err(db)?;
         let conflict_stmt = match &conflict_sql {
             Some(c) if !c.per_execution => Some(client.prepare_cached(&c.sql).await.map_err(db)?),
