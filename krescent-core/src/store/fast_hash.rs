@@ -14,7 +14,6 @@ pub(crate) struct FastState(u64);
 
 impl Default for FastState {
     fn default() -> Self {
-        // An odd key, so that the first multiply never sees zero from the key alone.
         FastState(std::collections::hash_map::RandomState::new().hash_one("krescent.fast") | 1)
     }
 }

@@ -19,9 +19,9 @@ pub(super) fn event_column(index: usize) -> &'static str {
 }
 
 /// The schema version this code writes and reads. Versions 1 (tags as a JSON array), 2 (a
-/// tag index keyed by tag first) and 3 (every tag in a table of its own) are migrated on
-/// connect ([`Tables::migrate_from_1`], [`Tables::migrate_from_2`],
-/// [`Tables::migrate_from_3`]).
+/// tag index keyed by tag first), 3 (every tag in a table of its own) and 4 (type names in
+/// the indexes of `events`) are migrated on connect ([`Tables::migrate_from_1`],
+/// [`Tables::migrate_from_2`], [`Tables::migrate_from_3`], [`Tables::migrate_from_4`]).
 pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// The tag index is split into segments of `2^SEGMENT_BITS` positions (`seg = position >>
@@ -114,7 +114,7 @@ impl Tables {
             ),
             // `$1`: the first position of the chunk minus 1, relative to the new head (so the
             // event at ordinality k gets `head + $1 + k`); `$3`: each event's type as its
-            // place (from 1) in `$7`, the chunk's type names, whose ids are looked up once;
+            // place (from 1) in `$7`, the append's type names, whose ids are looked up once;
             // `$6`: each event's first tag (NULL: none). A name without an id leaves
             // `type_id` NULL, which the table refuses.
             insert_events: format!(
@@ -187,7 +187,6 @@ impl Tables {
         let Tables {
             prefix,
             events,
-            types,
             head,
             meta,
             checkpoints,
@@ -198,6 +197,7 @@ impl Tables {
         let create_starts = self.create_starts();
         let create_tags = self.create_tags();
         let create_tag_index = self.create_tag_index();
+        let create_types = self.create_types();
         format!(
             "CREATE TABLE IF NOT EXISTS {events} (
                  position bigint PRIMARY KEY,
@@ -209,10 +209,7 @@ impl Tables {
                  tag text COLLATE \"C\",
                  type_id integer NOT NULL
              );
-             CREATE TABLE IF NOT EXISTS {types} (
-                 id integer PRIMARY KEY,
-                 name text COLLATE \"C\" NOT NULL UNIQUE
-             );
+             {create_types}
              CREATE INDEX IF NOT EXISTS {prefix}events_type_idx ON {events} (type_id, position);
              {create_tag_index}
              {create_tags}
@@ -311,6 +308,23 @@ impl Tables {
             prefix = self.prefix,
             events = self.events
         )
+    }
+
+    /// The statement creating `<prefix>types`: the id of each stored type name.
+    fn create_types(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+                 id integer PRIMARY KEY,
+                 name text COLLATE \"C\" NOT NULL UNIQUE
+             );",
+            self.types
+        )
+    }
+
+    /// The id of the type named by parameter `$param`, looked up in the statement's own
+    /// snapshot (NULL when no event of that name is stored, which matches no row).
+    fn type_id(&self, param: usize) -> String {
+        format!("(SELECT id FROM {} WHERE name = ${param})", self.types)
     }
 
     /// The statement creating `<prefix>tag_starts`: for each (tag, type) pair stored, the
@@ -412,11 +426,9 @@ impl Tables {
             types,
             ..
         } = self;
+        let create_types = self.create_types();
         format!(
-            "CREATE TABLE {types} (
-                 id integer PRIMARY KEY,
-                 name text COLLATE \"C\" NOT NULL UNIQUE
-             );
+            "{create_types}
              INSERT INTO {types} (id, name)
                  SELECT row_number() OVER (ORDER BY type), type
                  FROM (SELECT DISTINCT type FROM {events}) d;
@@ -637,10 +649,9 @@ impl Shape {
 
     /// Whether the best plan depends on the values: a filter on many types alone may select
     /// most events (scan by position, filter by type) or few (the type index). Such
-    /// statements are planned for each execution, with the statistics of the moment (the
-    /// ids are the result of a subquery on the names, which the planner does not see: it
-    /// estimates their share from the number of distinct ids); all others keep one
-    /// prepared, generic plan. Up to
+    /// statements are planned for each execution, with the statistics of the moment; the
+    /// ids are the result of a subquery on the names, whose values the planner does not
+    /// see. All others keep one prepared, generic plan. Up to
     /// [`TYPE_ARMS`] types are read as one ordered, limited index range per type instead,
     /// which is the right plan whatever the values and needs no statistics.
     pub fn is_value_sensitive(&self) -> bool {
@@ -875,7 +886,6 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
 
     let events = &tables.events;
     let type_ids = &tables.types;
-    let type_id = |t: usize| format!("(SELECT id FROM {type_ids} WHERE name = ${t})");
     let untagged = |item: &ItemParams, cols: &str| -> Option<String> {
         let range = |of_type: &str| {
             format!(
@@ -889,11 +899,14 @@ pub(super) fn build(tables: &Tables, shape: &Shape) -> String {
                 "type_id = ANY(ARRAY(SELECT id FROM {type_ids} WHERE name = ANY(${t}))) AND "
             ))),
             ItemParams::TypeArms(types) => match types.as_slice() {
-                [t] => Some(range(&format!("type_id = {} AND ", type_id(*t)))),
+                [t] => Some(range(&format!("type_id = {} AND ", tables.type_id(*t)))),
                 more => Some(format!(
                     "SELECT {cols} FROM ({}) a ORDER BY position {dir} LIMIT $3",
                     more.iter()
-                        .map(|t| format!("({})", range(&format!("type_id = {} AND ", type_id(*t)))))
+                        .map(|t| format!(
+                            "({})",
+                            range(&format!("type_id = {} AND ", tables.type_id(*t)))
+                        ))
                         .collect::<Vec<_>>()
                         .join(" UNION ALL ")
                 )),
@@ -1067,13 +1080,12 @@ fn tagged_branches(
         types.iter().copied().map(Some).collect()
     };
     let mut branches = Vec::with_capacity(2 * types.len());
-    let type_ids = &tables.types;
     for t in types {
         // `events` holds the type's id (looked up in the statement's own snapshot), the
         // tags table its name.
         let (e_type, t_type) = t.map_or_else(Default::default, |t| {
             (
-                format!(" AND e.type_id = (SELECT id FROM {type_ids} WHERE name = ${t})"),
+                format!(" AND e.type_id = {}", tables.type_id(t)),
                 format!(" AND t.type = ${t}"),
             )
         });
