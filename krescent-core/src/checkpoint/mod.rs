@@ -16,7 +16,7 @@ pub mod codec;
 mod error;
 mod map;
 pub mod storage;
-mod stored;
+pub(crate) mod stored;
 pub mod strategy;
 mod support;
 

@@ -297,7 +297,7 @@ impl StoredCheckpoint {
 /// Whether a delta from `base_position` to `position` continues a chain whose latest state is
 /// at `tip`: it builds on `tip` and moves past it. The one rule every storage and the runner
 /// apply.
-pub(crate) fn continues_chain(tip: u64, base_position: u64, position: u64) -> bool {
+pub fn continues_chain(tip: u64, base_position: u64, position: u64) -> bool {
     base_position == tip && position > tip
 }
 

@@ -34,7 +34,7 @@ fn next(state: &Cell<u64>) -> u64 {
 }
 
 /// `n` new UUID v7 ids with the current time.
-pub(crate) fn new_ids(n: usize) -> Vec<Uuid> {
+pub fn new_ids(n: usize) -> Vec<Uuid> {
     let millis = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
     STATE.with(|state| {
         (0..n)

@@ -10,7 +10,7 @@ use std::hash::{BuildHasher, Hasher};
 
 /// Builds a [`FastHasher`] keyed for one table.
 #[derive(Clone)]
-pub(crate) struct FastState(u64);
+pub struct FastState(u64);
 
 impl Default for FastState {
     fn default() -> Self {
@@ -26,7 +26,7 @@ impl BuildHasher for FastState {
 }
 
 /// The hasher built by [`FastState`].
-pub(crate) struct FastHasher(u64);
+pub struct FastHasher(u64);
 
 impl FastHasher {
     /// Mixes one word in: the 128-bit product of the state and the word with an odd constant,

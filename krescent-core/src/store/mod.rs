@@ -1,14 +1,8 @@
 //! Event stores: the [`EventStore`] trait and the [`InMemoryEventStore`].
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod fast_hash;
+pub(crate) mod fast_hash;
 mod memory;
-#[cfg(feature = "postgres")]
-pub mod postgres;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod read_ahead;
-#[cfg(feature = "sqlite")]
-pub mod sqlite;
+pub(crate) mod read_ahead;
 mod subscription;
 
 use std::error::Error as StdError;

@@ -38,7 +38,7 @@ type PageTask = JoinHandle<Result<Vec<RecordedEvent>, StoreError>>;
 
 /// The read-ahead state of one store.
 #[derive(Default)]
-pub(crate) struct ReadAhead {
+pub struct ReadAhead {
     /// Continuations of recent full pages: a read equal to one of them is sequential.
     noted: Vec<EventQuery>,
     /// Pages being read ahead, by the query that will ask for them.
@@ -48,7 +48,7 @@ pub(crate) struct ReadAhead {
 impl ReadAhead {
     /// The page size of `query` if it is a forward read with a limit, the only reads that
     /// are paged.
-    pub(crate) fn page_size(query: &EventQuery) -> Option<usize> {
+    pub fn page_size(query: &EventQuery) -> Option<usize> {
         match (query.direction_value(), query.limit_value()) {
             (Direction::Forward, Some(limit)) => usize::try_from(limit.get()).ok(),
             _ => None,
@@ -61,8 +61,7 @@ impl ReadAhead {
 /// is sequential and this page is full; also the page after it when `consecutive` says the
 /// next one (the continuation of this page) is consecutive (see the
 /// [module documentation](self)).
-#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-pub(crate) async fn read_pages_ahead<F, Fut, C>(
+pub async fn read_pages_ahead<F, Fut, C>(
     ahead: &Mutex<ReadAhead>,
     query: &EventQuery,
     page_size: usize,
@@ -81,7 +80,7 @@ where
 /// [`read_pages_ahead`], with `start` starting the read of a page ahead: for a store whose
 /// reads block a thread, a task on the blocking pool directly, rather than an async task that
 /// waits for one (one wake-up less per page).
-pub(crate) async fn read_pages_with<F, Fut, S, C>(
+pub async fn read_pages_with<F, Fut, S, C>(
     ahead: &Mutex<ReadAhead>,
     query: &EventQuery,
     page_size: usize,

@@ -211,7 +211,7 @@ impl CheckpointStorage for FileCheckpointStorage {
     }
 
     async fn store_delta(&self, delta: &CheckpointDelta) -> Result<(), CheckpointStorageError> {
-        let bytes = super::encode_delta(delta)?;
+        let bytes = crate::__backend::encode_delta(delta)?;
         let (model, base, position) = (delta.model.clone(), delta.base_position, delta.position);
         self.blocking(Some(&delta.model), move |dir| {
             store_delta_blocking(dir, &model, base, position, &bytes)

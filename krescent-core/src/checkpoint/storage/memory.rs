@@ -164,7 +164,7 @@ impl CheckpointStorage for InMemoryCheckpointStorage {
     }
 
     async fn store_delta(&self, delta: &CheckpointDelta) -> Result<(), CheckpointStorageError> {
-        let bytes = super::encode_delta(delta)?;
+        let bytes = crate::__backend::encode_delta(delta)?;
         let mut checkpoints = self.checkpoints.write();
         let chain = checkpoints.get_mut(&delta.model);
         match chain {

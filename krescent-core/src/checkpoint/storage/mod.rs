@@ -151,15 +151,6 @@ impl<S: CheckpointStorage + ?Sized> CheckpointStorage for Arc<S> {
     }
 }
 
-/// Checks the model name of `delta` and encodes it: the first step of every
-/// [`CheckpointStorage::store_delta`] here.
-pub(crate) fn encode_delta(delta: &CheckpointDelta) -> Result<Vec<u8>, CheckpointStorageError> {
-    validate_model_name(&delta.model)?;
-    delta
-        .encode()
-        .map_err(|source| CheckpointStorageError::encode(&delta.model, source))
-}
-
 /// What [`CheckpointStorage::list`] tells about one stored checkpoint: everything but the
 /// state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -15,12 +15,12 @@ use tokio::sync::oneshot;
 use super::conn::Conn;
 use super::writer::Job;
 use super::{SqliteEventStore, SqliteStoreError};
-use crate::checkpoint::continues_chain;
-use crate::checkpoint::{
+use krescent_core::__backend::continues_chain;
+use krescent_core::checkpoint::{
     CheckpointDelta, CheckpointInfo, CheckpointStorage, CheckpointStorageError, PendingWrites,
     StoredCheckpoint, validate_model_name,
 };
-use crate::store::StoreError;
+use krescent_core::store::StoreError;
 
 /// The `backend` of the errors of the SQLite storages.
 pub(super) const BACKEND: &str = "sqlite";
@@ -43,7 +43,7 @@ const UPSERT: &str = "INSERT INTO krescent_checkpoints (model, position, bytes) 
      ON CONFLICT (model) DO UPDATE SET position = excluded.position, bytes = excluded.bytes";
 
 /// Why a SQLite checkpoint or bookmark storage failed: the `source` of
-/// [`CheckpointStorageError::Backend`] and [`BookmarkError::Backend`](crate::BookmarkError)
+/// [`CheckpointStorageError::Backend`] and [`BookmarkError::Backend`](krescent_core::BookmarkError)
 /// with backend `"sqlite"`. Find it with `error.source()` and
 /// `downcast_ref::<SqliteStorageError>()`.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +172,7 @@ fn describe_closure(at: &Location<'_>) -> String {
 /// [`SqliteCheckpointStorage`]'s [`store_with_writes`](CheckpointStorage::store_with_writes).
 ///
 /// A model keeps a `SqliteWrites` as a field, pushes its writes from its handlers, and
-/// returns it from [`ReadModel::pending_writes`](crate::model::ReadModel::pending_writes).
+/// returns it from [`ReadModel::pending_writes`](krescent_core::model::ReadModel::pending_writes).
 /// The runner hands it to the storage at every checkpoint: the writes run in the order they
 /// were added, then the checkpoint is upserted, then the transaction commits and the buffer
 /// is emptied. After a crash the tables therefore always agree with the checkpoint: a
@@ -180,7 +180,7 @@ fn describe_closure(at: &Location<'_>) -> String {
 /// events after it again, exactly once.
 ///
 /// Write SQL with parameters (`?1`, `?2`, …) for every value; the parameters are owned
-/// [`Value`]s (`rusqlite` is re-exported as [`krescent_core::store::sqlite::rusqlite`](super::rusqlite),
+/// [`Value`]s (`rusqlite` is re-exported as [`krescent_sqlite::rusqlite`](super::rusqlite),
 /// so a model needs no `rusqlite` dependency of its own, and never one of another version).
 /// Each statement is prepared once per connection and cached.
 ///
@@ -205,8 +205,8 @@ fn describe_closure(at: &Location<'_>) -> String {
 /// use krescent_core::checkpoint::{
 ///     CheckpointBucket, CheckpointStorage, CheckpointVersion, StoredCheckpoint,
 /// };
-/// use krescent_core::store::sqlite::rusqlite::types::Value;
-/// use krescent_core::store::sqlite::{SqliteEventStore, SqliteWrites};
+/// use krescent_sqlite::rusqlite::types::Value;
+/// use krescent_sqlite::{SqliteEventStore, SqliteWrites};
 ///
 /// let store = SqliteEventStore::open_in_memory()?;
 /// let storage = store.checkpoint_storage();
@@ -241,8 +241,8 @@ impl SqliteWrites {
     /// parameter values. The statement must not return rows.
     ///
     /// ```
-    /// use krescent_core::store::sqlite::SqliteWrites;
-    /// use krescent_core::store::sqlite::rusqlite::types::Value;
+    /// use krescent_sqlite::SqliteWrites;
+    /// use krescent_sqlite::rusqlite::types::Value;
     ///
     /// let mut writes = SqliteWrites::new();
     /// writes
@@ -364,7 +364,7 @@ impl PendingWrites for SqliteWrites {
 /// use krescent_core::checkpoint::{
 ///     CheckpointBucket, CheckpointStorage, CheckpointVersion, StoredCheckpoint,
 /// };
-/// use krescent_core::store::sqlite::SqliteEventStore;
+/// use krescent_sqlite::SqliteEventStore;
 ///
 /// let store = SqliteEventStore::open(dir.join("books.db")).await?;
 /// let storage = store.checkpoint_storage();
@@ -638,7 +638,7 @@ impl SqliteCheckpointStorage {
     /// `supports_deltas` and `store_delta` of [`CheckpointStorage`], kept apart from the
     /// trait's block for reading.
     async fn append_delta(&self, delta: &CheckpointDelta) -> Result<(), CheckpointStorageError> {
-        let bytes = crate::checkpoint::storage::encode_delta(delta)?;
+        let bytes = krescent_core::__backend::encode_delta(delta)?;
         let model = delta.model.clone();
         let (base_position, position) = (delta.base_position, delta.position);
         let outcome = on_writer(&self.store, move |conn| {

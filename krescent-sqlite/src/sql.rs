@@ -11,8 +11,8 @@ use rusqlite::Statement;
 
 use super::SEGMENT_BITS;
 use super::conn::TypeIds;
-use crate::event::Tag;
-use crate::query::{Direction, EventQuery};
+use krescent_core::event::Tag;
+use krescent_core::query::{Direction, EventQuery};
 
 /// Beyond this many arms a query is read as a filtered scan of its position range.
 const MAX_ARMS: usize = 64;

@@ -5,11 +5,11 @@
 use std::error::Error as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use krescent_core::store::sqlite::{SqliteEventStore, SqliteStoreError};
 use krescent_core::testing::EventStoreFactory;
 use krescent_core::{
     AppendCondition, EventQuery, EventStore, NewEvent, QueryItem, StoreError, Tag, Tags,
 };
+use krescent_sqlite::{SqliteEventStore, SqliteStoreError};
 use tempfile::TempDir;
 
 /// Makes each store in a new file of one temporary directory, which the factory owns and
@@ -47,7 +47,7 @@ mod file {
 
 /// One test per contract case, in memory.
 mod in_memory {
-    use krescent_core::store::sqlite::SqliteEventStore;
+    use krescent_sqlite::SqliteEventStore;
 
     krescent_core::event_store_contract_tests!(|| async {
         SqliteEventStore::open_in_memory().expect("cannot open an in-memory SQLite store")

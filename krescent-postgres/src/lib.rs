@@ -1,4 +1,4 @@
-//! The PostgreSQL backend (feature `postgres`): the event store ([`PostgresEventStore`]),
+//! The PostgreSQL backend (the facade's feature `postgres`): the event store ([`PostgresEventStore`]),
 //! checkpoint storage ([`PostgresCheckpointStorage`], with [`PostgresWrites`] for projection
 //! writes committed in the same transaction as a checkpoint) and bookmark storage
 //! ([`PostgresBookmarkStorage`]).
@@ -25,7 +25,7 @@
 //! | `<prefix>checkpoint_deltas` | checkpoint deltas: primary key `(model, position)`, `base_position`, `taken_at`, `delta bytea` |
 //! | `<prefix>bookmarks` | one row per projector: `reader` (primary key), `position` |
 //!
-//! An event's smallest tag (in byte order, the order of [`Tags`](crate::Tags)) is a column
+//! An event's smallest tag (in byte order, the order of [`Tags`](krescent_core::Tags)) is a column
 //! of its row, and only its further tags are rows of `extra_tags`: with one tag per event,
 //! the most common case, an append writes no tag row at all, only the entry of the tag index
 //! on `events` (at 1M events, about 20% less server CPU per batch of 1,000 than one row per
@@ -119,6 +119,8 @@
 //! [`PostgresOptions::poll_interval`]) and reconnection with backoff when the connection is
 //! lost; subscriptions read in batches whenever the head moves. The task ends when the last
 //! handle of the store (and the last subscription, which holds one) is dropped.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod bookmark;
 mod checkpoint;
@@ -148,19 +150,19 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod
 use futures::FutureExt as _;
 use parking_lot::{Mutex, RwLock};
 
-use super::fast_hash::FastState;
-use super::read_ahead::{ReadAhead, read_pages_ahead};
+use krescent_core::__backend::FastState;
+use krescent_core::__backend::{ReadAhead, read_pages_ahead};
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
-use super::{EventStore, StoreError, Subscription};
-use crate::event::{NewEvent, RecordedEvent, Tag, validate_type_name};
-use crate::query::{AppendCondition, EventQuery};
 use coverage::{Coverage, StoredTypes};
 use decode::{Decoding, Page};
+use krescent_core::event::{NewEvent, RecordedEvent, Tag, validate_type_name};
+use krescent_core::query::{AppendCondition, EventQuery};
+use krescent_core::store::{EventStore, StoreError, Subscription};
 use sql::{Output, Params, Shape, Tables};
 
 /// The backend name in [`StoreError::Backend`].
@@ -176,7 +178,7 @@ const INSERT_CHUNK: usize = 1000;
 ///
 /// ```no_run
 /// # async fn f() {
-/// use krescent_core::{PostgresError, PostgresEventStore, PostgresOptions};
+/// use krescent_postgres::{PostgresError, PostgresEventStore, PostgresOptions};
 ///
 /// let options = PostgresOptions::default().table_prefix("Not-Valid");
 /// let error = PostgresEventStore::connect("postgres://localhost/app", options)
@@ -277,7 +279,7 @@ fn pool(e: deadpool_postgres::PoolError) -> StoreError {
 ///
 /// ```
 /// use std::time::Duration;
-/// use krescent_core::PostgresOptions;
+/// use krescent_postgres::PostgresOptions;
 ///
 /// let options = PostgresOptions::default()
 ///     .table_prefix("warehouse_")
@@ -356,7 +358,7 @@ impl PostgresOptions {
 /// ```no_run
 /// # async fn f() -> Result<(), krescent_core::StoreError> {
 /// use krescent_core::EventStore;
-/// use krescent_core::{PostgresEventStore, PostgresOptions};
+/// use krescent_postgres::{PostgresEventStore, PostgresOptions};
 ///
 /// let store = PostgresEventStore::connect(
 ///     "postgres://app@localhost/app",
@@ -957,7 +959,7 @@ impl EventStore for PostgresEventStore {
         // transaction, relative to the new head.
         let n = events.len();
         let n_i64 = i64::try_from(n).unwrap_or(i64::MAX);
-        let ids: Vec<Uuid> = crate::event::ids::new_ids(n);
+        let ids: Vec<Uuid> = krescent_core::__backend::new_ids(n);
         let mut encoded_tags: Vec<Vec<u8>> = Vec::with_capacity(n);
         // Each event's first (smallest) tag goes to `events.tag`, the others to `extra_tags`.
         let mut first_tags: Vec<Option<&str>> = Vec::with_capacity(n);
@@ -1361,7 +1363,7 @@ impl PostgresEventStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Tags;
+    use krescent_core::event::Tags;
 
     #[test]
     fn array_literals_escape_quotes_and_backslashes() {

@@ -17,15 +17,15 @@ use krescent_core::checkpoint::{
     CheckpointSupport, CheckpointVersion, FixedEventRate, PendingWrites, StoredCheckpoint,
 };
 use krescent_core::model::{EventOutcome, ReadModel, ReadModelExt};
-use krescent_core::store::sqlite::rusqlite::types::Value;
-use krescent_core::store::sqlite::{
-    SqliteBookmarkStorage, SqliteCheckpointStorage, SqliteEventStore, SqliteStorageError,
-    SqliteStoreError, SqliteWrites, rusqlite,
-};
 use krescent_core::testing::{BookmarkStorageFactory, CheckpointStorageFactory};
 use krescent_core::{
     BookmarkError, BookmarkStorage, DecodeError, EncodeError, Event, EventQuery, EventStoreExt,
     EventType, HandlerError, Payload, Recorded, Tags,
+};
+use krescent_sqlite::rusqlite::types::Value;
+use krescent_sqlite::{
+    SqliteBookmarkStorage, SqliteCheckpointStorage, SqliteEventStore, SqliteStorageError,
+    SqliteStoreError, SqliteWrites, rusqlite,
 };
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
@@ -84,7 +84,7 @@ mod checkpoint_contract_file {
 /// The checkpoint contract, in memory (reads go through the writer thread).
 mod checkpoint_contract_in_memory {
     krescent_core::checkpoint_storage_contract_tests!(|| async {
-        krescent_core::store::sqlite::SqliteCheckpointStorage::open_in_memory()
+        krescent_sqlite::SqliteCheckpointStorage::open_in_memory()
             .expect("cannot open an in-memory SQLite checkpoint storage")
     });
 }
@@ -97,7 +97,7 @@ mod bookmark_contract_file {
 /// The bookmark contract, in memory.
 mod bookmark_contract_in_memory {
     krescent_core::bookmark_storage_contract_tests!(|| async {
-        krescent_core::store::sqlite::SqliteBookmarkStorage::open_in_memory()
+        krescent_sqlite::SqliteBookmarkStorage::open_in_memory()
             .expect("cannot open an in-memory SQLite bookmark storage")
     });
 }

@@ -52,15 +52,15 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "../../krescent-core/benches/common/mod.rs"]
 mod common;
 
 use common::{
     EVENTS, PAGE, PRODUCTS, TYPES, condition_for, counted_product, event, fold, init_query, median,
 };
 use criterion::{Criterion, Throughput};
-use krescent_core::{
-    EventQuery, EventStore, NewEvent, PostgresEventStore, PostgresOptions, QueryItem,
-};
+use krescent_core::{EventQuery, EventStore, NewEvent, QueryItem};
+use krescent_postgres::{PostgresEventStore, PostgresOptions};
 use parking_lot::Mutex;
 use tokio::runtime::Runtime;
 

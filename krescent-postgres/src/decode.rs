@@ -23,9 +23,9 @@ use tokio_postgres::types::{FromSql, Type};
 use uuid::Uuid;
 
 use super::{PostgresError, db, sql};
-use crate::event::{RecordedEvent, Tags};
-use crate::store::StoreError;
-use crate::store::fast_hash::FastState;
+use krescent_core::__backend::FastState;
+use krescent_core::event::{RecordedEvent, Tags};
+use krescent_core::store::StoreError;
 
 /// The most tag lists the decoding cache holds; it starts over when full.
 const TAG_CACHE: usize = 65_536;
@@ -248,7 +248,7 @@ impl Page {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Tag;
+    use krescent_core::event::Tag;
 
     fn encode(texts: &[&str]) -> Vec<u8> {
         let mut buf = Vec::new();

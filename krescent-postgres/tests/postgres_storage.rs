@@ -17,18 +17,19 @@ use krescent_core::checkpoint::{
 };
 use krescent_core::model::ReadModelExt;
 use krescent_core::projection::{BookmarkError, BookmarkStorage};
-use krescent_core::store::postgres::tokio_postgres;
-use krescent_core::store::postgres::tokio_postgres::error::SqlState;
-use krescent_core::store::postgres::{
+use krescent_core::testing::{BookmarkStorageFactory, CheckpointStorageFactory};
+use krescent_core::{EventStore, EventStoreExt, Recorded};
+use krescent_postgres::tokio_postgres;
+use krescent_postgres::tokio_postgres::error::SqlState;
+use krescent_postgres::{
     PostgresBookmarkStorage, PostgresCheckpointStorage, PostgresParam, PostgresWriteError,
     PostgresWrites,
 };
-use krescent_core::testing::{BookmarkStorageFactory, CheckpointStorageFactory};
-use krescent_core::{EventStore, EventStoreExt, PostgresError, PostgresOptions, Recorded};
+use krescent_postgres::{PostgresError, PostgresOptions};
 use parking_lot::Mutex;
 
 mod common;
-use common::pg::{
+use common::{
     URL_VAR, connect_with, drop_tables, fresh_prefix, raw_client, runtime, with_database,
 };
 

@@ -37,14 +37,15 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+#[path = "../../krescent-core/benches/common/mod.rs"]
 mod common;
 
 use common::{
     EVENTS, PAGE, PRODUCTS, TYPES, condition_for, counted_product, event, fold, init_query, median,
 };
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use krescent_core::store::sqlite::SqliteEventStore;
 use krescent_core::{EventQuery, EventStore, NewEvent, QueryItem, Tag};
+use krescent_sqlite::SqliteEventStore;
 use tokio::runtime::Runtime;
 
 const BUILD_BATCH: u64 = 10_000;

@@ -1,4 +1,4 @@
-//! The SQLite backend: the embedded default, one file in WAL mode (feature `sqlite`). The
+//! The SQLite backend: the embedded default, one file in WAL mode (the facade's feature `sqlite`). The
 //! event store [`SqliteEventStore`], and in the same file the checkpoints of read models
 //! ([`SqliteCheckpointStorage`], with [`SqliteWrites`] for projection tables committed in the
 //! checkpoint's transaction) and the bookmarks of projectors ([`SqliteBookmarkStorage`]).
@@ -126,6 +126,8 @@
 //! Several processes may open the same file: appends are serialised by SQLite and positions
 //! stay dense. A subscription wakes up for appends made through its own store, though; events
 //! appended by another process reach it with the next local append.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod bookmark;
 mod checkpoint;
@@ -146,14 +148,14 @@ use std::sync::{Arc, mpsc};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::read_ahead::{ReadAhead, read_pages_with};
+use krescent_core::__backend::{ReadAhead, read_pages_with};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{EventStore, StoreError, Subscription};
-use crate::event::{NewEvent, RecordedEvent, validate_type_name};
-use crate::query::{AppendCondition, EventQuery};
 use conn::Conn;
+use krescent_core::event::{NewEvent, RecordedEvent, validate_type_name};
+use krescent_core::query::{AppendCondition, EventQuery};
+use krescent_core::store::{EventStore, StoreError, Subscription};
 use writer::Job;
 
 /// The schema version this crate writes and reads.
@@ -248,7 +250,7 @@ impl From<SqliteStoreError> for StoreError {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), krescent_core::StoreError> {
-/// use krescent_core::store::sqlite::SqliteEventStore;
+/// use krescent_sqlite::SqliteEventStore;
 /// use krescent_core::{EventQuery, EventStore};
 ///
 /// let store = SqliteEventStore::open("warehouse.db").await?;

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use krescent_core::{PostgresEventStore, PostgresOptions};
+use krescent_postgres::{PostgresEventStore, PostgresOptions};
 
 /// The variable naming the test database.
 pub const URL_VAR: &str = "KRESCENT_POSTGRES_URL";

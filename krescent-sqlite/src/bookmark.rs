@@ -8,7 +8,7 @@ use rusqlite::types::ValueRef;
 
 use super::SqliteEventStore;
 use super::checkpoint::{BACKEND, SqliteStorageError, from_db, on_writer, to_db};
-use crate::projection::{BookmarkError, BookmarkStorage, validate_reader_name};
+use krescent_core::projection::{BookmarkError, BookmarkStorage, validate_reader_name};
 
 const LOAD: &str = "SELECT position FROM krescent_bookmarks WHERE reader = ?1";
 const PLACE: &str = "INSERT INTO krescent_bookmarks (reader, position) VALUES (?1, ?2) \
@@ -42,7 +42,7 @@ impl From<SqliteStorageError> for BookmarkError {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use krescent_core::BookmarkStorage;
-/// use krescent_core::store::sqlite::SqliteEventStore;
+/// use krescent_sqlite::SqliteEventStore;
 ///
 /// let store = SqliteEventStore::open_in_memory()?;
 /// let bookmarks = store.bookmark_storage();

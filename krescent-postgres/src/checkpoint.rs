@@ -17,12 +17,12 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 
 use super::sql::{self, CheckpointSql, Tables};
 use super::{BACKEND, PostgresError, PostgresEventStore, PostgresOptions};
-use crate::checkpoint::continues_chain;
-use crate::checkpoint::{
+use krescent_core::__backend::continues_chain;
+use krescent_core::checkpoint::{
     BucketError, CheckpointDelta, CheckpointInfo, CheckpointStorage, CheckpointStorageError,
     CheckpointVersion, PendingWrites, StoredCheckpoint, validate_model_name,
 };
-use crate::store::StoreError;
+use krescent_core::store::StoreError;
 
 /// One parameter of a statement in [`PostgresWrites`]: any owned value `tokio_postgres` can
 /// bind (`i64`, `String`, `Vec<u8>`, `bool`, `f64`, `Option<T>` for `NULL`, `uuid::Uuid`,
@@ -46,7 +46,7 @@ pub type PostgresParam = Box<dyn ToSql + Send + Sync>;
 /// text with different parameters rather than texts that differ per event.
 ///
 /// ```
-/// use krescent_core::store::postgres::{PostgresParam, PostgresWrites};
+/// use krescent_postgres::{PostgresParam, PostgresWrites};
 ///
 /// let mut writes = PostgresWrites::new();
 /// let params: Vec<PostgresParam> = vec![Box::new(42_i64), Box::new("W-1".to_owned())];
@@ -247,7 +247,7 @@ pub(super) fn describe(error: &tokio_postgres::Error) -> String {
 /// use krescent_core::checkpoint::{
 ///     CheckpointBucket, CheckpointStorage, CheckpointVersion, StoredCheckpoint,
 /// };
-/// use krescent_core::store::postgres::{PostgresCheckpointStorage, PostgresOptions};
+/// use krescent_postgres::{PostgresCheckpointStorage, PostgresOptions};
 ///
 /// let storage = PostgresCheckpointStorage::connect(
 ///     "postgres://app@localhost/app",
@@ -601,7 +601,7 @@ impl CheckpointStorage for PostgresCheckpointStorage {
     }
 
     async fn store_delta(&self, delta: &CheckpointDelta) -> Result<(), CheckpointStorageError> {
-        let bytes = crate::checkpoint::storage::encode_delta(delta)?;
+        let bytes = krescent_core::__backend::encode_delta(delta)?;
         match self.append_delta(delta, &bytes).await? {
             None => Ok(()),
             Some(latest) => Err(CheckpointStorageError::DeltaBaseMismatch {
@@ -747,19 +747,18 @@ fn connection_lost(error: &tokio_postgres::Error, client: &Object) -> bool {
 macro_rules! with_retry {
     ($pool:expr, $backend:expr, |$client:ident| $body:expr) => {{
         let pool: &::deadpool_postgres::Pool = $pool;
-        let mut retry = $crate::store::postgres::checkpoint::Retry::new(pool);
+        let mut retry = $crate::checkpoint::Retry::new(pool);
         loop {
             #[allow(unused_mut)]
             let mut $client = match pool.get().await {
                 Ok(client) => client,
                 Err(e) => break Err(($backend)(retry.pool_error(e))),
             };
-            let outcome: Result<_, $crate::store::postgres::checkpoint::Attempt> =
-                async { $body }.await;
+            let outcome: Result<_, $crate::checkpoint::Attempt> = async { $body }.await;
             match retry.next(outcome, $client) {
-                $crate::store::postgres::checkpoint::Next::Done(value) => break Ok(value),
-                $crate::store::postgres::checkpoint::Next::Again => {}
-                $crate::store::postgres::checkpoint::Next::Fail(source) => {
+                $crate::checkpoint::Next::Done(value) => break Ok(value),
+                $crate::checkpoint::Next::Again => {}
+                $crate::checkpoint::Next::Fail(source) => {
                     break Err(($backend)(source));
                 }
             }

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::query::{Direction, EventQuery};
+use krescent_core::query::{Direction, EventQuery};
 
 /// The columns every event read returns, in this order.
 pub(super) const EVENT_COLUMNS: &str = "position, id, type, tags, recorded_at, payload";
@@ -378,7 +378,7 @@ impl Tables {
     /// creates the index of `events.tag`):
     ///
     /// - `events` gets the column `tag`, each event's smallest tag (in byte order, the order
-    ///   of [`Tags`](crate::Tags)): filled from the first tag of `events.tags` as a generated
+    ///   of [`Tags`](krescent_core::Tags)): filled from the first tag of `events.tags` as a generated
     ///   column, so that the table is rewritten once, then kept as a plain column; rows whose
     ///   smallest tag in `event_tags` is not their first one (only rows written by hand can
     ///   be) are corrected from there.
@@ -1106,8 +1106,8 @@ fn tagged_branches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Tag;
-    use crate::query::QueryItem;
+    use krescent_core::event::Tag;
+    use krescent_core::query::QueryItem;
 
     #[test]
     fn storage_tables_belong_to_the_schema() {

@@ -9,7 +9,7 @@ use deadpool_postgres::Pool;
 use super::checkpoint::{failed, lost, open_pool, with_retry};
 use super::sql::{self, BookmarkSql};
 use super::{BACKEND, PostgresError, PostgresEventStore, PostgresOptions};
-use crate::projection::{BookmarkError, BookmarkStorage, validate_reader_name};
+use krescent_core::projection::{BookmarkError, BookmarkStorage, validate_reader_name};
 
 /// Bookmarks in PostgreSQL, in the table `<prefix>bookmarks` next to the event store's
 /// tables: one row `(reader text, position bigint)` per reader name. Cloning gives another
@@ -31,7 +31,7 @@ use crate::projection::{BookmarkError, BookmarkStorage, validate_reader_name};
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 /// use krescent_core::projection::BookmarkStorage;
-/// use krescent_core::store::postgres::{PostgresBookmarkStorage, PostgresOptions};
+/// use krescent_postgres::{PostgresBookmarkStorage, PostgresOptions};
 ///
 /// let bookmarks =
 ///     PostgresBookmarkStorage::connect("postgres://app@localhost/app", PostgresOptions::default())

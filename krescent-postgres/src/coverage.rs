@@ -15,7 +15,7 @@
 //! again only when a covered query reads beyond it and at least [`REFRESH_AFTER`] events have
 //! been appended since.
 
-use crate::query::{Direction, EventQuery, Limit};
+use krescent_core::query::{Direction, EventQuery, Limit};
 
 /// The most distinct types looked up. A store with more never has its type-only reads turned
 /// into ranges.
@@ -125,8 +125,8 @@ pub(super) fn rest(query: &EventQuery, through: u64, got: usize) -> Option<Event
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Tag;
-    use crate::query::QueryItem;
+    use krescent_core::event::Tag;
+    use krescent_core::query::QueryItem;
 
     fn known(through: u64, types: &[&str], complete: bool) -> StoredTypes {
         StoredTypes {

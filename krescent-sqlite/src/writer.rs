@@ -8,10 +8,10 @@ use tokio::sync::{oneshot, watch};
 
 use super::conn::{Conn, encode_record, encode_tags};
 use super::{SEGMENT_BITS, SqliteStoreError};
-use crate::event::ids::new_ids;
-use crate::event::{NewEvent, RecordedEvent};
-use crate::query::AppendCondition;
-use crate::store::StoreError;
+use krescent_core::__backend::new_ids;
+use krescent_core::event::{NewEvent, RecordedEvent};
+use krescent_core::query::AppendCondition;
+use krescent_core::store::StoreError;
 
 /// At most this many appends share one transaction.
 const MAX_GROUP: usize = 256;

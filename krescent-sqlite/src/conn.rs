@@ -14,9 +14,9 @@ use uuid::Uuid;
 
 use super::sql::{self, Kind};
 use super::{SCHEMA_VERSION, SEGMENT_BITS, SqliteStoreError};
-use crate::event::{Payload, RecordedEvent, Tag, Tags};
-use crate::query::{Direction, EventQuery};
-use crate::store::fast_hash::FastState;
+use krescent_core::__backend::FastState;
+use krescent_core::event::{Payload, RecordedEvent, Tag, Tags};
+use krescent_core::query::{Direction, EventQuery};
 
 /// How long a connection waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

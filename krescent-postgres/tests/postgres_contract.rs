@@ -10,15 +10,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use krescent_core::testing::EventStoreFactory;
 use krescent_core::{
-    AppendCondition, EventQuery, EventStore, NewEvent, PostgresError, PostgresEventStore,
-    PostgresOptions, QueryItem, RecordedEvent, StoreError, Subscription, Tag, Tags,
+    AppendCondition, EventQuery, EventStore, NewEvent, QueryItem, RecordedEvent, StoreError,
+    Subscription, Tag, Tags,
 };
+use krescent_postgres::{PostgresError, PostgresEventStore, PostgresOptions};
 use parking_lot::Mutex;
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::pg::{connect_with, drop_tables, fresh_prefix, raw_client, with_database};
+use common::{connect_with, drop_tables, fresh_prefix, raw_client, with_database};
 
 /// How long a test waits for something that should happen (a failure guard, not a timing).
 const WAIT: Duration = Duration::from_secs(30);
