@@ -17,7 +17,7 @@ pub mod testing;
 
 pub use event::{
     DecodeError, EncodeError, Event, EventRegistration, EventRegistry, EventType, NewEvent,
-    Payload, Recorded, RecordedEvent, RegistryError, Tag, TagError, Tags,
+    Payload, Recorded, RecordedEvent, RegistryError, Tag, TagError, Tags, TypeName, TypeNameError,
 };
 pub use projection::{
     BookmarkError, BookmarkReader, BookmarkStorage, InMemoryBookmarkStorage, Projector,

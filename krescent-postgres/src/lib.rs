@@ -160,7 +160,7 @@ use uuid::Uuid;
 
 use coverage::{Coverage, StoredTypes};
 use decode::{Decoding, Page};
-use krescent_core::event::{NewEvent, RecordedEvent, Tag, validate_type_name};
+use krescent_core::event::{NewEvent, RecordedEvent, Tag};
 use krescent_core::query::{AppendCondition, EventQuery};
 use krescent_core::store::{EventStore, StoreError, Subscription};
 use sql::{Output, Params, Shape, Tables};
@@ -939,10 +939,6 @@ impl EventStore for PostgresEventStore {
         events: Vec<NewEvent>,
         condition: Option<AppendCondition>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        for (index, e) in events.iter().enumerate() {
-            validate_type_name(&e.event_type)
-                .map_err(|source| StoreError::InvalidEvent { index, source })?;
-        }
         let conflict_query = condition.as_ref().map(AppendCondition::conflict_query);
         if events.is_empty() {
             // Nothing to write: only report a failing condition.
@@ -1179,7 +1175,7 @@ impl EventStore for PostgresEventStore {
             .map(|(k, (e, id))| RecordedEvent {
                 position: first + k as u64,
                 id,
-                event_type: e.event_type,
+                event_type: e.event_type.into_arc(),
                 tags: e.tags,
                 timestamp,
                 data: e.payload,

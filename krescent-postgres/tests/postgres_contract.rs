@@ -84,7 +84,6 @@ contract_cases!(
     subscription_sees_burst_of_appends,
     concurrent_appenders_with_live_subscribers,
     subscription_filter_delivers_only_matches,
-    invalid_event_is_rejected,
     read_pages_yields_every_event_once,
 );
 

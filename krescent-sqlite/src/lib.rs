@@ -153,7 +153,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use conn::Conn;
-use krescent_core::event::{NewEvent, RecordedEvent, validate_type_name};
+use krescent_core::event::{NewEvent, RecordedEvent};
 use krescent_core::query::{AppendCondition, EventQuery};
 use krescent_core::store::{EventStore, StoreError, Subscription};
 use writer::Job;
@@ -429,10 +429,6 @@ impl EventStore for SqliteEventStore {
         events: Vec<NewEvent>,
         condition: Option<AppendCondition>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        for (index, e) in events.iter().enumerate() {
-            validate_type_name(&e.event_type)
-                .map_err(|source| StoreError::InvalidEvent { index, source })?;
-        }
         let (reply, rx) = oneshot::channel();
         self.inner
             .writer

@@ -230,7 +230,7 @@ fn insert(
     let mut last_type: Option<(&Arc<str>, i64)> = None;
     for e in &events {
         let id = match last_type {
-            Some((name, id)) if Arc::ptr_eq(name, &e.event_type) || **name == *e.event_type => id,
+            Some((name, id)) if Arc::ptr_eq(name, e.event_type.as_arc()) || **name == *e.event_type => id,
             _ => {
                 let id = conn.cache.ids.get(&*e.event_type).copied().ok_or_else(|| {
                     SqliteStoreError::CorruptRow {
@@ -238,7 +238,7 @@ fn insert(
                         what: format!("event type `{}` is missing from event_types", e.event_type),
                     }
                 })?;
-                last_type = Some((&e.event_type, id));
+                last_type = Some((e.event_type.as_arc(), id));
                 id
             }
         };
@@ -327,7 +327,7 @@ fn insert(
         .map(|(k, (e, id))| RecordedEvent {
             position: head + 1 + k as u64,
             id,
-            event_type: e.event_type,
+            event_type: e.event_type.into_arc(),
             tags: e.tags,
             timestamp,
             data: e.payload,

@@ -6,6 +6,7 @@ pub(crate) mod codec;
 pub(crate) mod ids;
 mod registry;
 pub(crate) mod tags;
+mod type_name;
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 pub use registry::{EventRegistration, EventRegistry, RegistryError};
 pub use tags::{Tag, TagError, TagValue, Tags, TagsBuilder};
+pub use type_name::{MAX_TYPE_NAME_LEN, TypeName, TypeNameError, validate_type_name};
 
 /// The encoded content of an event (JSON by default). Cloning is a reference-count increment.
 pub type Payload = bytes::Bytes;
@@ -59,8 +61,9 @@ pub trait Event: Sized + Send + Sync + 'static {
 pub struct EventType(&'static str);
 
 impl EventType {
-    /// Wraps a static type name. The derive checks names at compile time; for names read at
-    /// run time see [`validate_type_name`].
+    /// Wraps a static type name. The derive checks names at compile time; a hand-written name
+    /// is checked when an event of it is encoded ([`NewEvent::from_event`]), and names read at
+    /// run time become a [`TypeName`] with [`TypeName::new`].
     pub const fn new(name: &'static str) -> Self {
         EventType(name)
     }
@@ -89,45 +92,6 @@ impl AsRef<str> for EventType {
     }
 }
 
-/// The longest type name accepted, in bytes.
-pub const MAX_TYPE_NAME_LEN: usize = 255;
-
-/// Why a type name is invalid.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TypeNameError {
-    /// The name was empty.
-    #[error("event type name is empty")]
-    Empty,
-    /// The name was longer than [`MAX_TYPE_NAME_LEN`].
-    #[error("event type name `{name}` is longer than 255 bytes")]
-    TooLong {
-        /// The offending name.
-        name: String,
-    },
-    /// The name contained whitespace or a control character.
-    #[error("event type name `{name}` contains whitespace or a control character")]
-    InvalidCharacter {
-        /// The offending name.
-        name: String,
-    },
-}
-
-/// Checks a type name: 1 to 255 bytes, no whitespace and no control characters. The derive
-/// applies the same rule at compile time.
-pub fn validate_type_name(name: &str) -> Result<(), TypeNameError> {
-    if name.is_empty() {
-        return Err(TypeNameError::Empty);
-    }
-    if name.len() > MAX_TYPE_NAME_LEN {
-        return Err(TypeNameError::TooLong { name: name.into() });
-    }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(TypeNameError::InvalidCharacter { name: name.into() });
-    }
-    Ok(())
-}
-
 /// Why an event could not be encoded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -140,6 +104,16 @@ pub enum EncodeError {
         /// What serde said.
         #[source]
         source: serde_json::Error,
+    },
+    /// The event's type name breaks the rule of [`TypeName`] (a hand-written
+    /// [`EventType::new`]; derived names are checked at compile time).
+    #[error("cannot encode event of type `{type_name}`: {source}")]
+    TypeName {
+        /// The type name of the event.
+        type_name: &'static str,
+        /// What is wrong with it.
+        #[source]
+        source: TypeNameError,
     },
 }
 
@@ -267,8 +241,8 @@ impl<D> Recorded<D> {
 /// An event ready to append: type name, tags and encoded payload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewEvent {
-    /// The type name to store.
-    pub event_type: Arc<str>,
+    /// The type name to store, checked when it was made.
+    pub event_type: TypeName,
     /// The tags to index.
     pub tags: Tags,
     /// The encoded content.
@@ -276,10 +250,15 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// Encodes a domain event.
+    /// Encodes a domain event. Its type name is checked (the derive's names always pass).
     pub fn from_event<E: Event>(event: &E) -> Result<Self, EncodeError> {
+        let name = event.event_type().as_str();
+        let event_type = TypeName::new(name).map_err(|source| EncodeError::TypeName {
+            type_name: name,
+            source,
+        })?;
         Ok(NewEvent {
-            event_type: Arc::from(event.event_type().as_str()),
+            event_type,
             tags: event.tags(),
             payload: event.encode()?,
         })
@@ -291,9 +270,8 @@ impl NewEvent {
         tags: Tags,
         payload: impl Into<Payload>,
     ) -> Result<Self, TypeNameError> {
-        validate_type_name(event_type)?;
         Ok(NewEvent {
-            event_type: Arc::from(event_type),
+            event_type: TypeName::new(event_type)?,
             tags,
             payload: payload.into(),
         })

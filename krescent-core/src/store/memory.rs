@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{EventStore, StoreError, Subscription};
-use crate::event::{NewEvent, RecordedEvent, Tag, validate_type_name};
+use crate::event::{NewEvent, RecordedEvent, Tag};
 use crate::query::{AppendCondition, Direction, EventQuery, QueryItem};
 
 /// An event store in memory: safe under concurrent appenders and subscribers, lost when the
@@ -215,10 +215,6 @@ impl EventStore for InMemoryEventStore {
         events: Vec<NewEvent>,
         condition: Option<AppendCondition>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        for (index, e) in events.iter().enumerate() {
-            validate_type_name(&e.event_type)
-                .map_err(|source| StoreError::InvalidEvent { index, source })?;
-        }
         let recorded = {
             let mut state = self.inner.state.write();
             if let Some(condition) = &condition {
@@ -234,9 +230,9 @@ impl EventStore for InMemoryEventStore {
             let ids = crate::event::ids::new_ids(events.len());
             for (e, id) in events.into_iter().zip(ids) {
                 let position = state.head() + 1;
-                let event_type = match state.by_type.get_key_value(&e.event_type) {
+                let event_type = match state.by_type.get_key_value(e.event_type.as_str()) {
                     Some((k, _)) => k.clone(),
-                    None => e.event_type.clone(),
+                    None => e.event_type.as_arc().clone(),
                 };
                 state
                     .by_type

@@ -11,9 +11,7 @@ use async_trait::async_trait;
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{
-    DecodeError, EncodeError, Event, NewEvent, Recorded, RecordedEvent, TypeNameError,
-};
+use crate::event::{DecodeError, EncodeError, Event, NewEvent, Recorded, RecordedEvent};
 use crate::query::{AppendCondition, EventQuery};
 
 pub use memory::InMemoryEventStore;
@@ -29,15 +27,6 @@ pub enum StoreError {
     Conflict {
         /// The first conflicting position.
         position: u64,
-    },
-    /// An event to append has an invalid type name. Nothing was appended.
-    #[error("invalid event to append at index {index} of the batch: {source}")]
-    InvalidEvent {
-        /// Index in the batch.
-        index: usize,
-        /// What is wrong with it.
-        #[source]
-        source: TypeNameError,
     },
     /// An event could not be encoded. Nothing was appended.
     #[error(transparent)]

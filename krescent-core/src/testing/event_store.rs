@@ -54,7 +54,6 @@ pub async fn run_event_store_contract<F: EventStoreFactory>(
     subscription_sees_burst_of_appends(f).await?;
     concurrent_appenders_with_live_subscribers(f).await?;
     subscription_filter_delivers_only_matches(f).await?;
-    invalid_event_is_rejected(f).await?;
     read_pages_yields_every_event_once(f).await?;
     Ok(())
 }
@@ -1214,85 +1213,6 @@ pub async fn subscription_filter_delivers_only_matches<F: EventStoreFactory>(
     ctx.expect_end(&mut sub_a_backward, "subscription A backwards")
         .await?;
     ctx.expect_end(&mut sub_b, "subscription B").await
-}
-
-/// A batch holding an event with an invalid type name (empty, with whitespace, too long) is
-/// rejected with `StoreError::InvalidEvent` naming its index, and nothing of it is stored.
-pub async fn invalid_event_is_rejected<F: EventStoreFactory>(
-    factory: &F,
-) -> Result<(), ContractFailure> {
-    let ctx = Ctx("invalid_event_is_rejected");
-    let store = factory.create().await;
-    ctx.append(
-        &store,
-        vec![ctx.event("contract.valid", &[], "{}")?],
-        None,
-        "append of a valid event",
-    )
-    .await?;
-    let invalid = |name: &str| NewEvent {
-        event_type: Arc::from(name),
-        tags: Tags::empty(),
-        payload: br#"{"invalid":true}"#.as_slice().into(),
-    };
-    let too_long = "x".repeat(256);
-    let cases = [
-        ("an empty type name", invalid(""), None),
-        (
-            "a type name with a space",
-            invalid("contract.bad name"),
-            None,
-        ),
-        ("a 256-byte type name", invalid(&too_long), None),
-        (
-            "an empty type name, with a condition that holds",
-            invalid(""),
-            Some(AppendCondition::none_match(EventQuery::item(
-                QueryItem::types(["contract.never"]),
-            ))),
-        ),
-    ];
-    for (what, bad, condition) in cases {
-        let batch = vec![
-            ctx.event("contract.valid", &[], r#"{"before":true}"#)?,
-            bad,
-            ctx.event("contract.valid", &[], r#"{"after":true}"#)?,
-        ];
-        match store.append(batch, condition).await {
-            Err(StoreError::InvalidEvent { index: 1, .. }) => {}
-            other => {
-                return Err(ctx.fail(format!(
-                    "a batch whose event at index 1 has {what} should fail with \
-                     StoreError::InvalidEvent {{ index: 1, .. }}, got {}",
-                    describe(&other)
-                )));
-            }
-        }
-        ctx.eq(
-            ctx.head(&store).await?,
-            1,
-            format!("head after the batch with {what}"),
-        )?;
-        ctx.eq(
-            ctx.positions(&store, &EventQuery::match_all()).await?,
-            vec![1],
-            format!("read(match_all) after the batch with {what}"),
-        )?;
-    }
-    let recorded = ctx
-        .append(
-            &store,
-            vec![ctx.event("contract.valid", &[], "{}")?],
-            None,
-            "append of a valid event after the rejected ones",
-        )
-        .await?;
-    ctx.eq(
-        positions_of(&recorded),
-        vec![2],
-        "position of the first event after the rejected batches (they consume none)",
-    )?;
-    Ok(())
 }
 
 /// `EventStoreExt::read_pages` yields every selected event exactly once, in order, forward and

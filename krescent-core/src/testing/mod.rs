@@ -215,7 +215,6 @@ macro_rules! event_store_contract_tests {
             subscription_sees_burst_of_appends,
             concurrent_appenders_with_live_subscribers,
             subscription_filter_delivers_only_matches,
-            invalid_event_is_rejected,
             read_pages_yields_every_event_once,
         }
     };
