@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod atomic_file;
 pub mod checkpoint;
 pub mod event;
 pub mod model;

@@ -230,7 +230,11 @@ fn insert(
     let mut last_type: Option<(&Arc<str>, i64)> = None;
     for e in &events {
         let id = match last_type {
-            Some((name, id)) if Arc::ptr_eq(name, e.event_type.as_arc()) || **name == *e.event_type => id,
+            Some((name, id))
+                if Arc::ptr_eq(name, e.event_type.as_arc()) || **name == *e.event_type =>
+            {
+                id
+            }
             _ => {
                 let id = conn.cache.ids.get(&*e.event_type).copied().ok_or_else(|| {
                     SqliteStoreError::CorruptRow {

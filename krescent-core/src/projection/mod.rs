@@ -9,17 +9,15 @@
 use crate::event::{Event, Recorded};
 use crate::query::EventQuery;
 
-mod bookmark;
-mod bookmark_file;
+pub mod bookmark;
 mod error;
 mod metrics;
 mod projector;
 
 pub use bookmark::{
-    BookmarkError, BookmarkReader, BookmarkStorage, InMemoryBookmarkStorage, MAX_READER_NAME_LEN,
-    ReadPolicy, validate_reader_name,
+    BookmarkError, BookmarkReader, BookmarkStorage, FileBookmarkError, FileBookmarkStorage,
+    InMemoryBookmarkStorage, MAX_READER_NAME_LEN, ReadPolicy, validate_reader_name,
 };
-pub use bookmark_file::{FileBookmarkError, FileBookmarkStorage};
 pub use error::ProjectorError;
 pub use metrics::ProjectorMetrics;
 pub use projector::{DEFAULT_BATCH_SIZE, Projector, ProjectorBuilder};

@@ -1,7 +1,7 @@
 //! [`FileCheckpointStorage`]: one file per model in a directory, replaced atomically.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::{CheckpointInfo, CheckpointStorage, CheckpointStorageError, validate_model_name};
+use crate::atomic_file::{self, TEMP_MARKER, sync_dir, temp_path};
 use crate::checkpoint::continues_chain;
 use crate::checkpoint::stored::{CheckpointDelta, StoredCheckpoint};
 
@@ -23,8 +24,6 @@ const DELTAS_MAGIC: &[u8; 8] = b"KRDELTA1";
 const DELTAS_HEADER: usize = 16;
 /// A delta record's header: length, base position, position.
 const RECORD_HEADER: usize = 20;
-/// What follows a checkpoint file's name in the name of its temporary files.
-const TEMP_MARKER: &str = ".tmp-";
 /// Length of the unique part of a temporary file's name (a UUID in lowercase hex).
 const TEMP_UNIQUE_LEN: usize = 32;
 /// Model names up to this length (and without capitals) are used as file names as they are.
@@ -391,7 +390,8 @@ fn store_delta_blocking(
     record.extend_from_slice(&position.to_le_bytes());
     record.extend_from_slice(bytes);
     let appended = match existing {
-        Some(file) => append_record(&path, file.valid_len, &record),
+        Some(file) => append_record(&path, file.valid_len, &record)
+            .map_err(|source| io_error(model, &path, source)),
         None => {
             // A new file, or one of an older checkpoint: start it over under a temporary
             // name, so that a crash never leaves a header without the checkpoint's position.
@@ -399,18 +399,13 @@ fn store_delta_blocking(
             content.extend_from_slice(DELTAS_MAGIC);
             content.extend_from_slice(&checkpoint.position.to_le_bytes());
             content.extend_from_slice(&record);
-            let temp = dir.join(format!(
-                "{}{TEMP_MARKER}{}",
-                file_name(model),
-                uuid::Uuid::now_v7().simple()
-            ));
-            write_synced(&temp, &content)
-                .and_then(|()| fs::rename(&temp, &path))
-                .and_then(|()| sync_dir(dir))
-                .inspect_err(|_| remove_quietly(&temp))
+            // The temporary file is named like the checkpoint's, so the next store's clean-up
+            // finds it after a crash.
+            atomic_file::replace(&temp_path(&target), &path, &content, || Ok(()))
+                .map_err(|(at, source)| io_error(model, &at, source))
         }
     };
-    appended.map_err(|source| io_error(model, &path, source))?;
+    appended?;
     tracing::debug!(model, path = %path.display(), position, "checkpoint delta stored");
     Ok(())
 }
@@ -433,26 +428,15 @@ fn store_blocking(dir: &Path, model: &str, bytes: &[u8]) -> Result<(), Checkpoin
     let lock = ModelLock::acquire(&target);
     let _guard = lock.lock();
 
-    let temp = dir.join(format!(
-        "{name}{TEMP_MARKER}{}",
-        uuid::Uuid::now_v7().simple()
-    ));
-    if let Err(source) = write_synced(&temp, bytes) {
-        remove_quietly(&temp);
-        return Err(io_error(model, &temp, source));
-    }
-    // The deltas of the old checkpoint go first: a crash in between leaves the old
-    // checkpoint without them, an older but consistent state.
+    // The deltas of the old checkpoint go before the rename: a crash in between leaves the
+    // old checkpoint without them, an older but consistent state.
     let deltas = deltas_path(&target);
-    if let Err(source) = remove_if_present(&deltas) {
-        remove_quietly(&temp);
-        return Err(io_error(model, &deltas, source));
-    }
-    if let Err(source) = fs::rename(&temp, &target) {
-        remove_quietly(&temp);
-        return Err(io_error(model, &target, source));
-    }
-    sync_dir(dir).map_err(|source| io_error(model, dir, source))?;
+    atomic_file::replace(&temp_path(&target), &target, bytes, || {
+        remove_if_present(&deltas)
+            .map(drop)
+            .map_err(|source| (deltas.clone(), source))
+    })
+    .map_err(|(at, source)| io_error(model, &at, source))?;
     tracing::debug!(model, path = %target.display(), bytes = bytes.len(), "checkpoint stored");
     remove_temp_files(dir, &name);
     Ok(())
@@ -545,26 +529,6 @@ fn decode_file(
     Ok(checkpoint)
 }
 
-/// Creates `path` (which must not exist), writes `bytes` and flushes them to disk.
-pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-/// Flushes the directory entry changes (a rename, a removal) to disk.
-#[cfg(unix)]
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Directories cannot be opened for flushing on this platform; renames are flushed with the
-/// file system's own journal.
-#[cfg(not(unix))]
-pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
-}
-
 /// Removes leftover temporary files of the checkpoint file `name`: `<name>.tmp-<32 hex>`.
 /// Failures are logged, not reported: the checkpoint itself is in place.
 fn remove_temp_files(dir: &Path, name: &str) {
@@ -622,18 +586,6 @@ fn remove_if_present(path: &Path) -> io::Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
-    }
-}
-
-fn remove_quietly(path: &Path) {
-    if let Err(e) = fs::remove_file(path) {
-        if e.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(
-                path = %path.display(),
-                error = %e,
-                "cannot remove a temporary checkpoint file"
-            );
-        }
     }
 }
 

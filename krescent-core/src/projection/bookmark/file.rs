@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::bookmark::{BookmarkError, BookmarkStorage, validate_reader_name};
-use crate::checkpoint::storage::file::{sync_dir, write_synced};
+use super::{BookmarkError, BookmarkStorage, validate_reader_name};
+use crate::atomic_file::{self, temp_path};
 
 /// The backend name in [`BookmarkError::Backend`].
 const BACKEND: &str = "file";
@@ -206,24 +206,6 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, u64>, FileBookmarkError> {
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), FileBookmarkError> {
-    let io = |source| FileBookmarkError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(format!(".tmp-{}", uuid::Uuid::now_v7().simple()));
-    let temp = PathBuf::from(temp);
-    if let Err(source) = write_synced(&temp, bytes) {
-        let _ = fs::remove_file(&temp);
-        return Err(io(source));
-    }
-    if let Err(source) = fs::rename(&temp, path) {
-        let _ = fs::remove_file(&temp);
-        return Err(io(source));
-    }
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    sync_dir(dir).map_err(io)
+    atomic_file::replace(&temp_path(path), path, bytes, || Ok(()))
+        .map_err(|(path, source)| FileBookmarkError::Io { path, source })
 }

@@ -1,18 +1,23 @@
 //! Bookmarks: the position a projector reached, saved under a reader name so that a later
 //! projector (another process, a restart) continues after it instead of from the beginning.
 //!
-//! A [`BookmarkStorage`] keeps one position per reader name; [`InMemoryBookmarkStorage`] is
-//! the in-process implementation. A [`BookmarkReader`] ties a reader name to a storage and a
+//! A [`BookmarkStorage`] keeps one position per reader name: [`InMemoryBookmarkStorage`]
+//! ([`memory`]) in the process, [`FileBookmarkStorage`] ([`file`]) in one JSON file; the
+//! backend crates add database storages. A [`BookmarkReader`] ties a reader name to a storage and a
 //! [`ReadPolicy`], and is handed to
 //! [`ProjectorBuilder::bookmark_progress`](super::ProjectorBuilder::bookmark_progress).
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use parking_lot::RwLock;
+
+mod file;
+mod memory;
+
+pub use file::{FileBookmarkError, FileBookmarkStorage};
+pub use memory::InMemoryBookmarkStorage;
 
 /// The longest reader name accepted, in bytes.
 pub const MAX_READER_NAME_LEN: usize = 255;
@@ -80,58 +85,6 @@ pub trait BookmarkStorage: Send + Sync {
 
     /// Removes the bookmark of `reader`; removing one that does not exist is not an error.
     async fn delete(&self, reader: &str) -> Result<(), BookmarkError>;
-}
-
-/// Bookmarks in memory, lost when the process ends. Cloning gives another handle to the same
-/// bookmarks.
-#[derive(Clone, Default)]
-pub struct InMemoryBookmarkStorage {
-    bookmarks: Arc<RwLock<HashMap<String, u64>>>,
-}
-
-impl InMemoryBookmarkStorage {
-    /// An empty storage.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// How many readers have a bookmark.
-    pub fn len(&self) -> usize {
-        self.bookmarks.read().len()
-    }
-
-    /// Whether no reader has a bookmark.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl fmt::Debug for InMemoryBookmarkStorage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InMemoryBookmarkStorage")
-            .field("bookmarks", &*self.bookmarks.read())
-            .finish()
-    }
-}
-
-#[async_trait]
-impl BookmarkStorage for InMemoryBookmarkStorage {
-    async fn load(&self, reader: &str) -> Result<Option<u64>, BookmarkError> {
-        validate_reader_name(reader)?;
-        Ok(self.bookmarks.read().get(reader).copied())
-    }
-
-    async fn place(&self, reader: &str, position: u64) -> Result<(), BookmarkError> {
-        validate_reader_name(reader)?;
-        self.bookmarks.write().insert(reader.to_owned(), position);
-        Ok(())
-    }
-
-    async fn delete(&self, reader: &str) -> Result<(), BookmarkError> {
-        validate_reader_name(reader)?;
-        self.bookmarks.write().remove(reader);
-        Ok(())
-    }
 }
 
 /// When a projector reads its bookmark from storage.
