@@ -13,7 +13,7 @@ use crate::checkpoint::{
 use crate::event::{DecodeError, Event, RecordedEvent};
 use crate::projection::HandlerError;
 use crate::query::Limit;
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, PageLoop, StoreError};
 
 /// The default number of events per read.
 pub const DEFAULT_MODEL_BATCH: u64 = 500;
@@ -575,22 +575,18 @@ impl<M: ReadModel> ModelRunner<M> {
     }
 
     async fn read_to_head<S: EventStore + ?Sized>(&mut self, store: &S) -> Result<(), ModelError> {
-        let batch = self.config.batch_size;
-        let limit = Limit::new(batch).map_err(|_| ModelError::ZeroBatchSize { model: M::NAME })?;
-        let base = self.model.event_query().forward().with_limit(Some(limit));
-        loop {
-            let page = store
-                .read(&base.clone().after(self.position))
-                .await
-                .map_err(|source| ModelError::Store {
-                    model: M::NAME,
-                    source,
-                })?;
+        let limit = Limit::new(self.config.batch_size)
+            .map_err(|_| ModelError::ZeroBatchSize { model: M::NAME })?;
+        let query = self.model.event_query().after(self.position);
+        let mut pages = PageLoop::new(store, query, limit);
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|source| ModelError::Store {
+                model: M::NAME,
+                source,
+            })?;
             self.handle_page(&page).await?;
-            if (page.len() as u64) < batch {
-                return Ok(());
-            }
         }
+        Ok(())
     }
 
     /// Handles a page event by event; checkpoints at the boundaries the strategy picks.

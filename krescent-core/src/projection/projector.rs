@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::event::RecordedEvent;
 use crate::query::{EventQuery, Limit};
-use crate::store::EventStore;
+use crate::store::{EventStore, PageLoop};
 
 use super::Projection;
 use super::bookmark::{BookmarkReader, ReadPolicy, reader_name_problem};
@@ -346,26 +346,39 @@ impl<'a, S: EventStore + ?Sized, P: Projection> Projector<'a, S, P> {
         let mut query = self
             .projection
             .event_query()
-            .forward()
-            .with_limit(Some(self.limit));
+            .after(self.cursor.unwrap_or(0));
         if let Some(position) = until {
             query = query.until(position);
         }
-        loop {
-            let page = self
-                .read(&query.clone().after(self.cursor.unwrap_or(0)), run)
-                .await?;
+        let mut pages = PageLoop::new(self.store, query, self.limit);
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            let read = ProjectorMetrics {
+                events_streamed: page.len() as u64,
+                queries_done: 1,
+                ..ProjectorMetrics::default()
+            };
+            run.absorb(&read);
+            self.total.absorb(&read);
             self.handle(&page, run)?;
-            if let Some(last) = page.iter().map(|e| e.position).max() {
+            if let Some(last) = page.last().map(|e| e.position) {
                 self.cursor = Some(self.cursor.map_or(last, |c| c.max(last)));
             }
-            if single_batch || page.len() < self.batch_size {
+            if single_batch {
                 return Ok(());
             }
         }
+        // The read that found nothing after the last full page is a query too.
+        let empty_read = ProjectorMetrics {
+            queries_done: pages.empty_reads(),
+            ..ProjectorMetrics::default()
+        };
+        run.absorb(&empty_read);
+        self.total.absorb(&empty_read);
+        Ok(())
     }
 
-    /// One query, counted.
+    /// One query (the init query), counted.
     async fn read(
         &mut self,
         query: &EventQuery,

@@ -2,19 +2,22 @@
 
 pub(crate) mod fast_hash;
 mod memory;
+pub(crate) mod pages_ahead;
+mod paging;
 pub(crate) mod read_ahead;
 mod subscription;
 
 use std::error::Error as StdError;
 
 use async_trait::async_trait;
-use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{DecodeError, EncodeError, Event, NewEvent, Recorded, RecordedEvent};
-use crate::query::{AppendCondition, EventQuery};
+use crate::query::{AppendCondition, EventQuery, Limit};
 
 pub use memory::InMemoryEventStore;
+pub(crate) use paging::PageLoop;
+pub use paging::Pages;
 pub use subscription::{SUBSCRIPTION_BATCH, Subscription};
 
 /// Why a store operation failed.
@@ -81,6 +84,19 @@ pub trait EventStore: Send + Sync {
     /// query's direction, limit and range are ignored. The subscription ends when `cancel`
     /// fires.
     fn subscribe(&self, query: EventQuery, after: u64, cancel: CancellationToken) -> Subscription;
+
+    /// The events `query` selects, in its direction, as a stream of pages of at most
+    /// `page_size` events (the query's own limit still caps the total). Pages are never empty;
+    /// the stream ends after the first page that is not full, or when a read finds nothing.
+    /// It is how catch-ups read: [`ModelRunner`](crate::model::ModelRunner) and
+    /// [`Projector`](crate::projection::Projector) consume their event queries through it.
+    ///
+    /// The default reads each page with [`read`](Self::read) when the stream is polled for
+    /// it. The SQLite and PostgreSQL stores override it to read the next page while the caller
+    /// handles this one.
+    fn read_pages(&self, query: EventQuery, page_size: Limit) -> Pages<'_> {
+        Box::pin(paging::pages(self, query, page_size))
+    }
 }
 
 /// Typed conveniences over any [`EventStore`].
@@ -110,19 +126,6 @@ pub trait EventStoreExt: EventStore {
             .map(|r| r.decode::<E>().map_err(StoreError::from))
             .collect()
     }
-
-    /// The events `query` selects, read in pages of at most `page_size` events (the query's
-    /// own limit still caps the total).
-    fn read_pages(
-        &self,
-        query: EventQuery,
-        page_size: crate::query::Limit,
-    ) -> impl Stream<Item = Result<Vec<RecordedEvent>, StoreError>> + Send + '_
-    where
-        Self: Sized,
-    {
-        subscription::pages(self, query, page_size)
-    }
 }
 
 impl<S: EventStore + ?Sized> EventStoreExt for S {}
@@ -149,5 +152,9 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
 
     fn subscribe(&self, query: EventQuery, after: u64, cancel: CancellationToken) -> Subscription {
         (**self).subscribe(query, after, cancel)
+    }
+
+    fn read_pages(&self, query: EventQuery, page_size: Limit) -> Pages<'_> {
+        (**self).read_pages(query, page_size)
     }
 }

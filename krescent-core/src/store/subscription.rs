@@ -1,4 +1,4 @@
-//! Subscriptions (history, then live) and paged reads, built on [`EventStore::read`].
+//! Subscriptions (history, then live), built on [`EventStore::read`].
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -106,38 +106,4 @@ impl Stream for Subscription {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
     }
-}
-
-/// Pages of a query (see [`EventStoreExt::read_pages`](super::EventStoreExt::read_pages)).
-pub(super) fn pages<'a, S: EventStore + ?Sized>(
-    store: &'a S,
-    query: EventQuery,
-    page_size: Limit,
-) -> impl Stream<Item = Result<Vec<RecordedEvent>, StoreError>> + Send + 'a {
-    let total = query.limit_value().map(Limit::get);
-    futures::stream::unfold(
-        (query, total, false),
-        move |(query, remaining, done)| async move {
-            if done || remaining == Some(0) {
-                return None;
-            }
-            let size = remaining.map_or(page_size.get(), |r| r.min(page_size.get()));
-            // `size` is at least 1: `remaining` is not 0 and `page_size` never is.
-            let page_query = query.clone().with_limit(Limit::new(size).ok());
-            match store.read(&page_query).await {
-                Err(e) => Some((Err(e), (query, remaining, true))),
-                Ok(events) if events.is_empty() => None,
-                Ok(events) => {
-                    let short = (events.len() as u64) < size;
-                    let last = events.last().map_or(0, |e| e.position);
-                    let next = match query.direction_value() {
-                        Direction::Forward => query.after(last),
-                        Direction::Backward => query.before(last),
-                    };
-                    let remaining = remaining.map(|r| r - events.len() as u64);
-                    Some((Ok(events), (next, remaining, short)))
-                }
-            }
-        },
-    )
 }

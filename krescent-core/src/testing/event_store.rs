@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ContractFailure, EventStoreFactory};
 use crate::event::{NewEvent, RecordedEvent, Tag, Tags};
 use crate::query::{AppendCondition, EventQuery, Limit, QueryItem};
-use crate::store::{EventStore, EventStoreExt, StoreError, Subscription};
+use crate::store::{EventStore, StoreError, Subscription};
 
 /// How long a case waits for a subscription before it fails. A failure guard only: cases
 /// never wait for time to pass, they wait for events.
