@@ -14,29 +14,7 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use krescent::prelude::*;
 use krescent::projection::Projector;
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-#[krescent(catalog = "startup")]
-pub enum StockEvent {
-    #[krescent(name = "stock.added")]
-    Added {
-        #[krescent(tag)]
-        product: String,
-        quantity: i64,
-    },
-    #[krescent(name = "stock.picked")]
-    Picked {
-        #[krescent(tag)]
-        product: String,
-        quantity: i64,
-    },
-    #[krescent(name = "stock.counted")]
-    Counted {
-        #[krescent(tag)]
-        product: String,
-        counted: i64,
-    },
-}
+use krescent_core::testing::fixtures::StockEvent;
 
 macro_rules! level_projection {
     ($name:ident, $($attrs:tt)*) => {

@@ -3,32 +3,11 @@
 use krescent::prelude::*;
 use krescent::projection::{Projector, ProjectorMetrics};
 
-#[derive(Event, Serialize, Deserialize, Clone, Debug)]
-#[krescent(catalog = "walkthrough")]
-pub enum StockEvent {
-    #[krescent(name = "stock.added")]
-    StockAdded {
-        #[krescent(tag)]
-        product: String,
-        quantity: i64,
-    },
-    #[krescent(name = "stock.picked")]
-    StockPicked {
-        #[krescent(tag)]
-        product: String,
-        quantity: i64,
-    },
-    #[krescent(name = "stock.counted")]
-    StockCounted {
-        #[krescent(tag)]
-        product: String,
-        counted: i64,
-    },
-}
+use krescent_core::testing::fixtures::StockEvent;
 
 #[derive(Projection, Debug)]
-#[krescent(events = StockEvent, handles(StockAdded, StockPicked), savepoint(StockCounted),
-           tags(product = self.product), meta(StockAdded, StockPicked, StockCounted))]
+#[krescent(events = StockEvent, handles(Added, Picked), savepoint(Counted),
+           tags(product = self.product), meta(Added, Picked, Counted))]
 pub struct StockLevel {
     product: String,
     level: i64,
@@ -43,7 +22,7 @@ impl StockLevel {
             seen: Vec::new(),
         }
     }
-    fn on_stock_added(&mut self, product: &String, q: &i64, meta: &Recorded<StockEvent>) {
+    fn on_added(&mut self, product: &String, q: &i64, meta: &Recorded<StockEvent>) {
         assert_eq!(
             product, &self.product,
             "another product reached the projection"
@@ -51,7 +30,7 @@ impl StockLevel {
         self.level += q;
         self.seen.push(meta.position);
     }
-    fn on_stock_picked(&mut self, product: &String, q: &i64, meta: &Recorded<StockEvent>) {
+    fn on_picked(&mut self, product: &String, q: &i64, meta: &Recorded<StockEvent>) {
         assert_eq!(
             product, &self.product,
             "another product reached the projection"
@@ -59,7 +38,7 @@ impl StockLevel {
         self.level -= q;
         self.seen.push(meta.position);
     }
-    fn on_stock_counted(&mut self, product: &String, c: &i64, meta: &Recorded<StockEvent>) {
+    fn on_counted(&mut self, product: &String, c: &i64, meta: &Recorded<StockEvent>) {
         assert_eq!(
             product, &self.product,
             "another product reached the projection"
@@ -73,19 +52,19 @@ const W: &str = "WIDGET-42";
 use StockEvent::*;
 
 fn added(p: &str, quantity: i64) -> StockEvent {
-    StockAdded {
+    Added {
         product: p.into(),
         quantity,
     }
 }
 fn picked(p: &str, quantity: i64) -> StockEvent {
-    StockPicked {
+    Picked {
         product: p.into(),
         quantity,
     }
 }
 fn counted(p: &str, counted: i64) -> StockEvent {
-    StockCounted {
+    Counted {
         product: p.into(),
         counted,
     }

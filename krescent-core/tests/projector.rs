@@ -1,85 +1,31 @@
 //! The projector: the savepoint walkthrough, batch boundaries, partial runs, failures and
-//! retries, bookmarks with every read policy, and metrics. Core has no derive, so the event
-//! enum and the projections are implemented by hand.
+//! retries, bookmarks with every read policy, and metrics. The events are the shared stock
+//! fixture; the projections are implemented by hand, as a user without the derives would.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use krescent_core::__private::{decode_content, encode_content};
 use krescent_core::projection::{DEFAULT_BATCH_SIZE, validate_reader_name};
+use krescent_core::testing::fixtures::{StockEvent, product_tag};
 use krescent_core::{
-    AppendCondition, BookmarkError, BookmarkReader, BookmarkStorage, DecodeError, EncodeError,
-    Event, EventQuery, EventStore, EventStoreExt, EventType, HandlerError, InMemoryBookmarkStorage,
-    InMemoryEventStore, NewEvent, Payload, Projection, Projector, ProjectorError, ProjectorMetrics,
-    QueryItem, ReadPolicy, Recorded, RecordedEvent, StoreError, Subscription, Tag, Tags,
+    AppendCondition, BookmarkError, BookmarkReader, BookmarkStorage, EventQuery, EventStore,
+    EventStoreExt, EventType, HandlerError, InMemoryBookmarkStorage, InMemoryEventStore, NewEvent,
+    Projection, Projector, ProjectorError, ProjectorMetrics, QueryItem, ReadPolicy, Recorded,
+    RecordedEvent, StoreError, Subscription, Tags,
 };
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------------
-// The event enum, by hand.
+// The events: the shared stock fixture.
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-enum StockEvent {
-    Added { product: String, quantity: i64 },
-    Picked { product: String, quantity: i64 },
-    Counted { product: String, counted: i64 },
-}
-
-const ADDED: EventType = EventType::new("stock.added");
-const PICKED: EventType = EventType::new("stock.picked");
-const COUNTED: EventType = EventType::new("stock.counted");
-
-impl StockEvent {
-    fn product(&self) -> &str {
-        match self {
-            StockEvent::Added { product, .. }
-            | StockEvent::Picked { product, .. }
-            | StockEvent::Counted { product, .. } => product,
-        }
-    }
-}
-
-impl Event for StockEvent {
-    const CATALOG: &'static str = "warehouse";
-    const REVISION: u32 = 1;
-    const TYPES: &'static [EventType] = &[ADDED, PICKED, COUNTED];
-
-    fn event_type(&self) -> EventType {
-        match self {
-            StockEvent::Added { .. } => ADDED,
-            StockEvent::Picked { .. } => PICKED,
-            StockEvent::Counted { .. } => COUNTED,
-        }
-    }
-
-    fn tags(&self) -> Tags {
-        Tags::from_tags([product_tag(self.product())])
-    }
-
-    fn encode(&self) -> Result<Payload, EncodeError> {
-        encode_content(self)
-    }
-
-    fn decode(type_name: &str, payload: &[u8]) -> Result<Self, DecodeError> {
-        let variant = match type_name {
-            "stock.added" => 0,
-            "stock.picked" => 1,
-            "stock.counted" => 2,
-            _ => return Err(DecodeError::unknown(type_name)),
-        };
-        decode_content(type_name, variant, payload)
-    }
-}
+const ADDED: EventType = StockEvent::ADDED;
+const PICKED: EventType = StockEvent::PICKED;
+const COUNTED: EventType = StockEvent::COUNTED;
 
 const WIDGET: &str = "WIDGET-42";
 const GADGET: &str = "GADGET-7";
-
-fn product_tag(product: &str) -> Tag {
-    Tag::new("product", product).expect("valid tag")
-}
 
 fn added(product: &str, quantity: i64) -> StockEvent {
     StockEvent::Added {

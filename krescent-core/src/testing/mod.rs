@@ -62,6 +62,7 @@
 pub mod bookmark_storage;
 pub mod checkpoint_storage;
 pub mod event_store;
+pub mod fixtures;
 
 use std::fmt;
 use std::future::Future;
