@@ -129,6 +129,24 @@ fn unknown(meta: &ParseNestedMeta<'_>, key: &str) -> syn::Error {
     meta.error(format!("unknown krescent attribute `{key}`"))
 }
 
+/// The path of `#[krescent(crate = "…")]`, found without checking the other keys: for the
+/// fallback of an input that is not the kind of item its derive needs, whose attributes are
+/// never parsed.
+pub(crate) fn crate_override(attrs: &[Attribute]) -> Option<Path> {
+    let mut ignored = Ctxt::default();
+    let mut krate = None;
+    each_krescent_key(&mut ignored, attrs, |_, meta, key| {
+        if key == sym::CRATE {
+            let lit: LitStr = meta.value()?.parse()?;
+            krate = Some(lit.parse::<Path>()?);
+        } else {
+            skip_value(meta);
+        }
+        Ok(())
+    });
+    krate
+}
+
 /// `#[krescent(...)]` on the enum.
 pub(crate) struct ContainerAttrs {
     pub catalog: Option<(LitStr, Span)>,

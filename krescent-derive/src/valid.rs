@@ -7,9 +7,7 @@ use syn::spanned::Spanned;
 
 use crate::ast::{EventEnum, Shape};
 use crate::ctxt::Ctxt;
-
-/// The longest type name accepted, as in `krescent_core::event::MAX_TYPE_NAME_LEN`.
-const MAX_TYPE_NAME_LEN: usize = 255;
+use crate::rules;
 
 /// Serde container keys that change the enum's representation.
 const SERDE_REPRESENTATIONS: &[&str] = &["tag", "content", "untagged"];
@@ -38,14 +36,8 @@ pub(crate) fn check_event(cx: &mut Ctxt, input: &EventEnum<'_>) {
     }
     if let Some((lit, _)) = &input.attrs.catalog {
         let catalog = lit.value();
-        if catalog.is_empty() || catalog.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            cx.error_spanned_by(
-                lit,
-                format!(
-                    "invalid catalog name `{catalog}`: it must be non-empty, without whitespace \
-                     or control characters"
-                ),
-            );
+        if let Err(why) = rules::catalog(&catalog) {
+            cx.error_spanned_by(lit, format!("invalid catalog name `{catalog}`: {why}"));
         }
     }
     if let Some((lit, _)) = &input.attrs.revision {
@@ -94,7 +86,7 @@ pub(crate) fn check_event(cx: &mut Ctxt, input: &EventEnum<'_>) {
         }
 
         let (name, span) = variant.type_name();
-        if let Err(why) = type_name_problem(&name) {
+        if let Err(why) = rules::type_name(&name) {
             cx.push(syn::Error::new(
                 span,
                 format!("invalid event type name `{name}`: {why}"),
@@ -128,7 +120,7 @@ pub(crate) fn check_event(cx: &mut Ctxt, input: &EventEnum<'_>) {
             }
         }
         for tag in variant.tags() {
-            if let Err(why) = tag_key_problem(&tag.key) {
+            if let Err(why) = rules::tag_key(&tag.key) {
                 cx.push(syn::Error::new(
                     tag.key_span,
                     format!("invalid tag key `{}`: {why}", tag.key),
@@ -146,33 +138,6 @@ pub(crate) fn check_event(cx: &mut Ctxt, input: &EventEnum<'_>) {
     }
 }
 
-/// The rule of `krescent_core::event::validate_type_name`, at compile time.
-fn type_name_problem(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        Err("it is empty")
-    } else if name.len() > MAX_TYPE_NAME_LEN {
-        Err("it is longer than 255 bytes")
-    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Err("it contains whitespace or a control character")
-    } else {
-        Ok(())
-    }
-}
-
-/// The rule of `krescent_core::event::tags::validate_tag_key`, at compile time.
-fn tag_key_problem(key: &str) -> Result<(), &'static str> {
-    if key.is_empty() {
-        Err("it is empty")
-    } else if key
-        .chars()
-        .any(|c| c == ':' || c.is_whitespace() || c.is_control())
-    {
-        Err("keys may not contain `:`, whitespace or control characters")
-    } else {
-        Ok(())
-    }
-}
-
 pub(crate) fn check_projection(
     cx: &mut Ctxt,
     input: &crate::ast::ProjectionStruct<'_>,
@@ -187,7 +152,7 @@ pub(crate) fn check_projection(
             ),
             Some((lit, _)) => {
                 let name = lit.value();
-                if let Err(why) = model_name_problem(&name) {
+                if let Err(why) = rules::model_name(&name) {
                     cx.error_spanned_by(lit, format!("invalid model name `{name}`: {why}"));
                 }
             }
@@ -271,7 +236,7 @@ pub(crate) fn check_projection(
     let mut keys: BTreeMap<String, ()> = BTreeMap::new();
     for tag in &attrs.tags {
         let key = tag.key.to_string();
-        if let Err(why) = tag_key_problem(&key) {
+        if let Err(why) = rules::tag_key(&key) {
             cx.error_spanned_by(&tag.key, format!("invalid tag key `{key}`: {why}"));
         }
         if keys.insert(key.clone(), ()).is_some() {
@@ -306,24 +271,6 @@ pub(crate) fn self_field(expr: &syn::Expr) -> Option<&Member> {
     }
 }
 
-/// The rule of `krescent_core::checkpoint::validate_model_name`, at compile time.
-fn model_name_problem(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        Err("it is empty")
-    } else if name.len() > 255 {
-        Err("it is longer than 255 bytes")
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        Err("only ASCII letters, digits, `.`, `_` and `-` are allowed")
-    } else if name == "." || name == ".." {
-        Err("it is a path component")
-    } else {
-        Ok(())
-    }
-}
-
 pub(crate) fn check_checkpoint(cx: &mut Ctxt, input: &crate::ast::CheckpointStruct<'_>) {
     let mut keys: BTreeMap<String, ()> = BTreeMap::new();
     for field in &input.fields {
@@ -337,22 +284,17 @@ pub(crate) fn check_checkpoint(cx: &mut Ctxt, input: &crate::ast::CheckpointStru
             continue;
         }
         let key = field.key();
-        if key.is_empty() || key.len() > 255 {
-            let span = field
-                .attrs
-                .rename
-                .as_ref()
-                .map_or_else(|| field.ty.span(), |r| r.span());
+        let span = field
+            .attrs
+            .rename
+            .as_ref()
+            .map_or_else(|| field.ty.span(), |r| r.span());
+        if let Err(why) = rules::checkpoint_key(&key) {
             cx.push(syn::Error::new(
                 span,
-                format!("invalid checkpoint key `{key}`: 1 to 255 bytes"),
+                format!("invalid checkpoint key `{key}`: {why}"),
             ));
         } else if keys.insert(key.clone(), ()).is_some() {
-            let span = field
-                .attrs
-                .rename
-                .as_ref()
-                .map_or_else(|| field.ty.span(), |r| r.span());
             cx.push(syn::Error::new(
                 span,
                 format!("duplicate checkpoint key `{key}`"),

@@ -2,37 +2,10 @@
 
 use proc_macro2::TokenStream;
 use quote::{ToTokens, format_ident, quote, quote_spanned};
-use syn::DeriveInput;
 use syn::spanned::Spanned;
 
-use crate::ast::{CheckpointField, CheckpointStruct, WrongShape};
+use crate::ast::{CheckpointField, CheckpointStruct};
 use crate::attr::FieldMode;
-use crate::ctxt::Ctxt;
-use crate::valid;
-
-pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
-    let mut cx = Ctxt::default();
-    let parsed = match CheckpointStruct::from_syn(&mut cx, input) {
-        Ok(parsed) => parsed,
-        Err(WrongShape { span, what }) => {
-            cx.push(syn::Error::new(
-                span,
-                format!("`#[derive(CheckpointSupport)]` needs a struct, not {what}"),
-            ));
-            return cx
-                .check()
-                .err()
-                .map(|e| e.to_compile_error())
-                .unwrap_or_default();
-        }
-    };
-    valid::check_checkpoint(&mut cx, &parsed);
-    let krate = super::krate(parsed.attrs.krate.as_ref().map(|(p, _)| p));
-    match cx.check() {
-        Ok(()) => expand(&parsed, &krate),
-        Err(errors) => errors.to_compile_error(),
-    }
-}
 
 /// The field types that are stored as typed bucket values; any other type goes through JSON.
 const PRIMITIVES: &[&str] = &[
@@ -107,7 +80,7 @@ fn fingerprint(fields: &[&CheckpointField<'_>]) -> u64 {
     h
 }
 
-fn expand(input: &CheckpointStruct<'_>, krate: &TokenStream) -> TokenStream {
+pub(crate) fn expand(input: &CheckpointStruct<'_>, krate: &TokenStream) -> TokenStream {
     let p = quote!(#krate::__private);
     let ident = &input.input.ident;
     let (impl_generics, ty_generics, where_clause) = input.input.generics.split_for_impl();
