@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use syn::Member;
 use syn::spanned::Spanned;
 
-use crate::ast::{EventEnum, Shape};
+use crate::ast::{EventEnum, Shape, Variant};
 use crate::ctxt::Ctxt;
 use crate::rules;
 
@@ -21,6 +21,31 @@ const SERDE_VARIANT_SKIPS: &[&str] = &[
 ];
 
 pub(crate) fn check_event(cx: &mut Ctxt, input: &EventEnum<'_>) {
+    check_event_container(cx, input);
+    let mut names: BTreeMap<String, &syn::Ident> = BTreeMap::new();
+    for variant in &input.variants {
+        check_variant_shape(cx, variant);
+        let (name, span) = variant.type_name();
+        if let Err(why) = rules::type_name(&name) {
+            cx.push(syn::Error::new(
+                span,
+                format!("invalid event type name `{name}`: {why}"),
+            ));
+        }
+        if let Some(first) = names.get(&name) {
+            cx.push(syn::Error::new(
+                span,
+                format!("duplicate event type name `{name}`: variant `{first}` already uses it"),
+            ));
+        } else {
+            names.insert(name, variant.ident);
+        }
+        check_variant_tags(cx, variant);
+    }
+}
+
+/// The enum's own attributes, generics and variant count.
+fn check_event_container(cx: &mut Ctxt, input: &EventEnum<'_>) {
     if !input.input.generics.params.is_empty() {
         cx.error_spanned_by(
             &input.input.generics,
@@ -60,80 +85,67 @@ pub(crate) fn check_event(cx: &mut Ctxt, input: &EventEnum<'_>) {
             ));
         }
     }
+}
 
-    let mut names: BTreeMap<String, &syn::Ident> = BTreeMap::new();
-    for variant in &input.variants {
-        for (key, span) in &variant.serde_keys {
-            if SERDE_VARIANT_SKIPS.contains(&key.as_str()) {
-                cx.push(syn::Error::new(
-                    *span,
-                    format!(
-                        "`#[serde({key})]` is not supported on an event variant: every variant \
-                         is an event type that must be written and read"
-                    ),
-                ));
-            }
-        }
-        if variant.shape == Shape::Tuple {
-            cx.error_spanned_by(
-                &variant.original.fields,
+/// Serde keys that skip a variant, and a shape an event variant cannot have.
+fn check_variant_shape(cx: &mut Ctxt, variant: &Variant<'_>) {
+    for (key, span) in &variant.serde_keys {
+        if SERDE_VARIANT_SKIPS.contains(&key.as_str()) {
+            cx.push(syn::Error::new(
+                *span,
                 format!(
-                    "variant `{}` has several unnamed fields; an event variant is a unit, a \
-                     newtype `{}(Data)` or has named fields",
-                    variant.ident, variant.ident
+                    "`#[serde({key})]` is not supported on an event variant: every variant \
+                         is an event type that must be written and read"
                 ),
-            );
-        }
-
-        let (name, span) = variant.type_name();
-        if let Err(why) = rules::type_name(&name) {
-            cx.push(syn::Error::new(
-                span,
-                format!("invalid event type name `{name}`: {why}"),
             ));
         }
-        if let Some(first) = names.get(&name) {
-            cx.push(syn::Error::new(
-                span,
-                format!("duplicate event type name `{name}`: variant `{first}` already uses it"),
-            ));
-        } else {
-            names.insert(name, variant.ident);
-        }
+    }
+    if variant.shape == Shape::Tuple {
+        cx.error_spanned_by(
+            &variant.original.fields,
+            format!(
+                "variant `{}` has several unnamed fields; an event variant is a unit, a \
+                     newtype `{}(Data)` or has named fields",
+                variant.ident, variant.ident
+            ),
+        );
+    }
+}
 
-        if let Some(tags_span) = variant.attrs.tags_span {
-            if variant.shape != Shape::Newtype {
-                cx.push(syn::Error::new(
-                    tags_span,
-                    "`tags(...)` names fields of a newtype variant's content; on a variant with \
+/// A variant's tags: where they may be declared, and their keys.
+fn check_variant_tags(cx: &mut Ctxt, variant: &Variant<'_>) {
+    if let Some(tags_span) = variant.attrs.tags_span {
+        if variant.shape != Shape::Newtype {
+            cx.push(syn::Error::new(
+                tags_span,
+                "`tags(...)` names fields of a newtype variant's content; on a variant with \
                      named fields put `#[krescent(tag)]` on the field instead",
-                ));
-            }
+            ));
         }
-        let mut keys: BTreeMap<String, ()> = BTreeMap::new();
-        for field in &variant.fields {
-            if let (Some((None, span)), Member::Unnamed(_)) = (&field.attrs.tag, &field.member) {
-                cx.push(syn::Error::new(
-                    *span,
-                    "a tag on an unnamed field needs a key: `#[krescent(tag = \"key\")]`",
-                ));
-            }
+    }
+    let mut keys: BTreeMap<String, ()> = BTreeMap::new();
+    for field in &variant.fields {
+        if let (Some((None, span)), Member::Unnamed(_)) = (&field.attrs.tag, &field.member) {
+            cx.push(syn::Error::new(
+                *span,
+                "a tag on an unnamed field needs a key: `#[krescent(tag = \"key\")]`",
+            ));
         }
-        for tag in variant.tags() {
-            if let Err(why) = rules::tag_key(&tag.key) {
-                cx.push(syn::Error::new(
-                    tag.key_span,
-                    format!("invalid tag key `{}`: {why}", tag.key),
-                ));
-            } else if keys.insert(tag.key.clone(), ()).is_some() {
-                cx.push(syn::Error::new(
-                    tag.key_span,
-                    format!(
-                        "duplicate tag key `{}` in variant `{}`",
-                        tag.key, variant.ident
-                    ),
-                ));
-            }
+    }
+    for tag in variant.tags() {
+        if let Err(why) = rules::tag_key(&tag.key) {
+            cx.push(syn::Error::new(
+                tag.key_span,
+                format!("invalid tag key `{}`: {why}", tag.key),
+            ));
+        } else if keys.insert(tag.key.clone(), ()).is_some() {
+            cx.push(syn::Error::new(
+                tag.key_span,
+                format!(
+                    "duplicate tag key `{}` in variant `{}`",
+                    tag.key, variant.ident
+                ),
+            ));
         }
     }
 }
@@ -143,9 +155,24 @@ pub(crate) fn check_projection(
     input: &crate::ast::ProjectionStruct<'_>,
     derive: crate::attr::StructDerive,
 ) {
-    let attrs = &input.attrs;
     if derive == crate::attr::StructDerive::ReadModel {
-        match &attrs.name {
+        check_model_attrs(cx, input);
+    }
+    check_variant_lists(cx, input, derive);
+    if let Some(limit) = &input.attrs.init.limit {
+        match limit.base10_parse::<u64>() {
+            Ok(0) => cx.error_spanned_by(limit, "the init query's limit must be at least 1"),
+            Ok(_) => {}
+            Err(e) => cx.error_spanned_by(limit, format!("invalid init limit: {e}")),
+        }
+    }
+    check_tag_filters(cx, input);
+}
+
+/// `#[derive(ReadModel)]`'s name and version.
+fn check_model_attrs(cx: &mut Ctxt, input: &crate::ast::ProjectionStruct<'_>) {
+    let attrs = &input.attrs;
+    match &attrs.name {
             None => cx.error_spanned_by(
                 &input.input.ident,
                 "`#[derive(ReadModel)]` needs `#[krescent(name = \"model.name\")]`: checkpoints are stored under it",
@@ -157,15 +184,23 @@ pub(crate) fn check_projection(
                 }
             }
         }
-        if let Some((lit, _)) = &attrs.version {
-            if let Err(e) = lit.base10_parse::<u32>() {
-                cx.error_spanned_by(
-                    lit,
-                    format!("krescent `version` must be an integer from 0 to 4294967295: {e}"),
-                );
-            }
+    if let Some((lit, _)) = &attrs.version {
+        if let Err(e) = lit.base10_parse::<u32>() {
+            cx.error_spanned_by(
+                lit,
+                format!("krescent `version` must be an integer from 0 to 4294967295: {e}"),
+            );
         }
     }
+}
+
+/// The event type and the variants handled, listed once each, with one handler each.
+fn check_variant_lists(
+    cx: &mut Ctxt,
+    input: &crate::ast::ProjectionStruct<'_>,
+    derive: crate::attr::StructDerive,
+) {
+    let attrs = &input.attrs;
     let name = match derive {
         crate::attr::StructDerive::Projection => "Projection",
         crate::attr::StructDerive::ReadModel => "ReadModel",
@@ -226,15 +261,12 @@ pub(crate) fn check_projection(
             );
         }
     }
-    if let Some(limit) = &attrs.init.limit {
-        match limit.base10_parse::<u64>() {
-            Ok(0) => cx.error_spanned_by(limit, "the init query's limit must be at least 1"),
-            Ok(_) => {}
-            Err(e) => cx.error_spanned_by(limit, format!("invalid init limit: {e}")),
-        }
-    }
+}
+
+/// The tag filters: valid keys, each once, bound to fields the struct has.
+fn check_tag_filters(cx: &mut Ctxt, input: &crate::ast::ProjectionStruct<'_>) {
     let mut keys: BTreeMap<String, ()> = BTreeMap::new();
-    for tag in &attrs.tags {
+    for tag in &input.attrs.tags {
         let key = tag.key.to_string();
         if let Err(why) = rules::tag_key(&key) {
             cx.error_spanned_by(&tag.key, format!("invalid tag key `{key}`: {why}"));

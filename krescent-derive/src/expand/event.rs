@@ -23,14 +23,11 @@ pub(crate) fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream 
     let type_indices = 0..input.variants.len();
 
     let tag_arms = input.variants.iter().map(tag_arm);
-    let tag_capacity = input
-        .variants
-        .iter()
-        .map(|v| v.tags().len())
-        .max()
-        .unwrap_or(0);
+    let tag_capacity = input.variants.iter().map(|v| v.tags().len()).max();
+    let tag_capacity = tag_capacity.unwrap_or(0);
 
     let inherent = inherent_impl(input, &p, false);
+    let registration = registration(input, &p, &catalog, revision);
 
     // Spanned on the enum's name, so a missing serde implementation is reported there.
     let encode = quote_spanned!(ident.span()=> #p::encode_content::<Self>(self));
@@ -78,15 +75,28 @@ pub(crate) fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream 
 
             #inherent
 
-            #p::inventory::submit! {
-                #p::EventRegistration {
-                    catalog: #catalog,
-                    revision: #revision,
-                    rust_type: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
-                    types: <#ident as #p::Event>::TYPES,
-                }
-            }
+            #registration
         };
+    }
+}
+
+/// The enum's entry in the event registry.
+fn registration(
+    input: &EventEnum<'_>,
+    p: &TokenStream,
+    catalog: &str,
+    revision: u32,
+) -> TokenStream {
+    let ident = input.ident;
+    quote! {
+        #p::inventory::submit! {
+            #p::EventRegistration {
+                catalog: #catalog,
+                revision: #revision,
+                rust_type: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+                types: <#ident as #p::Event>::TYPES,
+            }
+        }
     }
 }
 
