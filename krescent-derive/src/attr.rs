@@ -129,6 +129,24 @@ fn unknown(meta: &ParseNestedMeta<'_>, key: &str) -> syn::Error {
     meta.error(format!("unknown krescent attribute `{key}`"))
 }
 
+/// The path of `#[krescent(crate = "…")]`, found without checking the other keys: for the
+/// fallback of an input that is not the kind of item its derive needs, whose attributes are
+/// never parsed.
+pub(crate) fn crate_override(attrs: &[Attribute]) -> Option<Path> {
+    let mut ignored = Ctxt::default();
+    let mut krate = None;
+    each_krescent_key(&mut ignored, attrs, |_, meta, key| {
+        if key == sym::CRATE {
+            let lit: LitStr = meta.value()?.parse()?;
+            krate = Some(lit.parse::<Path>()?);
+        } else {
+            skip_value(meta);
+        }
+        Ok(())
+    });
+    krate
+}
+
 /// `#[krescent(...)]` on the enum.
 pub(crate) struct ContainerAttrs {
     pub catalog: Option<(LitStr, Span)>,
@@ -323,6 +341,49 @@ fn parse_variant_list(meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<HandledVari
     Ok(out)
 }
 
+/// `init(forward | backward, limit = N)`.
+fn parse_init(cx: &mut Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<InitOverrides> {
+    let mut o = InitOverrides::default();
+    let mut inner_errors = Vec::new();
+    meta.parse_nested_meta(|entry| {
+        let key = entry.path.get_ident().map(ToString::to_string).unwrap_or_default();
+        match key.as_str() {
+            sym::FORWARD | sym::BACKWARD if o.forward.is_some() => inner_errors
+                .push(entry.error("duplicate krescent attribute `init` direction")),
+            sym::FORWARD => o.forward = Some(true),
+            sym::BACKWARD => o.forward = Some(false),
+            sym::LIMIT if o.limit.is_some() => {
+                inner_errors.push(entry.error("duplicate krescent attribute `limit`"));
+                skip_value(&entry);
+            }
+            sym::LIMIT => o.limit = Some(entry.value()?.parse::<LitInt>()?),
+            _ => {
+                inner_errors.push(entry.error(format!(
+                    "unknown krescent attribute `init({key})`: expected `forward`, `backward` or `limit = N`"
+                )));
+                skip_value(&entry);
+            }
+        }
+        Ok(())
+    })?;
+    for e in inner_errors {
+        cx.push(e);
+    }
+    Ok(o)
+}
+
+/// `tags(key = value, …)`.
+fn parse_tag_filters(meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<TagFilter>> {
+    let mut list = Vec::new();
+    meta.parse_nested_meta(|entry| {
+        let key = entry.path.require_ident()?.clone();
+        let value = entry.value()?.parse::<syn::Expr>()?;
+        list.push(TagFilter { key, value });
+        Ok(())
+    })?;
+    Ok(list)
+}
+
 impl ProjectionAttrs {
     pub(crate) fn from_attrs(cx: &mut Ctxt, attrs: &[Attribute], derive: StructDerive) -> Self {
         let model = derive == StructDerive::ReadModel;
@@ -345,44 +406,10 @@ impl ProjectionAttrs {
                 sym::EVENTS => events.set(cx, span, meta.value()?.parse::<syn::Path>()?),
                 sym::HANDLES => handles.set(cx, span, parse_variant_list(meta)?),
                 sym::SAVEPOINT if !model => savepoints.set(cx, span, parse_variant_list(meta)?),
-                sym::TAGS => {
-                    let mut list = Vec::new();
-                    meta.parse_nested_meta(|entry| {
-                        let key = entry.path.require_ident()?.clone();
-                        let value = entry.value()?.parse::<syn::Expr>()?;
-                        list.push(TagFilter { key, value });
-                        Ok(())
-                    })?;
-                    tags.set(cx, span, list);
-                }
+                sym::TAGS => tags.set(cx, span, parse_tag_filters(meta)?),
                 sym::INIT if !model => {
-                    let mut o = InitOverrides::default();
-                    let mut inner_errors = Vec::new();
-                    meta.parse_nested_meta(|entry| {
-                        let key = entry.path.get_ident().map(ToString::to_string).unwrap_or_default();
-                        match key.as_str() {
-                            sym::FORWARD | sym::BACKWARD if o.forward.is_some() => inner_errors
-                                .push(entry.error("duplicate krescent attribute `init` direction")),
-                            sym::FORWARD => o.forward = Some(true),
-                            sym::BACKWARD => o.forward = Some(false),
-                            sym::LIMIT if o.limit.is_some() => {
-                                inner_errors.push(entry.error("duplicate krescent attribute `limit`"));
-                                skip_value(&entry);
-                            }
-                            sym::LIMIT => o.limit = Some(entry.value()?.parse::<LitInt>()?),
-                            _ => {
-                                inner_errors.push(entry.error(format!(
-                                    "unknown krescent attribute `init({key})`: expected `forward`, `backward` or `limit = N`"
-                                )));
-                                skip_value(&entry);
-                            }
-                        }
-                        Ok(())
-                    })?;
-                    for e in inner_errors {
-                        cx.push(e);
-                    }
-                    init.set(cx, span, o);
+                    let overrides = parse_init(cx, meta)?;
+                    init.set(cx, span, overrides);
                 }
                 sym::META => {
                     let mut list = Vec::new();

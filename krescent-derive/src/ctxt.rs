@@ -21,6 +21,17 @@ impl Ctxt {
         }
     }
 
+    /// Every error collected so far, followed by `last`.
+    pub(crate) fn into_error(self, last: syn::Error) -> syn::Error {
+        match self.errors {
+            Some(mut errors) => {
+                errors.combine(last);
+                errors
+            }
+            None => last,
+        }
+    }
+
     pub(crate) fn check(self) -> Result<(), syn::Error> {
         match self.errors {
             Some(e) => Err(e),

@@ -5,11 +5,9 @@ use std::collections::BTreeMap;
 use syn::Member;
 use syn::spanned::Spanned;
 
-use crate::ast::{EventEnum, Shape};
+use crate::ast::{EventEnum, Shape, Variant};
 use crate::ctxt::Ctxt;
-
-/// The longest type name accepted, as in `krescent_core::event::MAX_TYPE_NAME_LEN`.
-const MAX_TYPE_NAME_LEN: usize = 255;
+use crate::rules;
 
 /// Serde container keys that change the enum's representation.
 const SERDE_REPRESENTATIONS: &[&str] = &["tag", "content", "untagged"];
@@ -23,6 +21,31 @@ const SERDE_VARIANT_SKIPS: &[&str] = &[
 ];
 
 pub(crate) fn check_event(cx: &mut Ctxt, input: &EventEnum<'_>) {
+    check_event_container(cx, input);
+    let mut names: BTreeMap<String, &syn::Ident> = BTreeMap::new();
+    for variant in &input.variants {
+        check_variant_shape(cx, variant);
+        let (name, span) = variant.type_name();
+        if let Err(why) = rules::type_name(&name) {
+            cx.push(syn::Error::new(
+                span,
+                format!("invalid event type name `{name}`: {why}"),
+            ));
+        }
+        if let Some(first) = names.get(&name) {
+            cx.push(syn::Error::new(
+                span,
+                format!("duplicate event type name `{name}`: variant `{first}` already uses it"),
+            ));
+        } else {
+            names.insert(name, variant.ident);
+        }
+        check_variant_tags(cx, variant);
+    }
+}
+
+/// The enum's own attributes, generics and variant count.
+fn check_event_container(cx: &mut Ctxt, input: &EventEnum<'_>) {
     if !input.input.generics.params.is_empty() {
         cx.error_spanned_by(
             &input.input.generics,
@@ -38,14 +61,8 @@ pub(crate) fn check_event(cx: &mut Ctxt, input: &EventEnum<'_>) {
     }
     if let Some((lit, _)) = &input.attrs.catalog {
         let catalog = lit.value();
-        if catalog.is_empty() || catalog.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            cx.error_spanned_by(
-                lit,
-                format!(
-                    "invalid catalog name `{catalog}`: it must be non-empty, without whitespace \
-                     or control characters"
-                ),
-            );
+        if let Err(why) = rules::catalog(&catalog) {
+            cx.error_spanned_by(lit, format!("invalid catalog name `{catalog}`: {why}"));
         }
     }
     if let Some((lit, _)) = &input.attrs.revision {
@@ -68,108 +85,68 @@ pub(crate) fn check_event(cx: &mut Ctxt, input: &EventEnum<'_>) {
             ));
         }
     }
+}
 
-    let mut names: BTreeMap<String, &syn::Ident> = BTreeMap::new();
-    for variant in &input.variants {
-        for (key, span) in &variant.serde_keys {
-            if SERDE_VARIANT_SKIPS.contains(&key.as_str()) {
-                cx.push(syn::Error::new(
-                    *span,
-                    format!(
-                        "`#[serde({key})]` is not supported on an event variant: every variant \
-                         is an event type that must be written and read"
-                    ),
-                ));
-            }
-        }
-        if variant.shape == Shape::Tuple {
-            cx.error_spanned_by(
-                &variant.original.fields,
+/// Serde keys that skip a variant, and a shape an event variant cannot have.
+fn check_variant_shape(cx: &mut Ctxt, variant: &Variant<'_>) {
+    for (key, span) in &variant.serde_keys {
+        if SERDE_VARIANT_SKIPS.contains(&key.as_str()) {
+            cx.push(syn::Error::new(
+                *span,
                 format!(
-                    "variant `{}` has several unnamed fields; an event variant is a unit, a \
-                     newtype `{}(Data)` or has named fields",
-                    variant.ident, variant.ident
+                    "`#[serde({key})]` is not supported on an event variant: every variant \
+                         is an event type that must be written and read"
                 ),
-            );
-        }
-
-        let (name, span) = variant.type_name();
-        if let Err(why) = type_name_problem(&name) {
-            cx.push(syn::Error::new(
-                span,
-                format!("invalid event type name `{name}`: {why}"),
             ));
         }
-        if let Some(first) = names.get(&name) {
-            cx.push(syn::Error::new(
-                span,
-                format!("duplicate event type name `{name}`: variant `{first}` already uses it"),
-            ));
-        } else {
-            names.insert(name, variant.ident);
-        }
+    }
+    if variant.shape == Shape::Tuple {
+        cx.error_spanned_by(
+            &variant.original.fields,
+            format!(
+                "variant `{}` has several unnamed fields; an event variant is a unit, a \
+                     newtype `{}(Data)` or has named fields",
+                variant.ident, variant.ident
+            ),
+        );
+    }
+}
 
-        if let Some(tags_span) = variant.attrs.tags_span {
-            if variant.shape != Shape::Newtype {
-                cx.push(syn::Error::new(
-                    tags_span,
-                    "`tags(...)` names fields of a newtype variant's content; on a variant with \
+/// A variant's tags: where they may be declared, and their keys.
+fn check_variant_tags(cx: &mut Ctxt, variant: &Variant<'_>) {
+    if let Some(tags_span) = variant.attrs.tags_span {
+        if variant.shape != Shape::Newtype {
+            cx.push(syn::Error::new(
+                tags_span,
+                "`tags(...)` names fields of a newtype variant's content; on a variant with \
                      named fields put `#[krescent(tag)]` on the field instead",
-                ));
-            }
-        }
-        let mut keys: BTreeMap<String, ()> = BTreeMap::new();
-        for field in &variant.fields {
-            if let (Some((None, span)), Member::Unnamed(_)) = (&field.attrs.tag, &field.member) {
-                cx.push(syn::Error::new(
-                    *span,
-                    "a tag on an unnamed field needs a key: `#[krescent(tag = \"key\")]`",
-                ));
-            }
-        }
-        for tag in variant.tags() {
-            if let Err(why) = tag_key_problem(&tag.key) {
-                cx.push(syn::Error::new(
-                    tag.key_span,
-                    format!("invalid tag key `{}`: {why}", tag.key),
-                ));
-            } else if keys.insert(tag.key.clone(), ()).is_some() {
-                cx.push(syn::Error::new(
-                    tag.key_span,
-                    format!(
-                        "duplicate tag key `{}` in variant `{}`",
-                        tag.key, variant.ident
-                    ),
-                ));
-            }
+            ));
         }
     }
-}
-
-/// The rule of `krescent_core::event::validate_type_name`, at compile time.
-fn type_name_problem(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        Err("it is empty")
-    } else if name.len() > MAX_TYPE_NAME_LEN {
-        Err("it is longer than 255 bytes")
-    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Err("it contains whitespace or a control character")
-    } else {
-        Ok(())
+    let mut keys: BTreeMap<String, ()> = BTreeMap::new();
+    for field in &variant.fields {
+        if let (Some((None, span)), Member::Unnamed(_)) = (&field.attrs.tag, &field.member) {
+            cx.push(syn::Error::new(
+                *span,
+                "a tag on an unnamed field needs a key: `#[krescent(tag = \"key\")]`",
+            ));
+        }
     }
-}
-
-/// The rule of `krescent_core::event::tags::validate_tag_key`, at compile time.
-fn tag_key_problem(key: &str) -> Result<(), &'static str> {
-    if key.is_empty() {
-        Err("it is empty")
-    } else if key
-        .chars()
-        .any(|c| c == ':' || c.is_whitespace() || c.is_control())
-    {
-        Err("keys may not contain `:`, whitespace or control characters")
-    } else {
-        Ok(())
+    for tag in variant.tags() {
+        if let Err(why) = rules::tag_key(&tag.key) {
+            cx.push(syn::Error::new(
+                tag.key_span,
+                format!("invalid tag key `{}`: {why}", tag.key),
+            ));
+        } else if keys.insert(tag.key.clone(), ()).is_some() {
+            cx.push(syn::Error::new(
+                tag.key_span,
+                format!(
+                    "duplicate tag key `{}` in variant `{}`",
+                    tag.key, variant.ident
+                ),
+            ));
+        }
     }
 }
 
@@ -178,29 +155,52 @@ pub(crate) fn check_projection(
     input: &crate::ast::ProjectionStruct<'_>,
     derive: crate::attr::StructDerive,
 ) {
-    let attrs = &input.attrs;
     if derive == crate::attr::StructDerive::ReadModel {
-        match &attrs.name {
+        check_model_attrs(cx, input);
+    }
+    check_variant_lists(cx, input, derive);
+    if let Some(limit) = &input.attrs.init.limit {
+        match limit.base10_parse::<u64>() {
+            Ok(0) => cx.error_spanned_by(limit, "the init query's limit must be at least 1"),
+            Ok(_) => {}
+            Err(e) => cx.error_spanned_by(limit, format!("invalid init limit: {e}")),
+        }
+    }
+    check_tag_filters(cx, input);
+}
+
+/// `#[derive(ReadModel)]`'s name and version.
+fn check_model_attrs(cx: &mut Ctxt, input: &crate::ast::ProjectionStruct<'_>) {
+    let attrs = &input.attrs;
+    match &attrs.name {
             None => cx.error_spanned_by(
                 &input.input.ident,
                 "`#[derive(ReadModel)]` needs `#[krescent(name = \"model.name\")]`: checkpoints are stored under it",
             ),
             Some((lit, _)) => {
                 let name = lit.value();
-                if let Err(why) = model_name_problem(&name) {
+                if let Err(why) = rules::model_name(&name) {
                     cx.error_spanned_by(lit, format!("invalid model name `{name}`: {why}"));
                 }
             }
         }
-        if let Some((lit, _)) = &attrs.version {
-            if let Err(e) = lit.base10_parse::<u32>() {
-                cx.error_spanned_by(
-                    lit,
-                    format!("krescent `version` must be an integer from 0 to 4294967295: {e}"),
-                );
-            }
+    if let Some((lit, _)) = &attrs.version {
+        if let Err(e) = lit.base10_parse::<u32>() {
+            cx.error_spanned_by(
+                lit,
+                format!("krescent `version` must be an integer from 0 to 4294967295: {e}"),
+            );
         }
     }
+}
+
+/// The event type and the variants handled, listed once each, with one handler each.
+fn check_variant_lists(
+    cx: &mut Ctxt,
+    input: &crate::ast::ProjectionStruct<'_>,
+    derive: crate::attr::StructDerive,
+) {
+    let attrs = &input.attrs;
     let name = match derive {
         crate::attr::StructDerive::Projection => "Projection",
         crate::attr::StructDerive::ReadModel => "ReadModel",
@@ -261,17 +261,14 @@ pub(crate) fn check_projection(
             );
         }
     }
-    if let Some(limit) = &attrs.init.limit {
-        match limit.base10_parse::<u64>() {
-            Ok(0) => cx.error_spanned_by(limit, "the init query's limit must be at least 1"),
-            Ok(_) => {}
-            Err(e) => cx.error_spanned_by(limit, format!("invalid init limit: {e}")),
-        }
-    }
+}
+
+/// The tag filters: valid keys, each once, bound to fields the struct has.
+fn check_tag_filters(cx: &mut Ctxt, input: &crate::ast::ProjectionStruct<'_>) {
     let mut keys: BTreeMap<String, ()> = BTreeMap::new();
-    for tag in &attrs.tags {
+    for tag in &input.attrs.tags {
         let key = tag.key.to_string();
-        if let Err(why) = tag_key_problem(&key) {
+        if let Err(why) = rules::tag_key(&key) {
             cx.error_spanned_by(&tag.key, format!("invalid tag key `{key}`: {why}"));
         }
         if keys.insert(key.clone(), ()).is_some() {
@@ -306,24 +303,6 @@ pub(crate) fn self_field(expr: &syn::Expr) -> Option<&Member> {
     }
 }
 
-/// The rule of `krescent_core::checkpoint::validate_model_name`, at compile time.
-fn model_name_problem(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        Err("it is empty")
-    } else if name.len() > 255 {
-        Err("it is longer than 255 bytes")
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        Err("only ASCII letters, digits, `.`, `_` and `-` are allowed")
-    } else if name == "." || name == ".." {
-        Err("it is a path component")
-    } else {
-        Ok(())
-    }
-}
-
 pub(crate) fn check_checkpoint(cx: &mut Ctxt, input: &crate::ast::CheckpointStruct<'_>) {
     let mut keys: BTreeMap<String, ()> = BTreeMap::new();
     for field in &input.fields {
@@ -337,22 +316,17 @@ pub(crate) fn check_checkpoint(cx: &mut Ctxt, input: &crate::ast::CheckpointStru
             continue;
         }
         let key = field.key();
-        if key.is_empty() || key.len() > 255 {
-            let span = field
-                .attrs
-                .rename
-                .as_ref()
-                .map_or_else(|| field.ty.span(), |r| r.span());
+        let span = field
+            .attrs
+            .rename
+            .as_ref()
+            .map_or_else(|| field.ty.span(), |r| r.span());
+        if let Err(why) = rules::checkpoint_key(&key) {
             cx.push(syn::Error::new(
                 span,
-                format!("invalid checkpoint key `{key}`: 1 to 255 bytes"),
+                format!("invalid checkpoint key `{key}`: {why}"),
             ));
         } else if keys.insert(key.clone(), ()).is_some() {
-            let span = field
-                .attrs
-                .rename
-                .as_ref()
-                .map_or_else(|| field.ty.span(), |r| r.span());
             cx.push(syn::Error::new(
                 span,
                 format!("duplicate checkpoint key `{key}`"),

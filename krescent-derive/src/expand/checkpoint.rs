@@ -2,37 +2,10 @@
 
 use proc_macro2::TokenStream;
 use quote::{ToTokens, format_ident, quote, quote_spanned};
-use syn::DeriveInput;
 use syn::spanned::Spanned;
 
-use crate::ast::{CheckpointField, CheckpointStruct, WrongShape};
+use crate::ast::{CheckpointField, CheckpointStruct};
 use crate::attr::FieldMode;
-use crate::ctxt::Ctxt;
-use crate::valid;
-
-pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
-    let mut cx = Ctxt::default();
-    let parsed = match CheckpointStruct::from_syn(&mut cx, input) {
-        Ok(parsed) => parsed,
-        Err(WrongShape { span, what }) => {
-            cx.push(syn::Error::new(
-                span,
-                format!("`#[derive(CheckpointSupport)]` needs a struct, not {what}"),
-            ));
-            return cx
-                .check()
-                .err()
-                .map(|e| e.to_compile_error())
-                .unwrap_or_default();
-        }
-    };
-    valid::check_checkpoint(&mut cx, &parsed);
-    let krate = super::krate(parsed.attrs.krate.as_ref().map(|(p, _)| p));
-    match cx.check() {
-        Ok(()) => expand(&parsed, &krate),
-        Err(errors) => errors.to_compile_error(),
-    }
-}
 
 /// The field types that are stored as typed bucket values; any other type goes through JSON.
 const PRIMITIVES: &[&str] = &[
@@ -107,7 +80,132 @@ fn fingerprint(fields: &[&CheckpointField<'_>]) -> u64 {
     h
 }
 
-fn expand(input: &CheckpointStruct<'_>, krate: &TokenStream) -> TokenStream {
+/// The generated statements, field by field: full writes, reads and assignments, and for
+/// deltas the readiness checks, writes, reads, assignments and "stored" notifications.
+#[derive(Default)]
+struct Code {
+    puts: Vec<TokenStream>,
+    gets: Vec<TokenStream>,
+    assigns: Vec<TokenStream>,
+    ready: Vec<TokenStream>,
+    delta_puts: Vec<TokenStream>,
+    delta_gets: Vec<TokenStream>,
+    delta_assigns: Vec<TokenStream>,
+    stored_calls: Vec<TokenStream>,
+}
+
+impl Code {
+    /// Adds the statements of field number `i`.
+    fn add_field(&mut self, i: usize, field: &CheckpointField<'_>, p: &TokenStream) {
+        let member = &field.member;
+        let ty = field.ty;
+        let key = field.key();
+        let local = format_ident!("__field{}", i);
+        let span = ty.span();
+        let (put, get) = match stored(field) {
+            None => {
+                self.assigns.push(quote_spanned!(span=> self.#member = <#ty as ::core::default::Default>::default();));
+                return;
+            }
+            Some(Stored::Primitive) => (
+                quote_spanned!(span=> <#ty as #p::CheckpointPrimitive>::put(&self.#member, bucket, #key);),
+                quote_spanned!(span=> let #local = <#ty as #p::CheckpointPrimitive>::get(bucket, #key)?;),
+            ),
+            Some(Stored::Json) => (
+                quote_spanned!(span=> #p::put_json::<#ty>(bucket, #key, &self.#member)?;),
+                quote_spanned!(span=> let #local = #p::get_json::<#ty>(bucket, #key)?;),
+            ),
+            Some(Stored::Binary) => (
+                quote_spanned!(span=> #p::put_binary::<#ty>(bucket, #key, &self.#member)?;),
+                quote_spanned!(span=> let #local = #p::get_binary::<#ty>(bucket, #key)?;),
+            ),
+            Some(Stored::Nested) => {
+                self.ready.push(quote_spanned!(span=> if !#p::put_nested_delta::<#ty>(bucket, #key, &self.#member)? {
+                    return ::core::result::Result::Ok(false);
+                }));
+                self.delta_gets.push(quote_spanned!(span=> let #local = #p::get_nested_delta::<#ty>(bucket, #key, &self.#member)?;));
+                self.delta_assigns.push(quote!(self.#member = #local;));
+                self.stored_calls.push(quote_spanned!(span=> <#ty as #p::CheckpointSupport>::checkpoint_stored(&mut self.#member);));
+                (
+                    quote_spanned!(span=> #p::put_nested::<#ty>(bucket, #key, &self.#member)?;),
+                    quote_spanned!(span=> let #local = #p::get_nested::<#ty>(bucket, #key, &self.#member)?;),
+                )
+            }
+            Some(Stored::Delta) => {
+                self.ready.push(
+                    quote_spanned!(span=> if !<#ty as #p::DeltaState>::delta_ready(&self.#member) {
+                        return ::core::result::Result::Ok(false);
+                    }),
+                );
+                self.delta_puts.push(quote_spanned!(span=> <#ty as #p::DeltaState>::put_delta(&self.#member, bucket, #key)?;));
+                self.delta_gets.push(quote_spanned!(span=> let #local = <#ty as #p::DeltaState>::get_delta(bucket, #key)?;));
+                self.delta_assigns.push(quote_spanned!(span=> <#ty as #p::DeltaState>::apply_delta(&mut self.#member, #local);));
+                self.stored_calls.push(
+                    quote_spanned!(span=> <#ty as #p::DeltaState>::mark_stored(&mut self.#member);),
+                );
+                (
+                    quote_spanned!(span=> <#ty as #p::DeltaState>::put_full(&self.#member, bucket, #key)?;),
+                    quote_spanned!(span=> let #local = <#ty as #p::DeltaState>::get_full(bucket, #key)?;),
+                )
+            }
+        };
+        if !matches!(stored(field), Some(Stored::Nested | Stored::Delta)) {
+            // Small fields go whole into every delta.
+            self.delta_puts.push(put.clone());
+            self.delta_gets.push(get.clone());
+            self.delta_assigns.push(quote!(self.#member = #local;));
+        }
+        self.puts.push(put);
+        self.gets.push(get);
+        self.assigns.push(quote!(self.#member = #local;));
+    }
+
+    /// The delta methods, for structs with something that writes deltas; otherwise none, and
+    /// the trait's defaults (full checkpoints only) apply.
+    fn delta_methods(&self, input: &CheckpointStruct<'_>, p: &TokenStream) -> TokenStream {
+        let Code {
+            ready,
+            delta_puts,
+            delta_gets,
+            delta_assigns,
+            stored_calls,
+            ..
+        } = self;
+        let has_delta = input
+            .fields
+            .iter()
+            .any(|f| matches!(stored(f), Some(Stored::Delta | Stored::Nested)));
+        if has_delta {
+            quote! {
+                fn create_checkpoint_delta(
+                    &self,
+                    bucket: &mut #p::CheckpointBucket,
+                ) -> ::core::result::Result<bool, #p::CheckpointError> {
+                    #(#ready)*
+                    #(#delta_puts)*
+                    ::core::result::Result::Ok(true)
+                }
+
+                fn restore_checkpoint_delta(
+                    &mut self,
+                    bucket: &#p::CheckpointBucket,
+                ) -> ::core::result::Result<(), #p::CheckpointError> {
+                    #(#delta_gets)*
+                    #(#delta_assigns)*
+                    ::core::result::Result::Ok(())
+                }
+
+                fn checkpoint_stored(&mut self) {
+                    #(#stored_calls)*
+                }
+            }
+        } else {
+            TokenStream::new()
+        }
+    }
+}
+
+pub(crate) fn expand(input: &CheckpointStruct<'_>, krate: &TokenStream) -> TokenStream {
     let p = quote!(#krate::__private);
     let ident = &input.input.ident;
     let (impl_generics, ty_generics, where_clause) = input.input.generics.split_for_impl();
@@ -125,112 +223,17 @@ fn expand(input: &CheckpointStruct<'_>, krate: &TokenStream) -> TokenStream {
             quote_spanned!(ty.span()=> <#ty as #p::CheckpointSupport>::SHAPE)
         });
 
-    let mut puts = Vec::new();
-    let mut gets = Vec::new();
-    let mut assigns = Vec::new();
-    // For deltas: readiness checks, writes, reads, assignments and "stored" notifications.
-    let mut ready = Vec::new();
-    let mut delta_puts = Vec::new();
-    let mut delta_gets = Vec::new();
-    let mut delta_assigns = Vec::new();
-    let mut stored_calls = Vec::new();
+    let mut code = Code::default();
     for (i, field) in input.fields.iter().enumerate() {
-        let member = &field.member;
-        let ty = field.ty;
-        let key = field.key();
-        let local = format_ident!("__field{}", i);
-        let span = ty.span();
-        let (put, get) = match stored(field) {
-            None => {
-                assigns.push(quote_spanned!(span=> self.#member = <#ty as ::core::default::Default>::default();));
-                continue;
-            }
-            Some(Stored::Primitive) => (
-                quote_spanned!(span=> <#ty as #p::CheckpointPrimitive>::put(&self.#member, bucket, #key);),
-                quote_spanned!(span=> let #local = <#ty as #p::CheckpointPrimitive>::get(bucket, #key)?;),
-            ),
-            Some(Stored::Json) => (
-                quote_spanned!(span=> #p::put_json::<#ty>(bucket, #key, &self.#member)?;),
-                quote_spanned!(span=> let #local = #p::get_json::<#ty>(bucket, #key)?;),
-            ),
-            Some(Stored::Binary) => (
-                quote_spanned!(span=> #p::put_binary::<#ty>(bucket, #key, &self.#member)?;),
-                quote_spanned!(span=> let #local = #p::get_binary::<#ty>(bucket, #key)?;),
-            ),
-            Some(Stored::Nested) => {
-                ready.push(quote_spanned!(span=> if !#p::put_nested_delta::<#ty>(bucket, #key, &self.#member)? {
-                    return ::core::result::Result::Ok(false);
-                }));
-                delta_gets.push(quote_spanned!(span=> let #local = #p::get_nested_delta::<#ty>(bucket, #key, &self.#member)?;));
-                delta_assigns.push(quote!(self.#member = #local;));
-                stored_calls.push(quote_spanned!(span=> <#ty as #p::CheckpointSupport>::checkpoint_stored(&mut self.#member);));
-                (
-                    quote_spanned!(span=> #p::put_nested::<#ty>(bucket, #key, &self.#member)?;),
-                    quote_spanned!(span=> let #local = #p::get_nested::<#ty>(bucket, #key, &self.#member)?;),
-                )
-            }
-            Some(Stored::Delta) => {
-                ready.push(
-                    quote_spanned!(span=> if !<#ty as #p::DeltaState>::delta_ready(&self.#member) {
-                        return ::core::result::Result::Ok(false);
-                    }),
-                );
-                delta_puts.push(quote_spanned!(span=> <#ty as #p::DeltaState>::put_delta(&self.#member, bucket, #key)?;));
-                delta_gets.push(quote_spanned!(span=> let #local = <#ty as #p::DeltaState>::get_delta(bucket, #key)?;));
-                delta_assigns.push(quote_spanned!(span=> <#ty as #p::DeltaState>::apply_delta(&mut self.#member, #local);));
-                stored_calls.push(
-                    quote_spanned!(span=> <#ty as #p::DeltaState>::mark_stored(&mut self.#member);),
-                );
-                (
-                    quote_spanned!(span=> <#ty as #p::DeltaState>::put_full(&self.#member, bucket, #key)?;),
-                    quote_spanned!(span=> let #local = <#ty as #p::DeltaState>::get_full(bucket, #key)?;),
-                )
-            }
-        };
-        if !matches!(stored(field), Some(Stored::Nested | Stored::Delta)) {
-            // Small fields go whole into every delta.
-            delta_puts.push(put.clone());
-            delta_gets.push(get.clone());
-            delta_assigns.push(quote!(self.#member = #local;));
-        }
-        puts.push(put);
-        gets.push(get);
-        assigns.push(quote!(self.#member = #local;));
+        code.add_field(i, field, &p);
     }
-
-    // Deltas only for structs with something that writes them; otherwise the trait's
-    // defaults (full checkpoints only).
-    let has_delta = input
-        .fields
-        .iter()
-        .any(|f| matches!(stored(f), Some(Stored::Delta | Stored::Nested)));
-    let delta_methods = if has_delta {
-        quote! {
-            fn create_checkpoint_delta(
-                &self,
-                bucket: &mut #p::CheckpointBucket,
-            ) -> ::core::result::Result<bool, #p::CheckpointError> {
-                #(#ready)*
-                #(#delta_puts)*
-                ::core::result::Result::Ok(true)
-            }
-
-            fn restore_checkpoint_delta(
-                &mut self,
-                bucket: &#p::CheckpointBucket,
-            ) -> ::core::result::Result<(), #p::CheckpointError> {
-                #(#delta_gets)*
-                #(#delta_assigns)*
-                ::core::result::Result::Ok(())
-            }
-
-            fn checkpoint_stored(&mut self) {
-                #(#stored_calls)*
-            }
-        }
-    } else {
-        TokenStream::new()
-    };
+    let Code {
+        puts,
+        gets,
+        assigns,
+        ..
+    } = &code;
+    let delta_methods = code.delta_methods(input, &p);
 
     quote! {
         const _: () = {

@@ -2,74 +2,11 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
-use syn::{DeriveInput, Member};
+use syn::Member;
 
-use crate::ast::{EventEnum, Shape, TagSource, Variant, WrongShape, screaming_snake};
-use crate::ctxt::Ctxt;
-use crate::valid;
+use crate::ast::{EventEnum, Shape, TagSource, Variant, screaming_snake};
 
-pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
-    let mut cx = Ctxt::default();
-    let parsed = match EventEnum::from_syn(&mut cx, input) {
-        Ok(parsed) => parsed,
-        Err(WrongShape { span, what }) => {
-            cx.push(syn::Error::new(
-                span,
-                format!(
-                    "`#[derive(Event)]` needs an enum whose variants are the event types, not {what}"
-                ),
-            ));
-            return cx
-                .check()
-                .err()
-                .map(|e| e.to_compile_error())
-                .unwrap_or_default();
-        }
-    };
-    valid::check_event(&mut cx, &parsed);
-    let krate = super::krate(parsed.attrs.krate.as_ref().map(|(p, _)| p));
-    match cx.check() {
-        Ok(()) => expand(&parsed, &krate),
-        Err(errors) => {
-            let mut out = errors.to_compile_error();
-            out.extend(fallback(&parsed, &krate));
-            out
-        }
-    }
-}
-
-/// A stub implementation emitted next to errors so that uses of the enum as an `Event` do not
-/// add follow-on errors. Never runs: the crate does not compile.
-fn fallback(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream {
-    if !input.input.generics.params.is_empty() {
-        return TokenStream::new();
-    }
-    let ident = input.ident;
-    let p = quote!(#krate::__private);
-    quote! {
-        const _: () = {
-            #[automatically_derived]
-            impl #p::Event for #ident {
-                const CATALOG: &'static str = "";
-                const REVISION: u32 = 0;
-                const TYPES: &'static [#p::EventType] = &[];
-                fn event_type(&self) -> #p::EventType { ::core::unreachable!() }
-                fn tags(&self) -> #p::Tags { ::core::unreachable!() }
-                fn encode(&self) -> ::core::result::Result<#p::Payload, #p::EncodeError> {
-                    ::core::unreachable!()
-                }
-                fn decode(
-                    _: &str,
-                    _: &[u8],
-                ) -> ::core::result::Result<Self, #p::DecodeError> {
-                    ::core::unreachable!()
-                }
-            }
-        };
-    }
-}
-
-fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream {
+pub(crate) fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream {
     let ident = input.ident;
     let p = quote!(#krate::__private);
     let catalog = input.catalog();
@@ -86,32 +23,11 @@ fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream {
     let type_indices = 0..input.variants.len();
 
     let tag_arms = input.variants.iter().map(tag_arm);
-    let tag_capacity = input
-        .variants
-        .iter()
-        .map(|v| v.tags().len())
-        .max()
-        .unwrap_or(0);
+    let tag_capacity = input.variants.iter().map(|v| v.tags().len()).max();
+    let tag_capacity = tag_capacity.unwrap_or(0);
 
-    let consts = input
-        .variants
-        .iter()
-        .zip(&names)
-        .enumerate()
-        .map(|(i, (v, name))| {
-            let const_ident = format_ident!("{}", screaming_snake(v.ident), span = v.ident.span());
-            let doc = format!(
-                "The stored type name of [`{ident}::{}`]: `{name}`.",
-                v.ident
-            );
-            quote! {
-                #[doc = #doc]
-                #[allow(dead_code)]
-                pub const #const_ident: #p::EventType = <Self as #p::Event>::TYPES[#i];
-            }
-        });
-
-    let helpers = input.variants.iter().map(|v| variant_helpers(v, &p));
+    let inherent = inherent_impl(input, &p, false);
+    let registration = registration(input, &p, &catalog, revision);
 
     // Spanned on the enum's name, so a missing serde implementation is reported there.
     let encode = quote_spanned!(ident.span()=> #p::encode_content::<Self>(self));
@@ -157,21 +73,63 @@ fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream {
                 }
             }
 
-            #[automatically_derived]
-            impl #ident {
-                #(#consts)*
-                #(#helpers)*
-            }
+            #inherent
 
-            #p::inventory::submit! {
-                #p::EventRegistration {
-                    catalog: #catalog,
-                    revision: #revision,
-                    rust_type: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
-                    types: <#ident as #p::Event>::TYPES,
-                }
-            }
+            #registration
         };
+    }
+}
+
+/// The enum's entry in the event registry.
+fn registration(
+    input: &EventEnum<'_>,
+    p: &TokenStream,
+    catalog: &str,
+    revision: u32,
+) -> TokenStream {
+    let ident = input.ident;
+    quote! {
+        #p::inventory::submit! {
+            #p::EventRegistration {
+                catalog: #catalog,
+                revision: #revision,
+                rust_type: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+                types: <#ident as #p::Event>::TYPES,
+            }
+        }
+    }
+}
+
+/// The enum's inherent items: a constant per variant holding its stored type name, and the
+/// hidden items `#[derive(Projection)]` builds on. `fallback` marks the stub emitted beside
+/// errors (`__KRESCENT_FALLBACK`), which silences the projection's tag-key checks.
+pub(crate) fn inherent_impl(input: &EventEnum<'_>, p: &TokenStream, fallback: bool) -> TokenStream {
+    let ident = input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.input.generics.split_for_impl();
+    let consts = input.variants.iter().map(|v| {
+        let name = v.type_name().0;
+        let const_ident = format_ident!("{}", screaming_snake(v.ident), span = v.ident.span());
+        let doc = format!(
+            "The stored type name of [`{ident}::{}`]: `{name}`.",
+            v.ident
+        );
+        quote! {
+            #[doc = #doc]
+            #[allow(dead_code)]
+            pub const #const_ident: #p::EventType = #p::EventType::new(#name);
+        }
+    });
+    let helpers = input.variants.iter().map(|v| variant_helpers(v, p));
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #ident #ty_generics #where_clause {
+            #(#consts)*
+            #(#helpers)*
+
+            #[doc(hidden)]
+            #[allow(dead_code)]
+            pub const __KRESCENT_FALLBACK: bool = #fallback;
+        }
     }
 }
 
