@@ -13,7 +13,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Row};
 use uuid::Uuid;
 
 use super::sql::{self, Kind};
-use super::{SCHEMA_VERSION, SEGMENT_BITS, SqliteStoreError};
+use super::{SCHEMA_VERSION, SqliteStoreError};
 use krescent_core::__backend::FastState;
 use krescent_core::event::{Payload, RecordedEvent, Tag, Tags};
 use krescent_core::query::{Direction, EventQuery};
@@ -85,69 +85,6 @@ CREATE TABLE IF NOT EXISTS krescent_bookmarks (
     reader TEXT PRIMARY KEY NOT NULL,
     position INTEGER NOT NULL
 ) WITHOUT ROWID;
-";
-
-/// Converts the event tables of a version-1 file (type names in `events` and `event_tags`,
-/// a tag index keyed by tag first) into version 2, in the open transaction. Every event row is
-/// copied; the caller checks the counts. `{SEGMENT_BITS}` stands for [`SEGMENT_BITS`].
-const MIGRATE_V1: &str = "
-INSERT OR IGNORE INTO event_types (name) SELECT DISTINCT type FROM events;
-DROP INDEX IF EXISTS events_type_position;
-ALTER TABLE events RENAME TO krescent_v1_events;
-ALTER TABLE event_tags RENAME TO krescent_v1_event_tags;
-CREATE TABLE events (
-    position INTEGER PRIMARY KEY,
-    id BLOB NOT NULL,
-    type INTEGER NOT NULL,
-    tags TEXT NOT NULL,
-    ts INTEGER NOT NULL,
-    payload BLOB NOT NULL
-);
-INSERT INTO events (position, id, type, tags, ts, payload)
-    SELECT e.position, e.id, t.id, e.tags, e.ts, e.payload
-    FROM krescent_v1_events AS e JOIN event_types AS t ON t.name = e.type
-    ORDER BY e.position;
-CREATE TABLE event_segments (seg INTEGER PRIMARY KEY);
-INSERT INTO event_segments (seg) SELECT DISTINCT position >> {SEGMENT_BITS} FROM events;
-CREATE TABLE event_tags (
-    seg INTEGER NOT NULL,
-    tag TEXT NOT NULL,
-    type INTEGER NOT NULL,
-    position INTEGER NOT NULL,
-    PRIMARY KEY (seg, tag, type, position)
-) WITHOUT ROWID;
-INSERT INTO event_tags (seg, tag, type, position)
-    SELECT o.position >> {SEGMENT_BITS}, o.tag, t.id, o.position
-    FROM krescent_v1_event_tags AS o JOIN event_types AS t ON t.name = o.type
-    ORDER BY 1, 2, 3, 4;
-";
-
-/// Moves the version-2 `events` table (six columns) aside for [`Conn::migrate_v2`], which
-/// copies its rows into the version-3 table (three columns, see [`encode_record`]), and
-/// rebuilds the tag index for version 3's smaller segments. `{SEGMENT_BITS}` stands for
-/// [`SEGMENT_BITS`].
-const MIGRATE_V2: &str = "
-DROP INDEX IF EXISTS events_type_position;
-ALTER TABLE events RENAME TO krescent_v2_events;
-CREATE TABLE events (
-    position INTEGER PRIMARY KEY,
-    type INTEGER NOT NULL,
-    record BLOB NOT NULL
-);
-ALTER TABLE event_tags RENAME TO krescent_v2_event_tags;
-CREATE TABLE event_tags (
-    seg INTEGER NOT NULL,
-    tag TEXT NOT NULL,
-    type INTEGER NOT NULL,
-    position INTEGER NOT NULL,
-    PRIMARY KEY (seg, tag, type, position)
-) WITHOUT ROWID;
-INSERT INTO event_tags (seg, tag, type, position)
-    SELECT position >> {SEGMENT_BITS}, tag, type, position FROM krescent_v2_event_tags
-    ORDER BY 1, 2, 3, 4;
-DELETE FROM event_segments;
-INSERT INTO event_segments (seg)
-    SELECT DISTINCT position >> {SEGMENT_BITS} FROM krescent_v2_events;
 ";
 
 /// A connection and what it remembers between statements.
@@ -356,11 +293,6 @@ impl Conn {
                 })?;
             match version {
                 Some(SCHEMA_VERSION) => {}
-                Some(1) => {
-                    self.migrate_v1()?;
-                    self.migrate_v2()?;
-                }
-                Some(2) => self.migrate_v2()?,
                 Some(found) => {
                     return Err(SqliteStoreError::UnsupportedSchemaVersion {
                         path: self.path.clone(),
@@ -386,118 +318,6 @@ impl Conn {
         // Idempotent; also restores an index someone dropped.
         self.conn.execute_batch(SCHEMA)?;
         Ok(())
-    }
-
-    /// Converts a version-1 file to version 2, in the open transaction (the caller then
-    /// converts it to version 3); an error rolls everything back and leaves the file as it was.
-    fn migrate_v1(&mut self) -> Result<(), SqliteStoreError> {
-        // The version-1 tables; `CREATE TABLE IF NOT EXISTS` of version 1 may not have run
-        // for `event_types` in files written before it existed.
-        self.conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS event_types (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);",
-        )?;
-        let before = self.event_counts()?;
-        self.conn
-            .execute_batch(&MIGRATE_V1.replace("{SEGMENT_BITS}", &SEGMENT_BITS.to_string()))?;
-        self.finish_migration(1, before, " (events whose type is not text?)")
-    }
-
-    /// The rows of `events` and `event_tags`.
-    fn event_counts(&self) -> rusqlite::Result<(i64, i64)> {
-        let count = |table: &str| -> rusqlite::Result<i64> {
-            self.conn
-                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-        };
-        Ok((count("events")?, count("event_tags")?))
-    }
-
-    /// Ends the migration from version `from`: checks that `events` and `event_tags` hold as
-    /// many rows as the old tables did (`before`; `hint` follows the error's message), drops the
-    /// old tables `krescent_v<from>_events` and `krescent_v<from>_event_tags`, and records
-    /// version `from + 1`.
-    fn finish_migration(
-        &self,
-        from: i64,
-        before: (i64, i64),
-        hint: &str,
-    ) -> Result<(), SqliteStoreError> {
-        let (events, tags) = before;
-        let (events_now, tags_now) = self.event_counts()?;
-        if (events_now, tags_now) != before {
-            return Err(corrupt(
-                None,
-                format!(
-                    "migrating from schema version {from} would keep {events_now} of {events} \
-                     events and {tags_now} of {tags} tag rows{hint}"
-                ),
-            ));
-        }
-        self.conn.execute_batch(&format!(
-            "DROP TABLE krescent_v{from}_events; DROP TABLE krescent_v{from}_event_tags;"
-        ))?;
-        self.conn.execute(
-            "UPDATE krescent_meta SET value = ?1 WHERE key = 'schema_version'",
-            [from + 1],
-        )?;
-        tracing::info!(
-            path = %self.path,
-            events,
-            "migrated a krescent SQLite file from schema version {from} to {}",
-            from + 1
-        );
-        Ok(())
-    }
-
-    /// Converts a version-2 file (`events` with six columns, tag index segments of 32,768
-    /// positions) to version 3 (the id, time, tags and payload of an event in one `record`,
-    /// see [`encode_record`]; segments of 2^[`SEGMENT_BITS`] positions), in the open
-    /// transaction. Every row is copied and the count checked; a row that is not what version
-    /// 2 wrote is a [`SqliteStoreError::CorruptRow`] naming its position, and any error rolls
-    /// everything back, leaving the file as it was.
-    fn migrate_v2(&mut self) -> Result<(), SqliteStoreError> {
-        let before = self.event_counts()?;
-        self.conn
-            .execute_batch(&MIGRATE_V2.replace("{SEGMENT_BITS}", &SEGMENT_BITS.to_string()))?;
-        {
-            let mut old = self.conn.prepare(
-                "SELECT position, id, type, tags, ts, payload FROM krescent_v2_events \
-                 ORDER BY position",
-            )?;
-            let mut insert = self
-                .conn
-                .prepare("INSERT INTO events (position, type, record) VALUES (?1, ?2, ?3)")?;
-            let mut rows = old.query([])?;
-            let mut record = Vec::new();
-            while let Some(row) = rows.next()? {
-                let ValueRef::Integer(position) = row.get_ref(0)? else {
-                    return Err(corrupt(None, "position is not an integer"));
-                };
-                let at = u64::try_from(position).ok();
-                let id = match row.get_ref(1)? {
-                    ValueRef::Blob(b) => {
-                        Uuid::from_slice(b).map_err(|_| corrupt(at, "id is not 16 bytes"))?
-                    }
-                    _ => return Err(corrupt(at, "id is not a blob")),
-                };
-                let ValueRef::Integer(ty) = row.get_ref(2)? else {
-                    return Err(corrupt(at, "type is not an integer"));
-                };
-                let ValueRef::Text(tags) = row.get_ref(3)? else {
-                    return Err(corrupt(at, "tags are not text"));
-                };
-                let ValueRef::Integer(micros) = row.get_ref(4)? else {
-                    return Err(corrupt(at, "timestamp is not an integer"));
-                };
-                let ValueRef::Blob(payload) = row.get_ref(5)? else {
-                    return Err(corrupt(at, "payload is not a blob"));
-                };
-                record.clear();
-                encode_record(position, ty, &id, micros, tags, payload, &mut record)
-                    .map_err(|what| corrupt(at, what))?;
-                insert.execute(rusqlite::params![position, ty, record])?;
-            }
-        }
-        self.finish_migration(2, before, "")
     }
 
     /// Runs a statement without parameters or results, prepared once per connection.

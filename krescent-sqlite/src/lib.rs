@@ -29,7 +29,7 @@
 //! reads on its read connections. A model's [`SqliteWrites`] therefore run on the writer
 //! thread too, and appends wait while they do.
 //!
-//! # Schema (version 3)
+//! # Schema (version 1)
 //!
 //! ```sql
 //! CREATE TABLE krescent_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -68,26 +68,18 @@
 //! epoch, UTC, 8 bytes, little-endian), the length of its stored tags (4 bytes,
 //! little-endian), its tags (`<byte length>:<tag>` for each tag, concatenated), and its
 //! payload. A read decodes one value per event, the record: every further column SQLite and
-//! rusqlite hand over costs about as much again per row as the scan itself, so version 2's six
-//! columns made a catch-up's reads cost about twice what the scan does. The `position` and
+//! rusqlite hand over costs about as much again per row as the scan itself. The `position` and
 //! `type` columns are there for the indexes; a read also selects `position` (which costs
 //! little while it is not fetched) to name the row of a damaged record. A record that is too
 //! short for what its header says, whose type id is not stored, or whose position is out of
 //! the order and range the statement reads in, is a [`SqliteStoreError::CorruptRow`].
 //!
-//! `krescent_meta` holds the `schema_version`, one for all the tables above; a file with a
-//! newer version than this crate knows is refused with
-//! [`SqliteStoreError::UnsupportedSchemaVersion`]. Older files are migrated when they are
-//! opened, in one transaction that copies every event (and, from version 1, every tag row) and
-//! checks the counts; an error, such as a row that the older version could not have written,
-//! leaves the file as it was. Version 1 had type names in `events` and a tag index keyed by tag
-//! first; version 2 had the id, type, tags, time and payload of an event in columns of their
-//! own. The migration frees the old table's pages inside the file, where later appends reuse
-//! them (`VACUUM` returns them to the file system).
-//! Whoever opens a file first (a store or a storage) creates the whole schema; every open runs
-//! the `CREATE TABLE IF NOT EXISTS` statements again, so a file written before the checkpoint,
-//! delta and bookmark tables existed gets them. The version changes only when an existing table
-//! changes.
+//! `krescent_meta` holds the `schema_version`, one for all the tables above; a file with any
+//! other version than this crate's is refused with
+//! [`SqliteStoreError::UnsupportedSchemaVersion`]. Until 1.0 a schema change edits version 1
+//! in place; there are no migrations. Whoever opens a file first (a store or a storage)
+//! creates the whole schema; every open runs the `CREATE TABLE IF NOT EXISTS` statements
+//! again, so a table or index that is missing is created.
 //!
 //! `event_types` is the dictionary of the type names stored so far; events and the tag index
 //! store its ids. Queries use it to skip types that are not stored, to expand tag-only query
@@ -159,16 +151,15 @@ use krescent_core::store::{EventStore, StoreError, Subscription};
 use writer::Job;
 
 /// The schema version this crate writes and reads.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 1;
 
 /// A segment of the tag index holds the positions `seg << SEGMENT_BITS ..
 /// (seg + 1) << SEGMENT_BITS` (8,192 events). Smaller segments make an append dirty fewer
 /// index pages: a batch of 1,000 events lands in random places of its segment's part of the
-/// index, so it rewrites nearly every page of it, and with 32,768-event segments (schema
-/// version 2) that cost the writer about 20% more CPU per event than 8,192 (4,096 saved
-/// little more). Larger ones make a query for a rare or absent tag seek fewer segments: at 1M
-/// events 123 of 8,192 against 31 of 32,768. Part of the schema: a file's tag index is only
-/// valid for the size it was written with (opening a version-2 file rebuilds it).
+/// index, so it rewrites nearly every page of it (32,768-event segments cost the writer about
+/// 20% more CPU per event than 8,192; 4,096 saved little more). Larger ones make a query for a
+/// rare or absent tag seek fewer segments: at 1M events 123 of 8,192 against 31 of 32,768.
+/// Part of the schema: a file's tag index is only valid for the size it was written with.
 const SEGMENT_BITS: u32 = 13;
 
 /// How many idle read connections a store keeps open.
@@ -185,10 +176,10 @@ pub enum SqliteStoreError {
         /// The file.
         path: String,
     },
-    /// The file was written by a newer krescent with a schema this version does not know.
+    /// The file has a schema version this krescent does not know (written by a newer one).
     #[error(
-        "`{path}` has krescent schema version {found}; this krescent supports version \
-         {supported} (open it with a newer krescent)"
+        "`{path}` has krescent schema version {found}; this krescent supports only version \
+         {supported}"
     )]
     UnsupportedSchemaVersion {
         /// The file.

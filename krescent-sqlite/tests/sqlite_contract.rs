@@ -213,254 +213,37 @@ async fn newer_schema_version_is_refused() {
     );
 }
 
-/// The event tables of schema version 1, as krescent wrote them.
-const SCHEMA_V1: &str = "
-CREATE TABLE krescent_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
-INSERT INTO krescent_meta (key, value) VALUES ('schema_version', 1);
-CREATE TABLE events (
-    position INTEGER PRIMARY KEY, id BLOB NOT NULL, type TEXT NOT NULL, tags TEXT NOT NULL,
-    ts INTEGER NOT NULL, payload BLOB NOT NULL
-);
-CREATE INDEX events_type_position ON events (type, position);
-CREATE TABLE event_tags (
-    tag TEXT NOT NULL, type TEXT NOT NULL, position INTEGER NOT NULL,
-    PRIMARY KEY (tag, type, position)
-) WITHOUT ROWID;
-CREATE TABLE event_types (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn version_1_files_are_migrated_with_every_event() {
+async fn unknown_older_schema_version_is_refused_and_left_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v1.db");
-    {
-        let mut conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(SCHEMA_V1).unwrap();
-        let conn = conn.transaction().unwrap();
-        // 70,000 events across nine segments of the tag index; `t.b` is missing from `event_types`, as in
-        // files written before that table existed.
-        conn.execute_batch("INSERT INTO event_types (name) VALUES ('t.a');")
-            .unwrap();
-        let mut insert = conn
-            .prepare("INSERT INTO events VALUES (?1, zeroblob(16), ?2, ?3, 1700000000000000, ?4)")
-            .unwrap();
-        let mut tag = conn
-            .prepare("INSERT INTO event_tags VALUES (?1, ?2, ?3)")
-            .unwrap();
-        for p in 1..=70_000i64 {
-            let ty = if p % 2 == 0 { "t.a" } else { "t.b" };
-            let k = format!("k:{}", p % 7);
-            let tags = if p == 3 {
-                format!("{}:{k}6:rare:1", k.len())
-            } else {
-                format!("{}:{k}", k.len())
-            };
-            insert
-                .execute(rusqlite::params![
-                    p,
-                    ty,
-                    tags,
-                    format!("{{\"n\":{p}}}").into_bytes()
-                ])
-                .unwrap();
-            tag.execute(rusqlite::params![k, ty, p]).unwrap();
-            if p == 3 {
-                tag.execute(rusqlite::params!["rare:1", ty, p]).unwrap();
-            }
-        }
-        drop((insert, tag));
-        conn.commit().unwrap();
-    }
-    let store = SqliteEventStore::open(&path).await.unwrap();
-    assert_eq!(store.head().await.unwrap(), 70_000);
-    let all = store.read(&EventQuery::match_all()).await.unwrap();
-    assert_eq!(all.len(), 70_000);
-    assert_eq!(&*all[1].event_type, "t.a");
-    assert_eq!(&*all[2].event_type, "t.b");
-    assert_eq!(&all[2].data[..], b"{\"n\":3}");
-    // The tag index came along: a tag, a rare tag, a type with a tag, backwards.
-    let k3 = store
-        .read(&EventQuery::item(QueryItem::tagged([tag("k:3")])))
-        .await
-        .unwrap();
-    assert_eq!(
-        k3.iter().map(|e| e.position).collect::<Vec<_>>(),
-        (1..=70_000u64).filter(|p| p % 7 == 3).collect::<Vec<_>>()
-    );
-    let rare = store
-        .read(
-            &EventQuery::item(QueryItem::types(["t.b"]).and_tag(tag("rare:1")))
-                .backward()
-                .limit(1)
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(rare.iter().map(|e| e.position).collect::<Vec<_>>(), [3]);
-    // New appends continue the positions, and the file now has the current version.
-    let next = store
-        .append(vec![event("t.b", &["k:3"], "{}")], None)
-        .await
-        .unwrap();
-    assert_eq!(next[0].position, 70_001);
-    drop(store);
-    let version: i64 = rusqlite::Connection::open(&path)
-        .unwrap()
-        .query_row(
-            "SELECT value FROM krescent_meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(version, SqliteEventStore::SCHEMA_VERSION);
-    // Reopening a migrated file is a plain open.
-    let store = SqliteEventStore::open(&path).await.unwrap();
-    assert_eq!(store.head().await.unwrap(), 70_001);
-}
-
-/// The event tables of schema version 2, as krescent wrote them.
-const SCHEMA_V2: &str = "
-CREATE TABLE krescent_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
-INSERT INTO krescent_meta (key, value) VALUES ('schema_version', 2);
-CREATE TABLE events (
-    position INTEGER PRIMARY KEY, id BLOB NOT NULL, type INTEGER NOT NULL, tags TEXT NOT NULL,
-    ts INTEGER NOT NULL, payload BLOB NOT NULL
-);
-CREATE INDEX events_type_position ON events (type, position);
-CREATE TABLE event_segments (seg INTEGER PRIMARY KEY);
-CREATE TABLE event_tags (
-    seg INTEGER NOT NULL, tag TEXT NOT NULL, type INTEGER NOT NULL, position INTEGER NOT NULL,
-    PRIMARY KEY (seg, tag, type, position)
-) WITHOUT ROWID;
-CREATE TABLE event_types (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-INSERT INTO event_types (id, name) VALUES (1, 't.a'), (2, 't.b');
-";
-
-/// Writes a version-2 file of `events` events at `path`: type `t.a` at even positions and
-/// `t.b` at odd ones, tag `k:<position % 5>`, id bytes and time from the position, payload
-/// `{"n":<position>}`.
-fn write_v2_file(path: &std::path::Path, events: i64) {
-    let mut conn = rusqlite::Connection::open(path).unwrap();
-    conn.execute_batch(SCHEMA_V2).unwrap();
-    let txn = conn.transaction().unwrap();
-    {
-        let mut insert = txn
-            .prepare("INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-            .unwrap();
-        let mut tag = txn
-            .prepare("INSERT INTO event_tags VALUES (?1 >> 15, ?2, ?3, ?1)")
-            .unwrap();
-        let mut segment = txn
-            .prepare("INSERT OR IGNORE INTO event_segments VALUES (?1 >> 15)")
-            .unwrap();
-        for p in 1..=events {
-            let ty = if p % 2 == 0 { 1 } else { 2 };
-            let k = format!("k:{}", p % 5);
-            let mut id = [0u8; 16];
-            id[8..].copy_from_slice(&p.to_be_bytes());
-            insert
-                .execute(rusqlite::params![
-                    p,
-                    id.to_vec(),
-                    ty,
-                    format!("{}:{k}", k.len()),
-                    1_700_000_000_000_000i64 + p,
-                    format!("{{\"n\":{p}}}").into_bytes()
-                ])
-                .unwrap();
-            tag.execute(rusqlite::params![p, k, ty]).unwrap();
-            segment.execute([p]).unwrap();
-        }
-    }
-    txn.commit().unwrap();
-}
-
-fn schema_version(path: &std::path::Path) -> i64 {
-    rusqlite::Connection::open(path)
-        .unwrap()
-        .query_row(
-            "SELECT value FROM krescent_meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn version_2_files_are_migrated_with_every_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v2.db");
-    write_v2_file(&path, 40_000);
-    let store = SqliteEventStore::open(&path).await.unwrap();
-    assert_eq!(schema_version(&path), SqliteEventStore::SCHEMA_VERSION);
-    let all = store.read(&EventQuery::match_all()).await.unwrap();
-    assert_eq!(all.len(), 40_000);
-    for (e, p) in all.iter().zip(1u64..) {
-        assert_eq!(e.position, p);
-        assert_eq!(&e.id.as_bytes()[8..], &p.to_be_bytes());
-        assert_eq!(&*e.event_type, if p % 2 == 0 { "t.a" } else { "t.b" });
-        assert_eq!(
-            e.tags,
-            Tags::parse([format!("k:{}", p % 5).as_str()]).unwrap()
-        );
-        assert_eq!(
-            e.timestamp.timestamp_micros(),
-            1_700_000_000_000_000 + p as i64
-        );
-        assert_eq!(&e.data[..], format!("{{\"n\":{p}}}").as_bytes());
-    }
-    // The indexes came along: a type, and a type with a tag backwards across both segments.
-    let b = store
-        .read(&EventQuery::item(QueryItem::types(["t.b"])))
-        .await
-        .unwrap();
-    assert_eq!(b.len(), 20_000);
-    let latest = store
-        .read(
-            &EventQuery::item(QueryItem::types(["t.a"]).and_tag(tag("k:4")))
-                .backward()
-                .limit(1)
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        latest.iter().map(|e| e.position).collect::<Vec<_>>(),
-        [39_994]
-    );
-    let next = store
-        .append(vec![event("t.a", &["k:4"], "{}")], None)
-        .await
-        .unwrap();
-    assert_eq!(next[0].position, 40_001);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_version_2_file_with_a_corrupt_row_is_refused_and_left_as_it_was() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v2-corrupt.db");
-    write_v2_file(&path, 100);
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute("UPDATE events SET id = x'0102' WHERE position = 42", [])
-        .unwrap();
+    let path = dir.path().join("older.db");
+    drop(SqliteEventStore::open(&path).await.unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE krescent_meta SET value = 0 WHERE key = 'schema_version'",
+        [],
+    )
+    .unwrap();
     let err = SqliteEventStore::open(&path).await.unwrap_err();
     match sqlite_error(&err) {
-        SqliteStoreError::CorruptRow { position, what } => {
-            assert_eq!(*position, Some(42));
-            assert!(what.contains("id"), "{what}");
+        SqliteStoreError::UnsupportedSchemaVersion {
+            path: p,
+            found,
+            supported,
+        } => {
+            assert!(p.ends_with("older.db"), "{p}");
+            assert_eq!((*found, *supported), (0, SqliteEventStore::SCHEMA_VERSION));
         }
-        other => panic!("expected CorruptRow, got {other:?}"),
+        other => panic!("expected UnsupportedSchemaVersion, got {other:?}"),
     }
-    // Nothing changed: still version 2, every row in the six-column table.
-    assert_eq!(schema_version(&path), 2);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let (rows, payloads): (i64, i64) = conn
-        .query_row("SELECT count(*), count(payload) FROM events", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+    let version: i64 = conn
+        .query_row(
+            "SELECT value FROM krescent_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    assert_eq!((rows, payloads), (100, 100));
+    assert_eq!(version, 0, "a refused file is not changed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

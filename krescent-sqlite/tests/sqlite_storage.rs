@@ -589,7 +589,7 @@ async fn a_store_file_without_the_storage_tables_gets_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("older.db");
     drop(SqliteEventStore::open(&path).await.unwrap());
-    // A version-1 file written before the storage tables existed.
+    // A file whose storage tables were dropped: opening creates them again.
     with_raw(&path, |conn| {
         conn.execute_batch("DROP TABLE krescent_checkpoints; DROP TABLE krescent_bookmarks;")
     })
