@@ -9,7 +9,7 @@ use krescent_core::testing::EventStoreFactory;
 use krescent_core::{
     AppendCondition, EventQuery, EventStore, NewEvent, QueryItem, StoreError, Tag, Tags,
 };
-use krescent_sqlite::{SqliteEventStore, SqliteStoreError};
+use krescent_sqlite::{SqliteError, SqliteEventStore};
 use tempfile::TempDir;
 
 /// Makes each store in a new file of one temporary directory, which the factory owns and
@@ -70,24 +70,16 @@ fn event(ty: &str, tags: &[&str], payload: &str) -> NewEvent {
     .unwrap()
 }
 
-/// The `SqliteStoreError` inside a backend error.
-fn sqlite_error(e: &StoreError) -> &SqliteStoreError {
-    match e {
-        StoreError::Backend { backend, source } => {
-            assert_eq!(*backend, "sqlite");
-            source
-                .downcast_ref::<SqliteStoreError>()
-                .unwrap_or_else(|| panic!("the source of {e} is not a SqliteStoreError"))
-        }
-        other => panic!("expected a backend error, got {other:?}"),
-    }
+/// The `SqliteError` inside a backend error.
+fn sqlite_error(e: &StoreError) -> &SqliteError {
+    SqliteError::of(e).unwrap_or_else(|| panic!("expected a SQLite backend error, got {e:?}"))
 }
 
 #[test]
 fn store_is_send_sync_clone_debug() {
     fn assert<T: Send + Sync + Clone + std::fmt::Debug + 'static>() {}
     assert::<SqliteEventStore>();
-    assert::<SqliteStoreError>();
+    assert::<SqliteError>();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +190,7 @@ async fn newer_schema_version_is_refused() {
         .unwrap();
     let err = SqliteEventStore::open(&path).await.unwrap_err();
     match sqlite_error(&err) {
-        SqliteStoreError::UnsupportedSchemaVersion {
+        SqliteError::UnsupportedSchemaVersion {
             found, supported, ..
         } => {
             assert_eq!(*found, newer);
@@ -226,7 +218,7 @@ async fn unknown_older_schema_version_is_refused_and_left_as_it_was() {
     .unwrap();
     let err = SqliteEventStore::open(&path).await.unwrap_err();
     match sqlite_error(&err) {
-        SqliteStoreError::UnsupportedSchemaVersion {
+        SqliteError::UnsupportedSchemaVersion {
             path: p,
             found,
             supported,
@@ -257,10 +249,7 @@ async fn meta_table_without_version_is_refused() {
         .unwrap();
     let err = SqliteEventStore::open(&path).await.unwrap_err();
     assert!(
-        matches!(
-            sqlite_error(&err),
-            SqliteStoreError::MissingSchemaVersion { .. }
-        ),
+        matches!(sqlite_error(&err), SqliteError::MissingSchemaVersion { .. }),
         "{err:?}"
     );
 }
@@ -272,7 +261,7 @@ async fn file_that_is_not_a_database_is_a_typed_error() {
     std::fs::write(&path, "this is a text file, not a database\n".repeat(200)).unwrap();
     let err = SqliteEventStore::open(&path).await.unwrap_err();
     match sqlite_error(&err) {
-        SqliteStoreError::NotADatabase { path: p } => {
+        SqliteError::NotADatabase { path: p } => {
             assert!(p.ends_with("not-a-db.txt"), "{p}")
         }
         other => panic!("expected NotADatabase, got {other:?}"),
@@ -349,7 +338,7 @@ async fn corrupt_rows_are_typed_errors() {
         let query = EventQuery::match_all().after(position - 1).until(position);
         let err = store.read(&query).await.unwrap_err();
         match sqlite_error(&err) {
-            SqliteStoreError::CorruptRow {
+            SqliteError::CorruptRow {
                 position: p,
                 what: w,
             } => {
@@ -642,7 +631,7 @@ async fn append_meeting_a_damaged_index_stores_nothing() {
     let batch = vec![event("t.b", &["k:2"], "{}"), event("t.a", &["k:1"], "{}")];
     let err = store.append(batch.clone(), None).await.unwrap_err();
     assert!(
-        matches!(sqlite_error(&err), SqliteStoreError::CorruptRow { .. }),
+        matches!(sqlite_error(&err), SqliteError::CorruptRow { .. }),
         "{err:?}"
     );
     // Nothing of the batch is stored, not even its first event or its new type.

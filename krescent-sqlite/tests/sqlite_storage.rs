@@ -24,8 +24,8 @@ use krescent_core::{
 };
 use krescent_sqlite::rusqlite::types::Value;
 use krescent_sqlite::{
-    SqliteBookmarkStorage, SqliteCheckpointStorage, SqliteEventStore, SqliteStorageError,
-    SqliteStoreError, SqliteWrites, rusqlite,
+    SqliteBookmarkStorage, SqliteCheckpointStorage, SqliteError, SqliteEventStore, SqliteWrites,
+    rusqlite,
 };
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
@@ -158,17 +158,10 @@ async fn create_items_table(path: &Path) {
     .await;
 }
 
-/// The `SqliteStorageError` inside a checkpoint storage error.
-fn storage_error(e: &CheckpointStorageError) -> &SqliteStorageError {
-    match e {
-        CheckpointStorageError::Backend { backend, source } => {
-            assert_eq!(*backend, "sqlite");
-            source
-                .downcast_ref::<SqliteStorageError>()
-                .unwrap_or_else(|| panic!("the source of {e} is not a SqliteStorageError"))
-        }
-        other => panic!("expected a backend error, got {other:?}"),
-    }
+/// The `SqliteError` inside a checkpoint storage error.
+fn storage_error(e: &CheckpointStorageError) -> &SqliteError {
+    SqliteError::of_checkpoint_error(e)
+        .unwrap_or_else(|| panic!("expected a SQLite backend error, got {e:?}"))
 }
 
 fn insert_item(writes: &mut SqliteWrites, position: u64, item: u64) {
@@ -252,7 +245,7 @@ async fn a_failing_statement_commits_neither_rows_nor_checkpoint() {
         .await
         .unwrap_err();
     match storage_error(&err) {
-        SqliteStorageError::WriteFailed {
+        SqliteError::WriteFailed {
             model,
             index,
             write,
@@ -283,7 +276,7 @@ async fn a_failing_statement_commits_neither_rows_nor_checkpoint() {
         .await
         .unwrap_err();
     match storage_error(&err) {
-        SqliteStorageError::WriteFailed { index, write, .. } => {
+        SqliteError::WriteFailed { index, write, .. } => {
             assert_eq!(*index, 1);
             assert!(
                 write.contains(&format!("sqlite_storage.rs:{line}")),
@@ -300,7 +293,7 @@ async fn a_failing_statement_commits_neither_rows_nor_checkpoint() {
         .await
         .unwrap_err();
     match storage_error(&err) {
-        SqliteStorageError::WritePanicked { index, message, .. } => {
+        SqliteError::WritePanicked { index, message, .. } => {
             assert_eq!(*index, 1);
             assert_eq!(message, "the projection is broken");
         }
@@ -397,7 +390,7 @@ async fn a_locked_file_keeps_the_buffer_for_a_retry() {
         .await
         .unwrap_err();
     match storage_error(&err) {
-        SqliteStorageError::Store(SqliteStoreError::Sqlite(e)) => assert_eq!(
+        SqliteError::Sqlite(e) => assert_eq!(
             e.sqlite_error_code(),
             Some(rusqlite::ErrorCode::DatabaseBusy),
             "{e}"
@@ -567,18 +560,22 @@ async fn corrupt_rows_are_typed_errors() {
 
     let bookmarks = storage.event_store().bookmark_storage();
     let err = bookmarks.load("reader").await.unwrap_err();
-    match &err {
-        BookmarkError::Backend { backend, source } => {
-            assert_eq!(*backend, "sqlite");
-            match source.downcast_ref::<SqliteStorageError>() {
-                Some(SqliteStorageError::CorruptBookmark { reader, what, .. }) => {
-                    assert_eq!(reader, "reader");
-                    assert!(what.contains("not an integer"), "{what}");
-                }
-                other => panic!("expected CorruptBookmark, got {other:?}"),
+    assert!(
+        matches!(
+            &err,
+            BookmarkError::Backend {
+                backend: "sqlite",
+                ..
             }
+        ),
+        "{err:?}"
+    );
+    match SqliteError::of_bookmark_error(&err) {
+        Some(SqliteError::CorruptBookmark { reader, what, .. }) => {
+            assert_eq!(reader, "reader");
+            assert!(what.contains("not an integer"), "{what}");
         }
-        other => panic!("expected a backend error, got {other:?}"),
+        other => panic!("expected CorruptBookmark, got {other:?}"),
     }
     bookmarks.place("reader", 11).await.unwrap();
     assert_eq!(bookmarks.load("reader").await.unwrap(), Some(11));
@@ -614,10 +611,7 @@ async fn opening_a_file_that_is_not_a_database_fails_with_a_typed_error() {
     std::fs::write(&path, vec![b'x'; 4096]).unwrap();
     let err = SqliteCheckpointStorage::open(&path).await.unwrap_err();
     assert!(
-        matches!(
-            storage_error(&err),
-            SqliteStorageError::Store(SqliteStoreError::NotADatabase { .. })
-        ),
+        matches!(storage_error(&err), SqliteError::NotADatabase { .. }),
         "{err:?}"
     );
     let err = SqliteBookmarkStorage::open(&path).await.unwrap_err();
