@@ -2,26 +2,19 @@
 //! per case, and in memory), projection writes committed in one transaction with the
 //! checkpoint, persistence across reopening, corrupt rows, several connections on one file,
 //! and a crash between the projection writes and the checkpoint in a child process.
-//!
-//! Core has no derive, so the event enum and the read model of the crash test are written by
-//! hand.
 
 use std::error::Error as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use krescent_core::__private::{decode_content, encode_content};
 use krescent_core::checkpoint::{
-    CheckpointBucket, CheckpointError, CheckpointStorage, CheckpointStorageError,
-    CheckpointSupport, CheckpointVersion, FixedEventRate, PendingWrites, StoredCheckpoint,
+    CheckpointBucket, CheckpointStorage, CheckpointStorageError, CheckpointVersion, FixedEventRate,
+    PendingWrites, StoredCheckpoint,
 };
-use krescent_core::model::{EventOutcome, ReadModel, ReadModelExt};
+use krescent_core::model::{ReadModel, ReadModelExt};
 use krescent_core::testing::{BookmarkStorageFactory, CheckpointStorageFactory};
-use krescent_core::{
-    BookmarkError, BookmarkStorage, DecodeError, EncodeError, Event, EventQuery, EventStoreExt,
-    EventType, HandlerError, Payload, Recorded, Tags,
-};
+use krescent_core::{BookmarkError, BookmarkStorage, EventStoreExt, HandlerError, Recorded};
 use krescent_sqlite::rusqlite::types::Value;
 use krescent_sqlite::{
     SqliteBookmarkStorage, SqliteCheckpointStorage, SqliteError, SqliteEventStore, SqliteWrites,
@@ -621,44 +614,31 @@ async fn opening_a_file_that_is_not_a_database_fails_with_a_typed_error() {
 // ---------------------------------------------------------------------------------------------
 // The crash test: a read model projecting into a table through SqliteWrites
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(krescent_derive::Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[krescent(crate = "krescent_core", catalog = "items", revision = 1)]
 enum ItemEvent {
+    #[krescent(name = "item.added")]
     Added { item: u64 },
-}
-
-const ADDED: EventType = EventType::new("item.added");
-
-impl Event for ItemEvent {
-    const CATALOG: &'static str = "items";
-    const REVISION: u32 = 1;
-    const TYPES: &'static [EventType] = &[ADDED];
-
-    fn event_type(&self) -> EventType {
-        ADDED
-    }
-
-    fn tags(&self) -> Tags {
-        Tags::empty()
-    }
-
-    fn encode(&self) -> Result<Payload, EncodeError> {
-        encode_content(self)
-    }
-
-    fn decode(type_name: &str, payload: &[u8]) -> Result<Self, DecodeError> {
-        match type_name {
-            "item.added" => decode_content(type_name, 0, payload),
-            _ => Err(DecodeError::unknown(type_name)),
-        }
-    }
 }
 
 /// Projects every event into a row of `items`; checkpoints count the events handled. When
 /// `abort_at` is set, the write of the event at that position is a closure that inserts the
 /// row, reports how many rows the transaction holds, and aborts the process.
+#[derive(krescent_derive::ReadModel, krescent_derive::CheckpointSupport)]
+#[krescent(
+    crate = "krescent_core",
+    name = "crash.items",
+    version = 1,
+    events = ItemEvent,
+    handles(Added),
+    meta(Added),
+    writes = writes
+)]
 struct ItemRows {
     handled: u64,
+    #[krescent(skip)]
     abort_at: Option<u64>,
+    #[krescent(skip)]
     writes: SqliteWrites,
 }
 
@@ -670,34 +650,11 @@ impl ItemRows {
             writes: SqliteWrites::new(),
         }
     }
-}
 
-impl CheckpointSupport for ItemRows {
-    fn create_checkpoint(&self, bucket: &mut CheckpointBucket) -> Result<(), CheckpointError> {
-        bucket.put_u64("handled", self.handled);
-        Ok(())
-    }
-
-    fn restore_checkpoint(&mut self, bucket: &CheckpointBucket) -> Result<(), CheckpointError> {
-        self.handled = bucket.u64("handled")?;
-        Ok(())
-    }
-}
-
-impl ReadModel for ItemRows {
-    type Event = ItemEvent;
-    const NAME: &'static str = "crash.items";
-    const VERSION: u32 = 1;
-
-    fn event_query(&self) -> EventQuery {
-        EventQuery::of::<ItemEvent>()
-    }
-
-    fn when(&mut self, event: &Recorded<ItemEvent>) -> Result<EventOutcome, HandlerError> {
-        let ItemEvent::Added { item } = event.data;
+    fn on_added(&mut self, item: &u64, event: &Recorded<ItemEvent>) -> Result<(), HandlerError> {
         self.handled += 1;
         let position = i64::try_from(event.position)?;
-        let item = i64::try_from(item)?;
+        let item = i64::try_from(*item)?;
         if self.abort_at == Some(event.position) {
             self.writes.run(move |tx| {
                 tx.execute(
@@ -714,11 +671,7 @@ impl ReadModel for ItemRows {
                 [position, item],
             );
         }
-        Ok(EventOutcome::Handled)
-    }
-
-    fn pending_writes(&mut self) -> Option<&mut dyn PendingWrites> {
-        Some(&mut self.writes)
+        Ok(())
     }
 }
 
