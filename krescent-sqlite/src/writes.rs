@@ -49,7 +49,8 @@ fn describe_closure(at: &Location<'_>) -> String {
 /// The projection writes of a read model that keeps its tables in the SQLite file of its
 /// checkpoints: a buffer of parameterised statements and closures, committed together with
 /// the model's checkpoint in ONE transaction by
-/// [`SqliteCheckpointStorage`]'s [`store_with_writes`](CheckpointStorage::store_with_writes).
+/// [`SqliteCheckpointStorage`](crate::SqliteCheckpointStorage)'s
+/// [`store_with_writes`](krescent_core::checkpoint::CheckpointStorage::store_with_writes).
 ///
 /// A model keeps a `SqliteWrites` as a field, pushes its writes from its handlers, and
 /// returns it from [`ReadModel::pending_writes`](krescent_core::model::ReadModel::pending_writes).
@@ -69,8 +70,8 @@ fn describe_closure(at: &Location<'_>) -> String {
 /// If a write fails (an SQL error, a closure returning an error or panicking), the
 /// transaction is rolled back: neither the writes nor the checkpoint are committed, and the
 /// error ([`SqliteError::WriteFailed`] or [`SqliteError::WritePanicked`] inside
-/// [`CheckpointStorageError::Backend`]) names the failing write by its index and SQL text or
-/// by where its closure was added.
+/// [`CheckpointStorageError::Backend`](krescent_core::checkpoint::CheckpointStorageError::Backend))
+/// names the failing write by its index and SQL text or by where its closure was added.
 ///
 /// Closures run at most once, so the buffer is emptied once its writes started to run,
 /// whether they commit or not. When the transaction cannot even begin (the file stayed locked
