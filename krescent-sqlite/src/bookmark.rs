@@ -6,8 +6,9 @@ use std::path::Path;
 use async_trait::async_trait;
 use rusqlite::types::ValueRef;
 
-use super::SqliteEventStore;
-use super::checkpoint::{BACKEND, SqliteStorageError, from_db, on_writer, to_db};
+use crate::error::SqliteError;
+use crate::schema::{from_db, to_db};
+use crate::store::SqliteEventStore;
 use krescent_core::projection::{BookmarkError, BookmarkStorage, validate_reader_name};
 
 const LOAD: &str = "SELECT position FROM krescent_bookmarks WHERE reader = ?1";
@@ -15,17 +16,8 @@ const PLACE: &str = "INSERT INTO krescent_bookmarks (reader, position) VALUES (?
      ON CONFLICT (reader) DO UPDATE SET position = excluded.position";
 const DELETE: &str = "DELETE FROM krescent_bookmarks WHERE reader = ?1";
 
-impl From<SqliteStorageError> for BookmarkError {
-    fn from(e: SqliteStorageError) -> Self {
-        BookmarkError::Backend {
-            backend: BACKEND,
-            source: Box::new(e),
-        }
-    }
-}
-
 /// Projector bookmarks in the `krescent_bookmarks` table of a SQLite store's file (see the
-/// [module documentation](super) for the schema): one row per reader name, holding its
+/// [crate documentation](crate) for the schema): one row per reader name, holding its
 /// position. Every `u64` position round-trips (those above `i64::MAX` are stored as negative
 /// integers, the same 64 bits).
 ///
@@ -33,9 +25,9 @@ impl From<SqliteStorageError> for BookmarkError {
 /// bookmarks live in the store's file and share its connections, or open a file of its own
 /// with [`open`](Self::open). Placing and deleting run on the store's writer thread, loading
 /// on tokio's blocking pool, never on the runtime's workers; several processes may share the
-/// file (see [`SqliteCheckpointStorage`](super::SqliteCheckpointStorage)). A bookmark row that
+/// file (see [`SqliteCheckpointStorage`](crate::SqliteCheckpointStorage)). A bookmark row that
 /// holds something other than an integer is reported as
-/// [`SqliteStorageError::CorruptBookmark`] inside [`BookmarkError::Backend`]. Cloning gives
+/// [`SqliteError::CorruptBookmark`] inside [`BookmarkError::Backend`]. Cloning gives
 /// another handle to the same storage.
 ///
 /// ```
@@ -74,12 +66,10 @@ impl SqliteBookmarkStorage {
     ///
     /// # Errors
     ///
-    /// [`BookmarkError::Backend`] with a [`SqliteStorageError::Store`]: the file cannot be
+    /// [`BookmarkError::Backend`] with a [`SqliteError`]: the file cannot be
     /// opened or created, is not a SQLite database, or has a newer krescent schema.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, BookmarkError> {
-        let store = SqliteEventStore::open(path)
-            .await
-            .map_err(|e| BookmarkError::from(SqliteStorageError::from(e)))?;
+        let store = SqliteEventStore::open_file(path.as_ref()).await?;
         Ok(store.bookmark_storage())
     }
 
@@ -89,8 +79,7 @@ impl SqliteBookmarkStorage {
     ///
     /// [`BookmarkError::Backend`] if SQLite cannot open an in-memory database.
     pub fn open_in_memory() -> Result<Self, BookmarkError> {
-        let store = SqliteEventStore::open_in_memory()
-            .map_err(|e| BookmarkError::from(SqliteStorageError::from(e)))?;
+        let store = SqliteEventStore::in_memory()?;
         Ok(store.bookmark_storage())
     }
 
@@ -126,43 +115,42 @@ impl BookmarkStorage for SqliteBookmarkStorage {
                 };
                 Ok(match row.get_ref(0)? {
                     ValueRef::Integer(position) => Ok(Some(from_db(position))),
-                    other => Err(SqliteStorageError::CorruptBookmark {
+                    other => Err(SqliteError::CorruptBookmark {
                         reader: owned.clone(),
                         location,
                         what: format!("the position is {}, not an integer", other.data_type()),
                     }),
                 })
             })
-            .await
-            .map_err(SqliteStorageError::from)?;
+            .await?;
         Ok(loaded?)
     }
 
     async fn place(&self, reader: &str, position: u64) -> Result<(), BookmarkError> {
         validate_reader_name(reader)?;
         let owned = reader.to_owned();
-        on_writer(&self.store, move |conn| {
-            conn.conn
-                .prepare_cached(PLACE)
-                .and_then(|mut stmt| stmt.execute(rusqlite::params![owned, to_db(position)]))
-        })
-        .await
-        .map_err(SqliteStorageError::from)?
-        .map_err(SqliteStorageError::from)?;
+        self.store
+            .on_writer(move |conn| {
+                conn.conn
+                    .prepare_cached(PLACE)
+                    .and_then(|mut stmt| stmt.execute(rusqlite::params![owned, to_db(position)]))
+            })
+            .await?
+            .map_err(SqliteError::from)?;
         Ok(())
     }
 
     async fn delete(&self, reader: &str) -> Result<(), BookmarkError> {
         validate_reader_name(reader)?;
         let owned = reader.to_owned();
-        on_writer(&self.store, move |conn| {
-            conn.conn
-                .prepare_cached(DELETE)
-                .and_then(|mut stmt| stmt.execute([owned.as_str()]))
-        })
-        .await
-        .map_err(SqliteStorageError::from)?
-        .map_err(SqliteStorageError::from)?;
+        self.store
+            .on_writer(move |conn| {
+                conn.conn
+                    .prepare_cached(DELETE)
+                    .and_then(|mut stmt| stmt.execute([owned.as_str()]))
+            })
+            .await?
+            .map_err(SqliteError::from)?;
         Ok(())
     }
 }
