@@ -1,6 +1,6 @@
 //! [`SqliteEventStore`]: the handle, its connections (the writer thread's and a pool of read
-//! connections), and the [`EventStore`] implementation. Paged forward reads are read ahead
-//! here, and only here.
+//! connections), and the [`EventStore`] implementation. Paged forward reads
+//! ([`EventStore::read_pages`]) are read ahead here, and only here.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,10 +17,10 @@ use crate::listener::{self, HeadListener};
 use crate::options::MAX_IDLE_READERS;
 use crate::schema::SCHEMA_VERSION;
 use crate::writer::{self, Job};
-use krescent_core::__backend::{ReadAhead, read_pages_with};
+use krescent_core::__backend::{PageFuture, PageReader, PageTask, pages_ahead};
 use krescent_core::event::{NewEvent, RecordedEvent};
-use krescent_core::query::{AppendCondition, EventQuery};
-use krescent_core::store::{EventStore, StoreError, Subscription};
+use krescent_core::query::{AppendCondition, EventQuery, Limit};
+use krescent_core::store::{EventStore, Pages, StoreError, Subscription};
 
 /// An [`EventStore`] in one SQLite file (WAL mode), or in memory for tests.
 ///
@@ -47,8 +47,6 @@ struct Inner {
     readers: Option<Readers>,
     head: HeadListener,
     path: Option<PathBuf>,
-    /// Sequential read-ahead of paged forward reads (file stores only).
-    ahead: Mutex<ReadAhead>,
 }
 
 struct Readers {
@@ -130,7 +128,6 @@ impl SqliteEventStore {
                 readers,
                 head: listener,
                 path,
-                ahead: Mutex::new(ReadAhead::default()),
             }),
         })
     }
@@ -151,6 +148,9 @@ impl SqliteEventStore {
 
     /// Reads `query` on a read connection.
     async fn read_now(&self, query: EventQuery) -> Result<Vec<RecordedEvent>, StoreError> {
+        if query.is_empty() {
+            return Ok(Vec::new());
+        }
         Ok(self.with_reader(move |conn| conn.read(&query)).await?)
     }
 
@@ -243,30 +243,11 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn read(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>, StoreError> {
-        if query.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Read-ahead for file stores only: an in-memory store has one connection.
-        let page_size = ReadAhead::page_size(query).filter(|_| self.inner.readers.is_some());
-        let Some(page_size) = page_size else {
-            return self.read_now(query.clone()).await;
-        };
-        // A page read ahead runs on the blocking pool directly.
-        let start = |next: EventQuery| {
-            let inner = Arc::clone(&self.inner);
-            tokio::task::spawn_blocking(move || Ok(inner.on_reader(|conn| conn.read(&next))?))
-        };
-        // One page ahead: a second page read at the same time would take the core the caller
-        // folds on.
-        read_pages_with(
-            &self.inner.ahead,
-            query,
-            page_size,
-            |q| self.read_now(q),
-            start,
-            |_| false,
-        )
-        .await
+        self.read_now(query.clone()).await
+    }
+
+    fn read_pages(&self, query: EventQuery, page_size: Limit) -> Pages<'_> {
+        pages_ahead(self.clone(), query, page_size)
     }
 
     async fn head(&self) -> Result<u64, StoreError> {
@@ -275,5 +256,30 @@ impl EventStore for SqliteEventStore {
 
     fn subscribe(&self, query: EventQuery, after: u64, cancel: CancellationToken) -> Subscription {
         listener::subscribe(self, &self.inner.head, query, after, cancel)
+    }
+}
+
+/// Pages for [`pages_ahead`]: read on a read connection; a page read ahead starts on the
+/// blocking pool directly. One page ahead only: a second page read at the same time would
+/// take the core the caller folds on. An in-memory store, with its one connection, reads no
+/// page ahead.
+impl PageReader for SqliteEventStore {
+    fn read_page(&self, query: EventQuery) -> PageFuture {
+        let store = self.clone();
+        Box::pin(async move { store.read_now(query).await })
+    }
+
+    fn start(&self, query: EventQuery) -> PageTask {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            if query.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(inner.on_reader(|conn| conn.read(&query))?)
+        })
+    }
+
+    fn reads_ahead(&self) -> bool {
+        self.inner.readers.is_some()
     }
 }

@@ -4,7 +4,10 @@
 mod common;
 
 use common::{event, tag};
-use krescent_core::{EventQuery, EventStore, NewEvent, QueryItem};
+use futures::StreamExt as _;
+use krescent_core::{
+    EventQuery, EventStore, Limit, NewEvent, QueryItem, RecordedEvent, StoreError,
+};
 use krescent_sqlite::SqliteEventStore;
 
 /// Asserts that every step of a plan that reads a table uses an index (scanning `s`, the
@@ -264,8 +267,8 @@ async fn many_types_fall_back_to_correct_results() {
     }
 }
 
-/// Paged forward reads (what a catch-up does) are read ahead; every page is what a fresh
-/// read returns, and a page read ahead before an append is never returned stale.
+/// Paged forward reads (`read_pages`, what a catch-up does) are read ahead; every page is
+/// what a fresh read returns, and a page read ahead before an append is never returned stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paged_reads_with_read_ahead_see_every_event_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -279,20 +282,26 @@ async fn paged_reads_with_read_ahead_see_every_event_once() {
     };
     store.append(batch(0, 2_500), None).await.unwrap();
     let query = EventQuery::item(QueryItem::types(["a.x", "b.y"]));
-    let page = |after: u64| query.clone().after(after).limit(1_000).unwrap();
+    let size = Limit::from_const(1_000);
+    let len = |page: Option<Result<Vec<RecordedEvent>, StoreError>>| page.map(|p| p.unwrap());
 
-    // Pages 1 and 2 are full; reading page 2 (a continuation) starts reading page 3 ahead,
-    // which is short at that moment (events 2001..=2500).
-    let p1 = store.read(&page(0)).await.unwrap();
-    let p2 = store.read(&page(1_000)).await.unwrap();
+    // Pages 1 and 2 are full; handing out page 2 starts reading page 3 ahead, which is short
+    // at that moment (events 2001..=2500).
+    let mut pages = store.read_pages(query.clone(), size);
+    let p1 = len(pages.next().await).expect("page 1");
+    let p2 = len(pages.next().await).expect("page 2");
     assert_eq!((p1.len(), p2.len()), (1_000, 1_000));
-    // More events arrive before page 3 is asked for: the short page read ahead is discarded.
+    // More events arrive before page 3 is asked for: a short page read ahead is discarded.
     store.append(batch(2_500, 1_500), None).await.unwrap();
-    let p3 = store.read(&page(2_000)).await.unwrap();
+    let p3 = len(pages.next().await).expect("page 3");
     assert_eq!(p3.len(), 1_000, "page 3 sees the events appended meanwhile");
-    let p4 = store.read(&page(3_000)).await.unwrap();
-    let p5 = store.read(&page(4_000)).await.unwrap();
-    assert_eq!((p4.len(), p5.len()), (1_000, 0));
+    let p4 = len(pages.next().await).expect("page 4");
+    assert_eq!(p4.len(), 1_000);
+    assert!(
+        pages.next().await.is_none(),
+        "the read after page 4 finds nothing"
+    );
+    drop(pages);
 
     let paged: Vec<_> = [p1, p2, p3, p4].concat();
     let whole = store.read(&query).await.unwrap();
@@ -301,35 +310,24 @@ async fn paged_reads_with_read_ahead_see_every_event_once() {
     assert_eq!(positions, (1..=4_000).collect::<Vec<_>>());
 
     // Two readers paging the same query at once, and a reader that jumps, stay exact.
-    let (a, b) = tokio::join!(
-        async {
-            let mut seen = Vec::new();
-            let mut cursor = 0;
-            loop {
-                let p = store.read(&page(cursor)).await.unwrap();
-                let Some(last) = p.last() else { break };
-                cursor = last.position;
-                seen.extend(p.into_iter().map(|e| e.position));
-            }
-            seen
-        },
-        async {
-            let mut seen = Vec::new();
-            for after in [0, 1_000, 3_500, 500] {
-                seen.extend(
-                    store
-                        .read(&page(after))
-                        .await
-                        .unwrap()
-                        .len()
-                        .to_string()
-                        .chars(),
-                );
-                seen.push(',');
-            }
-            seen.into_iter().collect::<String>()
+    let page_through = || async {
+        let mut seen = Vec::new();
+        let mut pages = store.read_pages(query.clone(), size);
+        while let Some(page) = pages.next().await {
+            seen.extend(page.unwrap().into_iter().map(|e| e.position));
         }
-    );
+        seen
+    };
+    let jumps = async {
+        let mut lens = Vec::new();
+        for after in [0, 1_000, 3_500, 500] {
+            let page = query.clone().after(after).limit(1_000).unwrap();
+            lens.push(store.read(&page).await.unwrap().len());
+        }
+        lens
+    };
+    let (a, b, c) = tokio::join!(page_through(), page_through(), jumps);
     assert_eq!(a, (1..=4_000).collect::<Vec<_>>());
-    assert_eq!(b, "1000,1000,500,1000,");
+    assert_eq!(b, a);
+    assert_eq!(c, [1_000, 1_000, 500, 1_000]);
 }

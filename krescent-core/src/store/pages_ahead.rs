@@ -16,7 +16,8 @@
 //! after it can be read at the same time (on another connection): two pages are read ahead.
 //! Were the guess wrong, that page would merely go unused.
 //!
-//! Backward reads are read one page at a time.
+//! Backward reads are read one page at a time, as are the reads of a store that says it
+//! does not read ahead ([`PageReader::reads_ahead`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -52,6 +53,12 @@ pub trait PageReader: Send + Sync + 'static {
     /// documentation). The default is `false`: one page ahead.
     fn consecutive(&self, _query: &EventQuery) -> bool {
         false
+    }
+
+    /// Whether to read pages ahead at all (a store with one connection would gain nothing).
+    /// The default is `true`.
+    fn reads_ahead(&self) -> bool {
+        true
     }
 }
 
@@ -129,8 +136,8 @@ pub fn pages_ahead<R: PageReader>(
     page_size: Limit,
 ) -> Pages<'static> {
     let reading = Reading {
+        forward: query.direction_value() == Direction::Forward && reader.reads_ahead(),
         reader,
-        forward: query.direction_value() == Direction::Forward,
         cursor: Cursor::new(query, page_size),
         ahead: VecDeque::new(),
     };
