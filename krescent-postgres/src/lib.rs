@@ -9,7 +9,7 @@
 //! that users bind [`PostgresWrites`] parameters ([`ToSql`] values) with the same version of
 //! the driver.
 //!
-//! # Schema (version 5)
+//! # Schema (version 1)
 //!
 //! Every table name starts with the configured prefix (default `krescent_`):
 //!
@@ -61,18 +61,9 @@
 //! took 1.3 times).
 //!
 //! Type names and tags are compared bytewise (`COLLATE "C"`), whatever the database's locale.
-//! The schema is created on first use, idempotently, under an advisory lock. Older tables are
-//! migrated in that transaction: version 1 (tags stored as a JSON array, the database's
-//! collation) by rewriting the events table and rebuilding the indexes, then version 2 (a tag
-//! index keyed by tag first) by adding `seg` to `event_tags` (the table is rewritten and its
-//! index rebuilt) and filling `tag_starts`, then version 3 (every tag a row of `event_tags`)
-//! by adding `tag` to `events` (the table is rewritten), moving the other tags to
-//! `extra_tags` and dropping `event_tags`, then version 4 (type names in the indexes) by
-//! filling `types`, adding `type_id` to `events` (the table is rewritten) and rebuilding the
-//! two indexes. The first connect after an upgrade therefore
-//! takes a while on a large store, and processes still running an older version fail their
-//! appends (and, from version 3, their tag queries) until they are upgraded too. A schema
-//! written by a newer version of krescent is refused
+//! The schema is created on first use, idempotently, under an advisory lock. Until 1.0 a
+//! change of the schema edits version 1 in place: there are no migrations. Tables of any
+//! other version are refused
 //! ([`PostgresError::UnsupportedSchemaVersion`]).
 //!
 //! # Positions under concurrency
@@ -817,34 +808,7 @@ async fn init_schema(pool: &Pool, tables: &Tables) -> Result<u64, StoreError> {
         .transpose()
         .map_err(db)?;
     match found {
-        None => {}
-        Some(sql::SCHEMA_VERSION) => {}
-        Some(found @ 1..=4) => {
-            tracing::info!(
-                prefix = %tables.prefix,
-                "postgres event store: migrating the schema from version {found} to {}",
-                sql::SCHEMA_VERSION
-            );
-            if found == 1 {
-                txn.batch_execute(&tables.migrate_from_1())
-                    .await
-                    .map_err(db)?;
-            }
-            if found <= 2 {
-                txn.batch_execute(&tables.migrate_from_2())
-                    .await
-                    .map_err(db)?;
-            }
-            if found <= 3 {
-                if let Err(e) = txn.batch_execute(&tables.migrate_from_3()).await {
-                    drop(txn);
-                    return Err(undecodable_tags(&mut client, tables, e).await);
-                }
-            }
-            txn.batch_execute(&tables.migrate_from_4())
-                .await
-                .map_err(db)?;
-        }
+        None | Some(sql::SCHEMA_VERSION) => {}
         Some(found) => {
             return Err(PostgresError::UnsupportedSchemaVersion {
                 prefix: tables.prefix.clone(),
@@ -865,47 +829,6 @@ async fn init_schema(pool: &Pool, tables: &Tables) -> Result<u64, StoreError> {
         .map_err(db)?;
     txn.commit().await.map_err(db)?;
     to_position(head)
-}
-
-/// The error of a failed migration from schema version 3 (rolled back, so nothing changed):
-/// when the data stopped it (a stored tag list whose first tag cannot be read), the first
-/// such event, found in a transaction of its own that is rolled back; otherwise `error`.
-async fn undecodable_tags(
-    client: &mut deadpool_postgres::Object,
-    tables: &Tables,
-    error: tokio_postgres::Error,
-) -> StoreError {
-    // Class 22: data exceptions (here an invalid byte sequence or a negative length).
-    let data = error.code().is_some_and(|c| c.code().starts_with("22"));
-    if !data {
-        return db(error);
-    }
-    let found = async {
-        let txn = client.transaction().await?;
-        txn.batch_execute(&tables.find_undecodable_tags()).await?;
-        let row = txn
-            .query_one("SELECT pg_temp.krescent_undecodable_tags()", &[])
-            .await?;
-        row.try_get::<_, Option<i64>>(0)
-        // Dropping the transaction rolls it back, functions and all.
-    }
-    .await;
-    match found {
-        Ok(Some(position)) => PostgresError::Corrupt {
-            position,
-            what: format!(
-                "its stored tags cannot be read ({}), so the migration of `{}` from schema \
-                 version 3 stopped and changed nothing; repair or delete the row, then \
-                 connect again",
-                error
-                    .as_db_error()
-                    .map_or("a data exception", |e| e.message()),
-                tables.events
-            ),
-        }
-        .into(),
-        _ => db(error),
-    }
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {

@@ -18,11 +18,9 @@ pub(super) fn event_column(index: usize) -> &'static str {
     EVENT_COLUMNS.split(", ").nth(index).unwrap_or("?")
 }
 
-/// The schema version this code writes and reads. Versions 1 (tags as a JSON array), 2 (a
-/// tag index keyed by tag first), 3 (every tag in a table of its own) and 4 (type names in
-/// the indexes of `events`) are migrated on connect ([`Tables::migrate_from_1`],
-/// [`Tables::migrate_from_2`], [`Tables::migrate_from_3`], [`Tables::migrate_from_4`]).
-pub(super) const SCHEMA_VERSION: i64 = 5;
+/// The schema version this code writes and reads. Until 1.0 a change of the schema edits
+/// version 1 in place: there are no migrations.
+pub(super) const SCHEMA_VERSION: i64 = 1;
 
 /// The tag index is split into segments of `2^SEGMENT_BITS` positions (`seg = position >>
 /// SEGMENT_BITS`), its key starting with the segment: an append writes to the pages of the
@@ -33,17 +31,6 @@ pub(super) const SEGMENT_BITS: u32 = 15;
 /// The longest accepted table prefix, in bytes (PostgreSQL identifiers hold 63 bytes; the
 /// longest derived name is the prefix plus `extra_tags_seg_check`, 61 bytes).
 pub(super) const MAX_PREFIX_LEN: usize = 41;
-
-/// The statement creating `pg_temp.krescent_first_tag(bytea)`, used by the migration from
-/// schema version 3: the first tag of a stored tag list (each tag's length in 4 bytes, big
-/// endian, then its UTF-8 text), or NULL for an empty list.
-const FIRST_TAG_FUNCTION: &str = "CREATE FUNCTION pg_temp.krescent_first_tag(bytea) \
-     RETURNS text LANGUAGE sql IMMUTABLE STRICT \
-     AS 'SELECT CASE WHEN octet_length($1) >= 4 THEN convert_from(substring($1 \
-         FROM 5 FOR (get_byte($1, 0) << 24) | (get_byte($1, 1) << 16) \
-             | (get_byte($1, 2) << 8) | get_byte($1, 3)), ''UTF8'') END';";
-
-/// Whether `prefix` is a valid table prefix: `^[a-z_][a-z0-9_]{0,40}$`.
 pub(super) fn is_valid_prefix(prefix: &str) -> bool {
     let bytes = prefix.as_bytes();
     match bytes.first() {
@@ -63,8 +50,6 @@ pub(super) struct Tables {
     pub events: String,
     /// The tags of each event after its first (smallest) one, which `events.tag` holds.
     pub extra_tags: String,
-    /// The table of every tag of version 3, dropped by [`Tables::migrate_from_3`].
-    pub old_tags: String,
     /// The first segment of each (tag, type) pair ([`Tables::insert_starts`]).
     pub starts: String,
     /// The id of each stored type name, which the indexes of `events` hold in place of the
@@ -156,7 +141,6 @@ impl Tables {
             checkpoint_deltas: format!("{prefix}checkpoint_deltas"),
             bookmarks: format!("{prefix}bookmarks"),
             channel: format!("{prefix}events"),
-            old_tags: format!("{prefix}event_tags"),
             events,
             extra_tags,
             starts,
@@ -247,41 +231,6 @@ impl Tables {
         )
     }
 
-    /// The statements migrating schema version 1 to version 2, run under the schema lock
-    /// before [`migrate_from_2`](Self::migrate_from_2) and
-    /// [`create_schema`](Self::create_schema) (which then records the current version):
-    ///
-    /// - `events.tags` from a `json` array of strings to the binary encoding of
-    ///   [`encode_tags`] (the table is rewritten);
-    /// - `events.type`, `event_tags.tag` and `event_tags.type` to the `"C"` collation
-    ///   (byte order: cheaper comparisons, and an order that does not depend on the
-    ///   database's locale; their indexes are rebuilt);
-    /// - `head.recorded_at`, the time of the latest append.
-    pub fn migrate_from_1(&self) -> String {
-        let Tables {
-            events,
-            old_tags: tags,
-            head,
-            ..
-        } = self;
-        format!(
-            "CREATE FUNCTION pg_temp.krescent_json_tags(json) RETURNS bytea \
-                 LANGUAGE sql IMMUTABLE STRICT \
-                 AS 'SELECT coalesce(string_agg(int4send(octet_length(b)) || b, ''''::bytea \
-                         ORDER BY n), ''''::bytea) \
-                     FROM json_array_elements_text($1) WITH ORDINALITY AS e(t, n), \
-                         convert_to(t, ''UTF8'') AS b';
-             ALTER TABLE {events}
-                 ALTER COLUMN type TYPE text COLLATE \"C\",
-                 ALTER COLUMN tags TYPE bytea USING pg_temp.krescent_json_tags(tags);
-             ALTER TABLE {tags}
-                 ALTER COLUMN tag TYPE text COLLATE \"C\",
-                 ALTER COLUMN type TYPE text COLLATE \"C\";
-             ALTER TABLE {head} ADD COLUMN IF NOT EXISTS recorded_at timestamptz;
-             DROP FUNCTION pg_temp.krescent_json_tags(json);"
-        )
-    }
-
     /// The statement creating `<prefix>extra_tags`: one row for each tag of an event after
     /// its first, keyed by segment first (see [`SEGMENT_BITS`]).
     fn create_tags(&self) -> String {
@@ -342,142 +291,13 @@ impl Tables {
         )
     }
 
-    /// The statements migrating schema version 2 to version 3, run under the schema lock
-    /// before [`create_schema`](Self::create_schema) (which then records version 3):
-    /// `event_tags` gets the column `seg` (filled as a generated column, then kept as a plain
-    /// one with a check; the table is rewritten) and its primary key becomes `(seg, tag,
-    /// type, position)` (the index is rebuilt); `tag_starts` is created and filled from it.
-    /// Processes still running version 2 fail their appends afterwards (they do not set
-    /// `seg`, which has no default), so none can store a pair without recording it in
-    /// `tag_starts`.
-    pub fn migrate_from_2(&self) -> String {
-        let Tables {
-            old_tags: tags,
-            starts,
-            ..
-        } = self;
-        let create_starts = self.create_starts();
-        format!(
-            "ALTER TABLE {tags}
-                 DROP CONSTRAINT {tags}_pkey,
-                 ADD COLUMN seg bigint NOT NULL
-                     GENERATED ALWAYS AS (position >> {SEGMENT_BITS}) STORED,
-                 ADD CONSTRAINT {tags}_pkey PRIMARY KEY (seg, tag, type, position);
-             ALTER TABLE {tags}
-                 ALTER COLUMN seg DROP EXPRESSION,
-                 ADD CONSTRAINT {tags}_seg_check CHECK (seg = position >> {SEGMENT_BITS});
-             {create_starts}
-             INSERT INTO {starts} (tag, type, seg)
-                 SELECT tag, type, min(seg) FROM {tags} GROUP BY tag, type
-                 ON CONFLICT DO NOTHING;"
-        )
-    }
-
-    /// The statements migrating schema version 3 to version 4, run under the schema lock
-    /// before [`create_schema`](Self::create_schema) (which then records version 4 and
-    /// creates the index of `events.tag`):
-    ///
-    /// - `events` gets the column `tag`, each event's smallest tag (in byte order, the order
-    ///   of [`Tags`](krescent_core::Tags)): filled from the first tag of `events.tags` as a generated
-    ///   column, so that the table is rewritten once, then kept as a plain column; rows whose
-    ///   smallest tag in `event_tags` is not their first one (only rows written by hand can
-    ///   be) are corrected from there.
-    /// - `event_tags` is replaced by `extra_tags`, which keeps only the other tags.
-    ///
-    /// Processes still running version 3 fail their tag queries and appends afterwards
-    /// (`event_tags` is gone), rather than miss the tags that moved to `events`.
-    pub fn migrate_from_3(&self) -> String {
-        let Tables {
-            events,
-            extra_tags: tags,
-            old_tags,
-            ..
-        } = self;
-        let create_tags = self.create_tags();
-        format!(
-            "{FIRST_TAG_FUNCTION}
-             ALTER TABLE {events} ADD COLUMN tag text COLLATE \"C\"
-                 GENERATED ALWAYS AS (pg_temp.krescent_first_tag(tags)) STORED;
-             ALTER TABLE {events} ALTER COLUMN tag DROP EXPRESSION;
-             DROP FUNCTION pg_temp.krescent_first_tag(bytea);
-             UPDATE {events} e SET tag = m.tag
-                 FROM (SELECT position, min(tag) AS tag FROM {old_tags} GROUP BY position) m
-                 WHERE e.position = m.position AND e.tag IS DISTINCT FROM m.tag;
-             {create_tags}
-             INSERT INTO {tags} (seg, tag, type, position)
-                 SELECT t.seg, t.tag, t.type, t.position FROM {old_tags} t
-                 JOIN {events} e ON e.position = t.position
-                 WHERE t.tag <> e.tag;
-             DROP TABLE {old_tags};"
-        )
-    }
-
-    /// The statements migrating schema version 4 to version 5, run under the schema lock
-    /// before [`create_schema`](Self::create_schema) (which then creates the new indexes and
-    /// records version 5): each stored type name gets an id in `<prefix>types` (in byte order
-    /// of the names), `events` gets the column `type_id` (filled as a generated column, so
-    /// that the table is rewritten once, then kept as a plain column), and the type and tag
-    /// indexes, keyed by the name before, are dropped to be built again on the id. Processes
-    /// still running version 4 fail their appends afterwards (they do not set `type_id`).
-    pub fn migrate_from_4(&self) -> String {
-        let Tables {
-            prefix,
-            events,
-            types,
-            ..
-        } = self;
-        let create_types = self.create_types();
-        format!(
-            "{create_types}
-             INSERT INTO {types} (id, name)
-                 SELECT row_number() OVER (ORDER BY type), type
-                 FROM (SELECT DISTINCT type FROM {events}) d;
-             CREATE FUNCTION pg_temp.krescent_type_id(text) RETURNS integer
-                 LANGUAGE sql IMMUTABLE STRICT
-                 AS 'SELECT id FROM {types} WHERE name = $1';
-             ALTER TABLE {events} ADD COLUMN type_id integer
-                 GENERATED ALWAYS AS (pg_temp.krescent_type_id(type)) STORED;
-             ALTER TABLE {events} ALTER COLUMN type_id DROP EXPRESSION;
-             ALTER TABLE {events} ALTER COLUMN type_id SET NOT NULL;
-             DROP FUNCTION pg_temp.krescent_type_id(text);
-             DROP INDEX IF EXISTS {prefix}events_type_idx;
-             DROP INDEX IF EXISTS {prefix}events_tag_idx;"
-        )
-    }
-
-    /// The statement creating `pg_temp.krescent_undecodable_tags()`: the position of the
-    /// first event whose first stored tag [`migrate_from_3`](Self::migrate_from_3) cannot
-    /// read (its length prefix runs negative, or its text is not UTF-8), or NULL. It tries
-    /// each row in a subtransaction of its own, so it is slow; it runs only after the
-    /// migration failed on such data, in a transaction that is then rolled back.
-    pub fn find_undecodable_tags(&self) -> String {
-        format!(
-            "{FIRST_TAG_FUNCTION}
-             CREATE FUNCTION pg_temp.krescent_undecodable_tags() RETURNS bigint
-                 LANGUAGE plpgsql AS $f$
-                 DECLARE r record;
-                 BEGIN
-                     FOR r IN SELECT position, tags FROM {events} ORDER BY position LOOP
-                         BEGIN
-                             PERFORM pg_temp.krescent_first_tag(r.tags);
-                         EXCEPTION WHEN data_exception THEN
-                             RETURN r.position;
-                         END;
-                     END LOOP;
-                     RETURN NULL;
-                 END $f$;",
-            events = self.events
-        )
-    }
-
     /// The statement dropping every table of the store.
     pub fn drop_schema(&self) -> String {
         format!(
-            "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {}, {}, {}, {}, {}",
+            "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {}, {}, {}, {}",
             self.events,
             self.types,
             self.extra_tags,
-            self.old_tags,
             self.starts,
             self.head,
             self.meta,
