@@ -56,7 +56,7 @@ impl BookmarkSql {
 /// `INSERT … ON CONFLICT (reader) DO UPDATE`, so the last write wins.
 ///
 /// Every failure of the database or the pool is a [`BookmarkError::Backend`] holding a
-/// [`PostgresError`]. Each operation is one statement that is safe to repeat, so when a
+/// [`PostgresError`](crate::PostgresError). Each operation is one statement that is safe to repeat, so when a
 /// pooled connection turns out to be dead (the server restarted, the backend was terminated)
 /// it is dropped and the operation runs again on another connection.
 ///
@@ -102,7 +102,7 @@ impl PostgresBookmarkStorage {
     ///
     /// # Errors
     ///
-    /// [`BookmarkError::Backend`] holding a [`PostgresError`]: an invalid prefix, pool size or
+    /// [`BookmarkError::Backend`] holding a [`PostgresError`](crate::PostgresError): an invalid prefix, pool size or
     /// URL, a database that cannot be reached, or tables of a newer schema version.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, BookmarkError> {
         let pool = open_pool(url, &options)

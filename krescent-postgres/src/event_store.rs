@@ -89,7 +89,7 @@ impl PostgresEventStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`, or
     /// the `key=value` form), creates the tables if needed and starts the listener.
     ///
-    /// Fails with [`StoreError::Backend`] holding a [`PostgresError`]: an invalid prefix,
+    /// Fails with [`StoreError::Backend`] holding a [`PostgresError`](crate::PostgresError): an invalid prefix,
     /// pool size or URL, a database that cannot be reached, or tables of a newer schema
     /// version.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {

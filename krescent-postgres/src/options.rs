@@ -10,7 +10,7 @@ use crate::PostgresError;
 use crate::schema::{self, Tables};
 use krescent_core::store::StoreError;
 
-/// Settings of a [`PostgresEventStore`].
+/// Settings of a [`PostgresEventStore`](crate::PostgresEventStore).
 ///
 /// ```
 /// use std::time::Duration;

@@ -960,37 +960,8 @@ fn operations_right_after_termination_succeed() {
 // ---------------------------------------------------------------------------------------------
 // A process killed between its projection writes and its checkpoint
 
-/// What the derives' generated code names (`#[krescent(crate = "crate::shim")]`): this crate
-/// has no facade to point them at.
-mod shim {
-    /// A copy of the facade's list; the derives use part of it.
-    #[allow(unused_imports)]
-    pub mod __private {
-        pub use core;
-        pub use inventory;
-        pub use serde;
-        pub use serde_json;
-
-        pub use krescent_core::__private::*;
-        pub use krescent_core::checkpoint::{
-            CheckpointBucket, CheckpointError, CheckpointPrimitive, CheckpointSupport,
-            PendingWrites, get_binary, get_json, get_nested, mix_shape, put_binary, put_json,
-            put_nested,
-        };
-        pub use krescent_core::event::{
-            DecodeError, EncodeError, Event, EventRegistration, EventType, Payload, Recorded,
-            TagValue, Tags, TagsBuilder,
-        };
-        pub use krescent_core::model::{
-            EventOutcome, ModelHandlerResult, ModelRegistration, ReadModel,
-        };
-        pub use krescent_core::projection::{FieldArg, HandlerError, HandlerResult, Projection};
-        pub use krescent_core::query::{Direction, EventQuery, Limit, QueryItem};
-    }
-}
-
 #[derive(krescent_derive::Event, serde::Serialize, serde::Deserialize, Clone, Debug)]
-#[krescent(crate = "crate::shim", catalog = "pgcrash")]
+#[krescent(crate = "krescent_core", catalog = "pgcrash")]
 pub enum ItemEvent {
     #[krescent(name = "item.added")]
     Added {
@@ -1007,7 +978,7 @@ pub enum ItemEvent {
 /// defaults on restore, so it cannot live in one.
 #[derive(krescent_derive::ReadModel, krescent_derive::CheckpointSupport, Default)]
 #[krescent(
-    crate = "crate::shim",
+    crate = "krescent_core",
     name = "pg.items",
     events = ItemEvent,
     handles(Added),
