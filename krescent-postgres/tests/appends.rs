@@ -6,11 +6,12 @@
 //! was skipped and passes. Each test works in tables of its own (a random prefix) and drops
 //! them at the end.
 
+use std::sync::Arc;
+
 use krescent_core::{
     AppendCondition, EventQuery, EventStore, NewEvent, QueryItem, StoreError, Tag, Tags,
 };
 use krescent_postgres::PostgresOptions;
-use std::sync::Arc;
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 

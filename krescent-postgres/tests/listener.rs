@@ -6,9 +6,10 @@
 //! was skipped and passes. Each test works in tables of its own (a random prefix) and drops
 //! them at the end.
 
+use std::time::Duration;
+
 use krescent_core::{EventQuery, EventStore};
 use krescent_postgres::PostgresOptions;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 mod common;

@@ -6,6 +6,8 @@
 //! was skipped and passes. Each test works in tables of its own (a random prefix) and drops
 //! them at the end.
 
+use std::time::Duration;
+
 use krescent_core::checkpoint::{CheckpointInfo, CheckpointStorage};
 use krescent_core::projection::{BookmarkError, BookmarkStorage};
 use krescent_core::{EventQuery, EventStore, StoreError};
@@ -13,7 +15,6 @@ use krescent_postgres::{
     PostgresBookmarkStorage, PostgresCheckpointStorage, PostgresError, PostgresEventStore,
     PostgresOptions, PostgresWrites,
 };
-use std::time::Duration;
 
 mod common;
 use common::{
