@@ -6,8 +6,8 @@
 //! The storages live in the event store's database next to its tables; get them from an open
 //! store ([`PostgresEventStore::checkpoint_storage`], [`PostgresEventStore::bookmark_storage`])
 //! to share its pool, or connect them on their own. [`tokio_postgres`] is re-exported, so
-//! that users bind [`PostgresWrites`] parameters ([`ToSql`](tokio_postgres::types::ToSql) values) with the same version of
-//! the driver.
+//! that users bind [`PostgresWrites`] parameters ([`ToSql`](tokio_postgres::types::ToSql)
+//! values) with the same version of the driver.
 //!
 //! # Schema (version 1)
 //!
@@ -89,8 +89,7 @@
 //! A query whose untagged items name every type stored up to the last position the store
 //! has looked at (a read model's query usually does) is read as a plain position range up to
 //! there, and with its type filter beyond; the stored types are looked up in `<prefix>types`
-//! on the first such read and again once the store has grown well past that position
-//! (see `coverage.rs`). A query with an item of no types and no tags is read as a range.
+//! on the first such read and again once the store has grown well past that position. A query with an item of no types and no tags is read as a range.
 //!
 //! Rows are decoded as they arrive from their binary values, without the driver's
 //! conversions: type names once per page, tag lists once and cached by their stored bytes,

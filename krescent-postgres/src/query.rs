@@ -78,13 +78,13 @@ impl Shape {
 
 /// An untagged item with at most this many types is read as one range of the
 /// `(type_id, position)` index per type, merged in position order (Merge Append); with more,
-/// as one `type_id = ANY(..)` filter planned per execution. Planned per execution, two types were
-/// read from a table without statistics (1M events appended before autovacuum analysed them)
-/// as a bitmap scan of every later event of those types and a sort, about 60 to 100 ms for
-/// each page of 1,000 instead of 0.6 ms: minutes for a catch-up. The ranges are one prepared
-/// statement whose generic plan needs no statistics; PostgreSQL plans its first five
-/// executions on each connection with the values, which from missing statistics may still
-/// be that slow plan, and then keeps the generic one.
+/// as one `type_id = ANY(..)` filter planned per execution. Planned per execution on a table
+/// without statistics (events appended before autovacuum analysed them), a filter on a few
+/// types can become a bitmap scan of every later event of those types and a sort, for every
+/// page of a catch-up. The ranges are one prepared statement whose generic plan needs no
+/// statistics; PostgreSQL plans its first five executions on each connection with the
+/// values, which from missing statistics may still be that slow plan, and then keeps the
+/// generic one.
 pub(crate) const TYPE_ARMS: usize = 16;
 
 /// One bind parameter after the first three.
