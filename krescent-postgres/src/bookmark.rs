@@ -1,4 +1,5 @@
-//! [`PostgresBookmarkStorage`]: projector bookmarks in `<prefix>bookmarks`.
+//! [`PostgresBookmarkStorage`]: projector bookmarks in `<prefix>bookmarks`, with the
+//! statements on them ([`BookmarkSql`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -6,10 +7,41 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 
-use super::checkpoint::{failed, lost, open_pool, with_retry};
-use super::sql::{self, BookmarkSql};
-use super::{BACKEND, PostgresError, PostgresEventStore, PostgresOptions};
+use crate::error::BACKEND;
+use crate::options::open_pool;
+use crate::retry::{failed, lost, with_retry};
+use crate::schema::{u64_from_sql, u64_to_sql};
+use crate::{PostgresEventStore, PostgresOptions};
 use krescent_core::projection::{BookmarkError, BookmarkStorage, validate_reader_name};
+
+/// The statements of the bookmark storage on `<prefix>bookmarks`.
+#[derive(Debug)]
+pub(crate) struct BookmarkSql {
+    /// The table name.
+    pub table: String,
+    /// `$1` reader → its position.
+    pub load: String,
+    /// `$1` reader, `$2` position: insert or replace.
+    pub upsert: String,
+    /// `$1` reader.
+    pub delete: String,
+}
+
+impl BookmarkSql {
+    /// The statements for a prefix that [`is_valid_prefix`] accepted.
+    pub fn new(prefix: &str) -> Self {
+        let table = format!("{prefix}bookmarks");
+        BookmarkSql {
+            load: format!("SELECT position FROM {table} WHERE reader = $1"),
+            upsert: format!(
+                "INSERT INTO {table} (reader, position) VALUES ($1, $2) \
+                 ON CONFLICT (reader) DO UPDATE SET position = EXCLUDED.position"
+            ),
+            delete: format!("DELETE FROM {table} WHERE reader = $1"),
+            table,
+        }
+    }
+}
 
 /// Bookmarks in PostgreSQL, in the table `<prefix>bookmarks` next to the event store's
 /// tables: one row `(reader text, position bigint)` per reader name. Cloning gives another
@@ -24,7 +56,7 @@ use krescent_core::projection::{BookmarkError, BookmarkStorage, validate_reader_
 /// `INSERT … ON CONFLICT (reader) DO UPDATE`, so the last write wins.
 ///
 /// Every failure of the database or the pool is a [`BookmarkError::Backend`] holding a
-/// [`PostgresError`]. Each operation is one statement that is safe to repeat, so when a
+/// [`PostgresError`](crate::PostgresError). Each operation is one statement that is safe to repeat, so when a
 /// pooled connection turns out to be dead (the server restarted, the backend was terminated)
 /// it is dropped and the operation runs again on another connection.
 ///
@@ -70,7 +102,7 @@ impl PostgresBookmarkStorage {
     ///
     /// # Errors
     ///
-    /// [`BookmarkError::Backend`] holding a [`PostgresError`]: an invalid prefix, pool size or
+    /// [`BookmarkError::Backend`] holding a [`PostgresError`](crate::PostgresError): an invalid prefix, pool size or
     /// URL, a database that cannot be reached, or tables of a newer schema version.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, BookmarkError> {
         let pool = open_pool(url, &options)
@@ -110,19 +142,6 @@ fn bookmark_backend(source: Box<dyn std::error::Error + Send + Sync>) -> Bookmar
     }
 }
 
-impl PostgresError {
-    /// The PostgreSQL error inside `error`, when it is a [`BookmarkError::Backend`] of this
-    /// backend.
-    pub fn of_bookmark_error(error: &BookmarkError) -> Option<&PostgresError> {
-        match error {
-            BookmarkError::Backend { backend, source } if *backend == BACKEND => {
-                source.downcast_ref::<PostgresError>()
-            }
-            _ => None,
-        }
-    }
-}
-
 #[async_trait]
 impl BookmarkStorage for PostgresBookmarkStorage {
     async fn load(&self, reader: &str) -> Result<Option<u64>, BookmarkError> {
@@ -137,12 +156,12 @@ impl BookmarkStorage for PostgresBookmarkStorage {
                 .transpose()
                 .map_err(failed)
         })?;
-        Ok(position.map(sql::u64_from_sql))
+        Ok(position.map(u64_from_sql))
     }
 
     async fn place(&self, reader: &str, position: u64) -> Result<(), BookmarkError> {
         validate_reader_name(reader)?;
-        let position = sql::u64_to_sql(position);
+        let position = u64_to_sql(position);
         with_retry!(&self.pool, bookmark_backend, |client| {
             let statement = client
                 .prepare_cached(&self.sql.upsert)

@@ -1,9 +1,5 @@
-//! [`PostgresCheckpointStorage`]: checkpoints in `<prefix>checkpoints`, and [`PostgresWrites`],
-//! projection statements committed in the same transaction as a checkpoint.
-//!
-//! Also the connection handling both PostgreSQL storages share: opening a pool of their own,
-//! and running an operation again on another connection when the pooled one turns out to be
-//! dead.
+//! [`PostgresCheckpointStorage`]: checkpoints in `<prefix>checkpoints` and their deltas in
+//! `<prefix>checkpoint_deltas`, with the statements on them ([`CheckpointSql`]).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -11,182 +7,86 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Object, Pool};
-use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{FromSql, ToSql, Type};
+use deadpool_postgres::Pool;
+use tokio_postgres::types::ToSql;
 
-use super::sql::{self, CheckpointSql, Tables};
-use super::{BACKEND, PostgresError, PostgresEventStore, PostgresOptions};
+use crate::error::{BACKEND, PostgresError};
+use crate::options::open_pool;
+use crate::record::RawTimestamp;
+use crate::retry::{Attempt, failed, lost, with_retry};
+use crate::schema::{u64_from_sql, u64_to_sql};
+use crate::{PostgresEventStore, PostgresOptions, PostgresWriteError, PostgresWrites};
 use krescent_core::__backend::continues_chain;
 use krescent_core::checkpoint::{
     BucketError, CheckpointDelta, CheckpointInfo, CheckpointStorage, CheckpointStorageError,
     CheckpointVersion, PendingWrites, StoredCheckpoint, validate_model_name,
 };
-use krescent_core::store::StoreError;
 
-/// One parameter of a statement in [`PostgresWrites`]: any owned value `tokio_postgres` can
-/// bind (`i64`, `String`, `Vec<u8>`, `bool`, `f64`, `Option<T>` for `NULL`, `uuid::Uuid`,
-/// `chrono::DateTime<Utc>`, …). Its type must match the parameter's SQL type (`i64` for
-/// `bigint`, `i32` for `integer`), or the statement fails.
-pub type PostgresParam = Box<dyn ToSql + Send + Sync>;
-
-/// Projection statements a read model buffers between checkpoints, committed by
-/// [`PostgresCheckpointStorage::store_with_writes`] together with the checkpoint, in one
-/// transaction: after a crash the projection tables and the checkpoint always agree.
-///
-/// Hold it in a field of the model (`#[krescent(writes = field)]` on a derived read model, with
-/// `#[krescent(skip)]` on the field) and queue statements in the handlers with
-/// [`execute`](Self::execute). Statements run in the order they were queued, then the
-/// checkpoint is upserted, then the transaction commits and the buffer is cleared. When a
-/// statement fails, nothing is committed, the error names the statement
-/// ([`PostgresWriteError`]) and the buffer is kept as it was.
-///
-/// Every value is a bind parameter (`$1`, `$2`, …): never format values into the SQL text.
-/// Each distinct SQL text is prepared once per commit, so a handler should queue the same
-/// text with different parameters rather than texts that differ per event.
-///
-/// ```
-/// use krescent_postgres::{PostgresParam, PostgresWrites};
-///
-/// let mut writes = PostgresWrites::new();
-/// let params: Vec<PostgresParam> = vec![Box::new(42_i64), Box::new("W-1".to_owned())];
-/// writes.execute("INSERT INTO stock (position, product) VALUES ($1, $2)", params);
-/// writes.execute(
-///     "UPDATE totals SET count = count + 1 WHERE product = $1",
-///     vec![Box::new("W-1".to_owned())],
-/// );
-/// assert_eq!(writes.len(), 2);
-/// assert_eq!(writes.sql().next(), Some("INSERT INTO stock (position, product) VALUES ($1, $2)"));
-/// ```
-#[derive(Default)]
-pub struct PostgresWrites {
-    statements: Vec<PendingStatement>,
+/// The statements of the checkpoint storage on `<prefix>checkpoints` and
+/// `<prefix>checkpoint_deltas`.
+#[derive(Debug)]
+pub(crate) struct CheckpointSql {
+    /// The table name.
+    pub table: String,
+    /// `$1` model → the encoded checkpoint (kind 0), then its deltas (kind 1) by position.
+    pub load: String,
+    /// `$1` model, `$2` catalog revision, `$3` model version, `$4` shape, `$5` position,
+    /// `$6` time, `$7` the encoded checkpoint: insert or replace.
+    pub upsert: String,
+    /// `$1` model → one row if it was deleted.
+    pub delete: String,
+    /// `$1` model: drops the model's deltas.
+    pub delete_deltas: String,
+    /// `$1` model → the checkpoint's position, locking its row.
+    pub lock_position: String,
+    /// `$1` model → the position of the last delta (NULL: none).
+    pub last_delta: String,
+    /// `$1` model, `$2` position, `$3` base position, `$4` time, `$5` the encoded delta.
+    pub insert_delta: String,
+    /// Every checkpoint's metadata, in byte order of the model names, with the position and
+    /// time of its last delta if it has one.
+    pub list: String,
 }
 
-/// One queued statement.
-struct PendingStatement {
-    sql: String,
-    params: Vec<PostgresParam>,
-}
-
-impl PostgresWrites {
-    /// An empty buffer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Queues `sql` with its parameters `params` (`$1` is `params[0]`). Nothing runs until the
-    /// next checkpoint.
-    pub fn execute(&mut self, sql: impl Into<String>, params: Vec<PostgresParam>) -> &mut Self {
-        self.statements.push(PendingStatement {
-            sql: sql.into(),
-            params,
-        });
-        self
-    }
-
-    /// How many statements are queued.
-    pub fn len(&self) -> usize {
-        self.statements.len()
-    }
-
-    /// Whether no statement is queued.
-    pub fn is_empty(&self) -> bool {
-        self.statements.is_empty()
-    }
-
-    /// Drops every queued statement.
-    pub fn clear(&mut self) {
-        self.statements.clear();
-    }
-
-    /// The SQL texts of the queued statements, in order.
-    pub fn sql(&self) -> impl Iterator<Item = &str> + '_ {
-        self.statements.iter().map(|s| s.sql.as_str())
-    }
-}
-
-impl fmt::Debug for PostgresWrites {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(
-                self.statements
-                    .iter()
-                    .map(|s| (s.sql.as_str(), s.params.as_slice())),
-            )
-            .finish()
-    }
-}
-
-impl PendingWrites for PostgresWrites {
-    fn is_empty(&self) -> bool {
-        self.statements.is_empty()
-    }
-
-    fn as_any(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-}
-
-/// A statement of [`PostgresWrites`] failed, so the transaction with the checkpoint was rolled
-/// back. Found as the `source` of [`CheckpointStorageError::Backend`] (see
-/// [`PostgresWriteError::of`]).
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "pending write {index} of model `{model}` failed ({}); nothing was committed; the \
-     statement: {sql}",
-    describe(.source)
-)]
-#[non_exhaustive]
-pub struct PostgresWriteError {
-    /// The model whose checkpoint was being stored.
-    pub model: String,
-    /// The statement's index in the buffer (0 is the first queued).
-    pub index: usize,
-    /// The statement's SQL text.
-    pub sql: String,
-    /// What PostgreSQL or the driver said (a constraint violation, a parameter of the wrong
-    /// type, a lost connection, …).
-    #[source]
-    pub source: tokio_postgres::Error,
-}
-
-impl PostgresWriteError {
-    /// The failed statement inside `error`, when it is a [`CheckpointStorageError::Backend`] of
-    /// this backend caused by one.
-    pub fn of(error: &CheckpointStorageError) -> Option<&PostgresWriteError> {
-        match error {
-            CheckpointStorageError::Backend { backend, source } if *backend == BACKEND => {
-                source.downcast_ref::<PostgresWriteError>()
-            }
-            _ => None,
+impl CheckpointSql {
+    /// The statements for a prefix that [`is_valid_prefix`] accepted.
+    pub fn new(prefix: &str) -> Self {
+        let table = format!("{prefix}checkpoints");
+        let deltas = format!("{prefix}checkpoint_deltas");
+        CheckpointSql {
+            load: format!(
+                "SELECT 0 AS kind, position, checkpoint FROM {table} WHERE model = $1 \
+                 UNION ALL SELECT 1, position, delta FROM {deltas} WHERE model = $1 \
+                 ORDER BY 1, 2"
+            ),
+            upsert: format!(
+                "INSERT INTO {table} \
+                 (model, catalog_revision, model_version, shape, position, taken_at, checkpoint) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (model) DO UPDATE SET \
+                 catalog_revision = EXCLUDED.catalog_revision, \
+                 model_version = EXCLUDED.model_version, shape = EXCLUDED.shape, \
+                 position = EXCLUDED.position, taken_at = EXCLUDED.taken_at, \
+                 checkpoint = EXCLUDED.checkpoint"
+            ),
+            delete: format!("DELETE FROM {table} WHERE model = $1 RETURNING true"),
+            delete_deltas: format!("DELETE FROM {deltas} WHERE model = $1"),
+            lock_position: format!("SELECT position FROM {table} WHERE model = $1 FOR UPDATE"),
+            last_delta: format!("SELECT max(position) FROM {deltas} WHERE model = $1"),
+            insert_delta: format!(
+                "INSERT INTO {deltas} (model, position, base_position, taken_at, delta) \
+                 VALUES ($1, $2, $3, $4, $5)"
+            ),
+            list: format!(
+                "SELECT c.model, c.catalog_revision, c.model_version, c.shape, \
+                 coalesce(d.position, c.position), coalesce(d.taken_at, c.taken_at) \
+                 FROM {table} AS c LEFT JOIN LATERAL (\
+                 SELECT position, taken_at FROM {deltas} WHERE model = c.model \
+                 ORDER BY position DESC LIMIT 1) AS d ON true \
+                 ORDER BY c.model"
+            ),
+            table,
         }
-    }
-}
-
-impl PostgresError {
-    /// The PostgreSQL error inside `error`, when it is a [`CheckpointStorageError::Backend`] of
-    /// this backend (a failed [`PostgresWrites`] statement is a [`PostgresWriteError`]
-    /// instead).
-    pub fn of_checkpoint_error(error: &CheckpointStorageError) -> Option<&PostgresError> {
-        match error {
-            CheckpointStorageError::Backend { backend, source } if *backend == BACKEND => {
-                source.downcast_ref::<PostgresError>()
-            }
-            _ => None,
-        }
-    }
-}
-
-/// A driver error with what the server said, if it said something (the driver's own
-/// `Display` shows only `db error`).
-pub(super) fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{error}: {db}"),
-        None => match StdError::source(error) {
-            Some(cause) => format!("{error}: {cause}"),
-            None => error.to_string(),
-        },
     }
 }
 
@@ -373,8 +273,8 @@ impl PostgresCheckpointStorage {
         bytes: &[u8],
     ) -> Result<Option<Option<u64>>, CheckpointStorageError> {
         let model = delta.model.as_str();
-        let position = sql::u64_to_sql(delta.position);
-        let base_position = sql::u64_to_sql(delta.base_position);
+        let position = u64_to_sql(delta.position);
+        let base_position = u64_to_sql(delta.base_position);
         let micros = delta.timestamp.timestamp_micros();
         let taken_at = DateTime::from_timestamp_micros(micros).unwrap_or(delta.timestamp);
         with_retry!(&self.pool, checkpoint_backend, |client| {
@@ -399,7 +299,7 @@ impl PostgresCheckpointStorage {
                 .await
                 .and_then(|r| r.try_get(0))
                 .map_err(failed)?;
-            let latest = sql::u64_from_sql(tip.unwrap_or(base));
+            let latest = u64_from_sql(tip.unwrap_or(base));
             if !continues_chain(latest, delta.base_position, delta.position) {
                 return Ok(Some(Some(latest)));
             }
@@ -437,8 +337,8 @@ impl<'a> UpsertRow<'a> {
             model: &checkpoint.model,
             catalog_revision: i64::from(checkpoint.version.catalog_revision),
             model_version: i64::from(checkpoint.version.model_version),
-            shape: sql::u64_to_sql(checkpoint.version.shape),
-            position: sql::u64_to_sql(checkpoint.position),
+            shape: u64_to_sql(checkpoint.version.shape),
+            position: u64_to_sql(checkpoint.position),
             // The precision of the encoded checkpoint, so that the columns agree with it.
             taken_at: DateTime::from_timestamp_micros(micros).unwrap_or(checkpoint.timestamp),
             bytes,
@@ -663,227 +563,17 @@ impl PostgresCheckpointStorage {
             )
         })?;
         Ok(CheckpointInfo {
-            version: CheckpointVersion::new(
-                catalog_revision,
-                model_version,
-                sql::u64_from_sql(shape),
-            ),
-            position: sql::u64_from_sql(position),
+            version: CheckpointVersion::new(catalog_revision, model_version, u64_from_sql(shape)),
+            position: u64_from_sql(position),
             timestamp,
             model,
         })
     }
 }
 
-/// A `timestamptz` as PostgreSQL sends it: microseconds since 2000-01-01 UTC (`infinity` is
-/// `i64::MAX`). Read without the driver's conversion so that a time outside the range of
-/// `DateTime<Utc>` is reported as a corrupt row, naming the model, rather than as a decoding
-/// failure of the driver.
-struct RawTimestamp(i64);
-
-impl RawTimestamp {
-    fn to_utc(&self) -> Option<DateTime<Utc>> {
-        super::decode::utc_from_pg_micros(self.0)
-    }
-}
-
-impl<'a> FromSql<'a> for RawTimestamp {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
-        let bytes: [u8; 8] = raw
-            .try_into()
-            .map_err(|_| format!("a timestamptz of {} bytes, not 8", raw.len()))?;
-        Ok(RawTimestamp(i64::from_be_bytes(bytes)))
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::TIMESTAMPTZ
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Connections shared by the PostgreSQL storages
-
-/// How one attempt of an operation failed.
-pub(super) enum Attempt {
-    /// The connection failed at a point where the operation may run again: if it was lost,
-    /// the operation runs again on another connection.
-    Lost(tokio_postgres::Error),
-    /// The operation failed for good; the error becomes the backend error's source.
-    Failed(Box<dyn StdError + Send + Sync>),
-}
-
-/// A database error at a point where the operation may safely run again.
-pub(super) fn lost(error: tokio_postgres::Error) -> Attempt {
-    Attempt::Lost(error)
-}
-
-/// A database error after which the operation must not run again.
-pub(super) fn failed(error: tokio_postgres::Error) -> Attempt {
-    Attempt::Failed(Box::new(PostgresError::Database(error)))
-}
-
-/// Whether `error` means the connection is gone (rather than a statement failing on a live
-/// connection).
-fn connection_lost(error: &tokio_postgres::Error, client: &Object) -> bool {
-    if error.is_closed() || client.is_closed() {
-        return true;
-    }
-    if let Some(code) = error.code() {
-        return *code == SqlState::ADMIN_SHUTDOWN
-            || *code == SqlState::CRASH_SHUTDOWN
-            || *code == SqlState::CANNOT_CONNECT_NOW;
-    }
-    StdError::source(error).is_some_and(|cause| cause.is::<std::io::Error>())
-}
-
-/// Runs `$body` (an expression giving `Result<T, Attempt>`, using the pooled connection
-/// `$client`) and evaluates to `Result<T, E>`. When the body fails with [`Attempt::Lost`]
-/// because the connection is gone, the connection is removed from the pool and the body runs
-/// again on another one, as many times as the pool has connections (each may be dead) plus
-/// one. `$backend` turns the source of a failure into `E`.
-///
-/// A macro rather than a function taking a closure: the body's future borrows the
-/// connection, and a future returned by a closure for any borrow cannot be shown to be `Send`.
-macro_rules! with_retry {
-    ($pool:expr, $backend:expr, |$client:ident| $body:expr) => {{
-        let pool: &::deadpool_postgres::Pool = $pool;
-        let mut retry = $crate::checkpoint::Retry::new(pool);
-        loop {
-            #[allow(unused_mut)]
-            let mut $client = match pool.get().await {
-                Ok(client) => client,
-                Err(e) => break Err(($backend)(retry.pool_error(e))),
-            };
-            let outcome: Result<_, $crate::checkpoint::Attempt> = async { $body }.await;
-            match retry.next(outcome, $client) {
-                $crate::checkpoint::Next::Done(value) => break Ok(value),
-                $crate::checkpoint::Next::Again => {}
-                $crate::checkpoint::Next::Fail(source) => {
-                    break Err(($backend)(source));
-                }
-            }
-        }
-    }};
-}
-pub(super) use with_retry;
-
-/// The attempts of one operation run by [`with_retry!`].
-pub(super) struct Retry {
-    attempt: usize,
-    attempts: usize,
-}
-
-/// What [`with_retry!`] does after an attempt.
-pub(super) enum Next<T> {
-    /// Return the value.
-    Done(T),
-    /// Run the operation again on another connection.
-    Again,
-    /// Fail with this source.
-    Fail(Box<dyn StdError + Send + Sync>),
-}
-
-impl Retry {
-    /// Attempts for an operation on `pool`: one per connection it may hold, plus one.
-    pub(super) fn new(pool: &Pool) -> Self {
-        Retry {
-            attempt: 0,
-            attempts: pool.status().max_size + 1,
-        }
-    }
-
-    /// No connection could be had.
-    pub(super) fn pool_error(
-        &self,
-        error: deadpool_postgres::PoolError,
-    ) -> Box<dyn StdError + Send + Sync> {
-        Box::new(PostgresError::Pool(error))
-    }
-
-    /// What to do after an attempt on `client` ended with `outcome`.
-    pub(super) fn next<T>(&mut self, outcome: Result<T, Attempt>, client: Object) -> Next<T> {
-        self.attempt += 1;
-        match outcome {
-            Ok(value) => Next::Done(value),
-            Err(Attempt::Lost(error))
-                if self.attempt < self.attempts && connection_lost(&error, &client) =>
-            {
-                tracing::debug!(
-                    error = %describe(&error),
-                    attempt = self.attempt,
-                    "a pooled PostgreSQL connection was lost; running the operation again on \
-                     another"
-                );
-                // Out of the pool: the next `get` recycles or opens another connection.
-                drop(Object::take(client));
-                Next::Again
-            }
-            Err(Attempt::Lost(error)) => Next::Fail(Box::new(PostgresError::Database(error))),
-            Err(Attempt::Failed(source)) => Next::Fail(source),
-        }
-    }
-}
-
-/// Opens a pool of its own for a storage (the settings of [`PostgresEventStore::connect`])
-/// and creates or checks the schema of the prefix.
-pub(super) async fn open_pool(
-    url: &str,
-    options: &PostgresOptions,
-) -> Result<Pool, Box<dyn StdError + Send + Sync>> {
-    let (pool, _) = super::pool_for(url, options)?;
-    let tables = Tables::new(&options.table_prefix);
-    super::init_schema(&pool, &tables)
-        .await
-        .map_err(backend_source)?;
-    Ok(pool)
-}
-
-/// The PostgreSQL error inside a store error of this backend (the error itself otherwise).
-fn backend_source(error: StoreError) -> Box<dyn StdError + Send + Sync> {
-    match error {
-        StoreError::Backend { source, .. } => source,
-        other => Box::new(other),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn raw_timestamps_convert_without_panicking() {
-        assert_eq!(
-            RawTimestamp(0).to_utc(),
-            DateTime::from_timestamp(946_684_800, 0)
-        );
-        assert_eq!(RawTimestamp(i64::MAX).to_utc(), None);
-        assert_eq!(RawTimestamp(i64::MIN).to_utc(), None);
-        assert!(RawTimestamp::from_sql(&Type::TIMESTAMPTZ, &[0; 7]).is_err());
-        let parsed = RawTimestamp::from_sql(&Type::TIMESTAMPTZ, &5_i64.to_be_bytes()).unwrap();
-        assert_eq!(parsed.0, 5);
-    }
-
-    #[test]
-    fn writes_keep_their_order_and_clear() {
-        let mut writes = PostgresWrites::new();
-        assert!(PendingWrites::is_empty(&writes));
-        writes
-            .execute("INSERT INTO a VALUES ($1)", vec![Box::new(1_i64)])
-            .execute("DELETE FROM b", Vec::new());
-        assert_eq!(writes.len(), 2);
-        assert_eq!(
-            writes.sql().collect::<Vec<_>>(),
-            ["INSERT INTO a VALUES ($1)", "DELETE FROM b"]
-        );
-        assert!(format!("{writes:?}").contains("INSERT INTO a"));
-        assert!(
-            PendingWrites::as_any(&mut writes)
-                .downcast_mut::<PostgresWrites>()
-                .is_some()
-        );
-        writes.clear();
-        assert!(writes.is_empty());
-    }
 
     #[test]
     fn types_are_send_and_sync() {

@@ -15,18 +15,30 @@
 //! again only when a covered query reads beyond it and at least [`REFRESH_AFTER`] events have
 //! been appended since.
 
+use crate::schema::Tables;
 use krescent_core::query::{Direction, EventQuery, Limit};
 
 /// The most distinct types looked up. A store with more never has its type-only reads turned
 /// into ranges.
-pub(super) const MAX_TYPES: usize = 128;
+pub(crate) const MAX_TYPES: usize = 128;
 
 /// How many events past the known position make a covered query read the stored types again.
-pub(super) const REFRESH_AFTER: u64 = 10_000;
+pub(crate) const REFRESH_AFTER: u64 = 10_000;
+
+/// `$1` how many types at most → the last position (NULL: no event) and the distinct types
+/// (sorted bytewise), read in one snapshot: a name is in `<prefix>types` once an append that
+/// stored an event of it committed.
+pub(crate) fn stored_types(tables: &Tables) -> String {
+    let (events, types) = (&tables.events, &tables.types);
+    format!(
+        "SELECT (SELECT max(position) FROM {events}), \
+         ARRAY(SELECT name FROM {types} ORDER BY name LIMIT $1)"
+    )
+}
 
 /// The distinct types of the events up to a position.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct StoredTypes {
+pub(crate) struct StoredTypes {
     /// Every event at or before this position has one of `types`.
     pub through: u64,
     /// The distinct types, sorted bytewise: all of them when `complete`, else the first
@@ -38,7 +50,7 @@ pub(super) struct StoredTypes {
 
 /// How much of the store a query selects whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Coverage {
+pub(crate) enum Coverage {
     /// Every event: an item without types or tags.
     Everything,
     /// Every event at or before this position (after the query's own `after`).
@@ -50,7 +62,7 @@ pub(super) enum Coverage {
 }
 
 /// The coverage of `query` given what is known of the stored types and the latest head seen.
-pub(super) fn coverage(query: &EventQuery, known: Option<&StoredTypes>, head: u64) -> Coverage {
+pub(crate) fn coverage(query: &EventQuery, known: Option<&StoredTypes>, head: u64) -> Coverage {
     let mut untagged = query
         .items()
         .iter()
@@ -92,7 +104,7 @@ pub(super) fn coverage(query: &EventQuery, known: Option<&StoredTypes>, head: u6
 
 /// `query` as a read of every event in its range, up to `until` at most (same direction,
 /// start and limit).
-pub(super) fn as_range(query: &EventQuery, until: Option<u64>) -> EventQuery {
+pub(crate) fn as_range(query: &EventQuery, until: Option<u64>) -> EventQuery {
     let range = EventQuery::match_all()
         .direction(query.direction_value())
         .with_limit(query.limit_value())
@@ -106,7 +118,7 @@ pub(super) fn as_range(query: &EventQuery, until: Option<u64>) -> EventQuery {
 /// What is left of `query` once a range read up to `through` returned `got` events: the
 /// events after `through` (up to the query's own end), no more than its limit allows. `None`
 /// when nothing is left.
-pub(super) fn rest(query: &EventQuery, through: u64, got: usize) -> Option<EventQuery> {
+pub(crate) fn rest(query: &EventQuery, through: u64, got: usize) -> Option<EventQuery> {
     if query.until_position().is_some_and(|u| u <= through) {
         return None;
     }

@@ -18,7 +18,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Raises the published head to `position` if that is higher; returns whether it changed.
-pub(super) fn publish(head: &watch::Sender<u64>, position: u64) -> bool {
+pub(crate) fn publish(head: &watch::Sender<u64>, position: u64) -> bool {
     head.send_if_modified(|h| {
         if position > *h {
             *h = position;
@@ -31,7 +31,7 @@ pub(super) fn publish(head: &watch::Sender<u64>, position: u64) -> bool {
 
 /// What the head watcher needs; it owns no store handle, so dropping the last store (which
 /// cancels `cancel`) ends it.
-pub(super) struct Listener {
+pub(crate) struct Listener {
     pub config: tokio_postgres::Config,
     pub pool: Pool,
     pub channel: String,

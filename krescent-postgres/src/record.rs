@@ -1,4 +1,5 @@
-//! Decoding of event rows ([`sql::EVENT_COLUMNS`]) into [`RecordedEvent`]s.
+//! Rows: decoding event rows ([`EVENT_COLUMNS`]) into [`RecordedEvent`]s, the encoding of the
+//! `tags` column, and the raw values of the columns the storages read.
 //!
 //! Every column is taken as the bytes PostgreSQL sent (binary format) and decoded here, so
 //! that a catch-up spends little per row: the driver's conversions check the column type
@@ -15,6 +16,7 @@
 //!   buffer.
 
 use std::collections::HashMap;
+use std::error::Error as StdError;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -22,10 +24,18 @@ use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, Type};
 use uuid::Uuid;
 
-use super::{PostgresError, db, sql};
+use crate::error::{PostgresError, db};
 use krescent_core::__backend::FastState;
 use krescent_core::event::{RecordedEvent, Tags};
 use krescent_core::store::StoreError;
+
+/// The columns every event read returns, in this order.
+pub(crate) const EVENT_COLUMNS: &str = "position, id, type, tags, recorded_at, payload";
+
+/// The name of column `index` of [`EVENT_COLUMNS`] (`?` past the last).
+pub(crate) fn event_column(index: usize) -> &'static str {
+    EVENT_COLUMNS.split(", ").nth(index).unwrap_or("?")
+}
 
 /// The most tag lists the decoding cache holds; it starts over when full.
 const TAG_CACHE: usize = 65_536;
@@ -35,7 +45,7 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// The time of a `timestamptz` value (microseconds since 2000-01-01 UTC), if `DateTime<Utc>`
 /// can hold it (`infinity` and `-infinity` cannot).
-pub(super) fn utc_from_pg_micros(micros: i64) -> Option<DateTime<Utc>> {
+pub(crate) fn utc_from_pg_micros(micros: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros.checked_add(PG_EPOCH_MICROS)?)
 }
 
@@ -53,7 +63,7 @@ impl<'a, const OID: u32> FromSql<'a> for Raw<'a, OID> {
     }
 }
 
-/// OIDs of the column types of [`sql::EVENT_COLUMNS`].
+/// OIDs of the column types of [`EVENT_COLUMNS`].
 const INT8: u32 = 20;
 const UUID: u32 = 2950;
 const TEXT: u32 = 25;
@@ -69,7 +79,7 @@ fn column<'a, const OID: u32>(
     match row.try_get::<_, Option<Raw<'a, OID>>>(index).map_err(db)? {
         Some(Raw(raw)) => Ok(raw),
         None => Err(corrupt(position, || {
-            format!("column `{}` is NULL", sql::event_column(index))
+            format!("column `{}` is NULL", event_column(index))
         })),
     }
 }
@@ -82,21 +92,21 @@ fn corrupt(position: i64, what: impl FnOnce() -> String) -> StoreError {
     .into()
 }
 
-/// Tags from the value of the `tags` column ([`sql::encode_tags`]).
-pub(super) fn parse_tags(raw: &[u8]) -> Result<Tags, String> {
-    Tags::parse(sql::decode_tags(raw)?).map_err(|e| e.to_string())
+/// Tags from the value of the `tags` column ([`encode_tags`]).
+pub(crate) fn parse_tags(raw: &[u8]) -> Result<Tags, String> {
+    Tags::parse(decode_tags(raw)?).map_err(|e| e.to_string())
 }
 
 /// What reads share across pages: tag lists by their stored bytes (an event's tags usually
 /// repeat those of earlier events). Locked once per page.
 #[derive(Default)]
-pub(super) struct Decoding {
+pub(crate) struct Decoding {
     tags: HashMap<Box<[u8]>, Tags, FastState>,
 }
 
 impl Decoding {
     /// The tags stored as `raw` in the row at `position`.
-    pub(super) fn tags(&mut self, raw: &[u8], position: i64) -> Result<Tags, StoreError> {
+    pub(crate) fn tags(&mut self, raw: &[u8], position: i64) -> Result<Tags, StoreError> {
         if let Some(tags) = self.tags.get(raw) {
             return Ok(tags.clone());
         }
@@ -121,10 +131,10 @@ struct Partial {
     payload_end: usize,
 }
 
-/// A page of rows of [`sql::EVENT_COLUMNS`] decoded as they arrive ([`push`](Self::push)),
+/// A page of rows of [`EVENT_COLUMNS`] decoded as they arrive ([`push`](Self::push)),
 /// so that each row is dropped as soon as it is read; [`finish`](Self::finish) gives the
 /// events in the order pushed.
-pub(super) struct Page {
+pub(crate) struct Page {
     rows: Vec<Partial>,
     /// The type names met in this page.
     types: Vec<Arc<str>>,
@@ -141,7 +151,7 @@ pub(super) struct Page {
 
 impl Page {
     /// A page expected to hold about `expected` rows.
-    pub(super) fn new(expected: usize) -> Self {
+    pub(crate) fn new(expected: usize) -> Self {
         Page {
             rows: Vec::with_capacity(expected),
             types: Vec::new(),
@@ -153,7 +163,7 @@ impl Page {
     }
 
     /// Decodes the next row.
-    pub(super) fn push(&mut self, row: &Row) -> Result<(), StoreError> {
+    pub(crate) fn push(&mut self, row: &Row) -> Result<(), StoreError> {
         let previous = self.rows.last().map_or(0, |r| r.position);
         let raw = column::<INT8>(row, 0, previous)?;
         let Ok(bytes) = <[u8; 8]>::try_from(raw) else {
@@ -219,7 +229,7 @@ impl Page {
     }
 
     /// The events of the page, their tags looked up in (and added to) `decoding`.
-    pub(super) fn finish(
+    pub(crate) fn finish(
         self,
         decoding: &parking_lot::Mutex<Decoding>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -245,6 +255,77 @@ impl Page {
     }
 }
 
+/// Appends the encoding of an event's tags in the `tags` column to `out`: for each tag in
+/// order, its length in bytes (4 bytes, big-endian), then its UTF-8 text; nothing for no
+/// tags. Sent and returned as `bytea`, it costs the server a copy, where a `text[]` costs an
+/// element-by-element conversion in each direction.
+pub(crate) fn encode_tags<'a>(texts: impl Iterator<Item = &'a str>, out: &mut Vec<u8>) {
+    for text in texts {
+        // A tag of 4 GiB or more cannot be sent anyway: a protocol message holds at most
+        // 1 GiB, so the append fails.
+        let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// The texts of an encoding written by [`encode_tags`], in order.
+pub(crate) fn decode_tags(mut raw: &[u8]) -> Result<Vec<&str>, String> {
+    let mut texts = Vec::new();
+    while let Some((len, rest)) = raw.split_first_chunk::<4>() {
+        let len = usize::try_from(u32::from_be_bytes(*len)).unwrap_or(usize::MAX);
+        if rest.len() < len {
+            return Err(format!(
+                "the tags are cut short: a tag of {len} bytes, {} left",
+                rest.len()
+            ));
+        }
+        let (text, rest) = rest.split_at(len);
+        texts.push(std::str::from_utf8(text).map_err(|e| format!("a tag is not UTF-8: {e}"))?);
+        raw = rest;
+    }
+    if !raw.is_empty() {
+        return Err(format!("the tags end in {} stray bytes", raw.len()));
+    }
+    Ok(texts)
+}
+
+/// A stored position as a `u64`; a negative one is a corrupt row.
+pub(crate) fn to_position(p: i64) -> Result<u64, StoreError> {
+    u64::try_from(p).map_err(|_| {
+        PostgresError::Corrupt {
+            position: p,
+            what: "negative position".to_owned(),
+        }
+        .into()
+    })
+}
+
+/// A `timestamptz` as PostgreSQL sends it: microseconds since 2000-01-01 UTC (`infinity` is
+/// `i64::MAX`). Read without the driver's conversion so that a time outside the range of
+/// `DateTime<Utc>` is reported as a corrupt row, naming the model, rather than as a decoding
+/// failure of the driver.
+pub(crate) struct RawTimestamp(i64);
+
+impl RawTimestamp {
+    pub(crate) fn to_utc(&self) -> Option<DateTime<Utc>> {
+        utc_from_pg_micros(self.0)
+    }
+}
+
+impl<'a> FromSql<'a> for RawTimestamp {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        let bytes: [u8; 8] = raw
+            .try_into()
+            .map_err(|_| format!("a timestamptz of {} bytes, not 8", raw.len()))?;
+        Ok(RawTimestamp(i64::from_be_bytes(bytes)))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TIMESTAMPTZ
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,7 +333,7 @@ mod tests {
 
     fn encode(texts: &[&str]) -> Vec<u8> {
         let mut buf = Vec::new();
-        sql::encode_tags(texts.iter().copied(), &mut buf);
+        encode_tags(texts.iter().copied(), &mut buf);
         buf
     }
 
@@ -294,6 +375,19 @@ mod tests {
     }
 
     #[test]
+    fn raw_timestamps_convert_without_panicking() {
+        assert_eq!(
+            RawTimestamp(0).to_utc(),
+            DateTime::from_timestamp(946_684_800, 0)
+        );
+        assert_eq!(RawTimestamp(i64::MAX).to_utc(), None);
+        assert_eq!(RawTimestamp(i64::MIN).to_utc(), None);
+        assert!(RawTimestamp::from_sql(&Type::TIMESTAMPTZ, &[0; 7]).is_err());
+        let parsed = RawTimestamp::from_sql(&Type::TIMESTAMPTZ, &5_i64.to_be_bytes()).unwrap();
+        assert_eq!(parsed.0, 5);
+    }
+
+    #[test]
     fn times_decode_like_the_driver() {
         let micros = [
             0,
@@ -326,9 +420,9 @@ mod tests {
         assert!(Raw::<'_, BYTEA>::accepts(&Type::BYTEA));
         assert!(Raw::<'_, TIMESTAMPTZ>::accepts(&Type::TIMESTAMPTZ));
         assert!(!Raw::<'_, TIMESTAMPTZ>::accepts(&Type::TIMESTAMP));
-        let columns: Vec<&str> = sql::EVENT_COLUMNS.split(", ").collect();
+        let columns: Vec<&str> = EVENT_COLUMNS.split(", ").collect();
         for (i, name) in columns.iter().enumerate() {
-            assert_eq!(sql::event_column(i), *name);
+            assert_eq!(event_column(i), *name);
         }
     }
 }
