@@ -7,7 +7,6 @@ pub use crate::checkpoint::stored::continues_chain;
 pub use crate::event::ids::new_ids;
 pub use crate::store::fast_hash::{FastHasher, FastState};
 pub use crate::store::pages_ahead::{PageFuture, PageReader, PageTask, pages_ahead};
-pub use crate::store::read_ahead::{ReadAhead, read_pages_ahead, read_pages_with};
 
 /// Checks the model name of `delta` and encodes it: the first step of every
 /// [`CheckpointStorage::store_delta`](crate::checkpoint::CheckpointStorage::store_delta).

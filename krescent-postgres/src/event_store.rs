@@ -1,5 +1,5 @@
 //! [`PostgresEventStore`]: the handle (a pool, the head's watcher, what reads and appends
-//! share), connecting, and the [`EventStore`] implementation: reads (read ahead when paged),
+//! share), connecting, and the [`EventStore`] implementation: reads (paged reads read ahead),
 //! the head and subscriptions. Appends are in `append.rs`.
 
 use std::collections::HashMap;
@@ -21,10 +21,10 @@ use crate::query::{Compiled, Output, Params, Shape};
 use crate::record::{Decoding, Page, to_position};
 use crate::schema::{Tables, init_schema};
 use crate::{PostgresOptions, listener};
-use krescent_core::__backend::{ReadAhead, read_pages_ahead};
+use krescent_core::__backend::{PageFuture, PageReader, pages_ahead};
 use krescent_core::event::{NewEvent, RecordedEvent};
-use krescent_core::query::{AppendCondition, EventQuery};
-use krescent_core::store::{EventStore, StoreError, Subscription};
+use krescent_core::query::{AppendCondition, EventQuery, Limit};
+use krescent_core::store::{EventStore, Pages, StoreError, Subscription};
 
 /// The most rows a read allocates room for before it sees them.
 const EXPECTED_ROWS: usize = 1000;
@@ -64,7 +64,6 @@ pub(crate) struct Inner {
     /// SQL text per query shape; the statements themselves are prepared once per connection.
     shapes: RwLock<HashMap<Shape, Compiled>>,
     decoding: Mutex<Decoding>,
-    ahead: Mutex<ReadAhead>,
     /// The statement reading the stored types ([`coverage::stored_types`]).
     stored_types_sql: String,
     /// The stored types, once read ([`coverage`]).
@@ -123,7 +122,6 @@ impl PostgresEventStore {
                 appends,
                 shapes: RwLock::new(HashMap::new()),
                 decoding: Mutex::new(Decoding::default()),
-                ahead: Mutex::new(ReadAhead::default()),
                 stored_types_sql,
                 stored_types: RwLock::new(None),
                 reading_types: tokio::sync::Mutex::new(()),
@@ -191,21 +189,11 @@ impl EventStore for PostgresEventStore {
         if query.is_empty() {
             return Ok(Vec::new());
         }
-        let Some(page_size) = ReadAhead::page_size(query) else {
-            return self.read_now(query).await;
-        };
-        let size = u64::try_from(page_size).unwrap_or(u64::MAX);
-        read_pages_ahead(
-            &self.inner.ahead,
-            query,
-            page_size,
-            |query| {
-                let store = self.clone();
-                async move { store.read_now(&query).await }
-            },
-            |next| self.consecutive(next, size),
-        )
-        .await
+        self.read_now(query).await
+    }
+
+    fn read_pages(&self, query: EventQuery, page_size: Limit) -> Pages<'_> {
+        pages_ahead(self.clone(), query, page_size)
     }
 
     async fn head(&self) -> Result<u64, StoreError> {
@@ -255,10 +243,11 @@ impl PostgresEventStore {
         }
     }
 
-    /// Whether the page `query` (`size` events) holds every position after its start: it
-    /// selects every event there, and positions have no gaps (an append takes its positions
-    /// under the counter row's lock and gives them back if it fails).
-    fn consecutive(&self, query: &EventQuery, size: u64) -> bool {
+    /// Whether the page `query` holds every position after its start, as far as its limit
+    /// goes: it selects every event there, and positions have no gaps (an append takes its
+    /// positions under the counter row's lock and gives them back if it fails).
+    fn consecutive(&self, query: &EventQuery) -> bool {
+        let size = query.limit_value().map_or(u64::MAX, Limit::get);
         let head = *self.inner.head.borrow();
         let known = self.inner.stored_types.read().clone();
         match coverage::coverage(query, known.as_deref(), head) {
@@ -360,5 +349,23 @@ impl PostgresEventStore {
         rows.iter()
             .map(|r| r.try_get::<_, i64>(0).map_err(db).and_then(to_position))
             .collect()
+    }
+}
+
+/// Pages for [`pages_ahead`]: each read on a pooled connection of its own, up to two pages
+/// ahead when a page holds every position after its start.
+impl PageReader for PostgresEventStore {
+    fn read_page(&self, query: EventQuery) -> PageFuture {
+        let store = self.clone();
+        Box::pin(async move {
+            if query.is_empty() {
+                return Ok(Vec::new());
+            }
+            store.read_now(&query).await
+        })
+    }
+
+    fn consecutive(&self, query: &EventQuery) -> bool {
+        PostgresEventStore::consecutive(self, query)
     }
 }

@@ -7,7 +7,7 @@
 //! them at the end.
 
 use futures::StreamExt;
-use krescent_core::{EventQuery, EventStore, NewEvent, QueryItem};
+use krescent_core::{EventQuery, EventStore, Limit, NewEvent, QueryItem};
 use krescent_postgres::{PostgresError, PostgresEventStore, PostgresOptions};
 
 mod common;
@@ -16,11 +16,10 @@ use common::{
     raw_client, tag, with_database,
 };
 
-/// Pages of a long read come back in order without duplicates, also through `read_pages`.
+/// Pages of a long read come back in order without duplicates through `read_pages`.
 #[test]
-fn paged_reads_through_the_extension() {
+fn paged_reads_come_back_in_order() {
     with_database(|url| async move {
-        use krescent_core::EventStoreExt;
         let prefix = fresh_prefix();
         let store = connect(&url, &prefix).await;
         let batch: Vec<NewEvent> = (0..3000)
@@ -44,9 +43,9 @@ fn paged_reads_through_the_extension() {
     });
 }
 
-/// Paged forward reads are read ahead. Every page equals a fresh read: a page read ahead while
-/// it was short is not returned once more events have arrived, and readers paging at once,
-/// or jumping, get exact pages.
+/// Paged forward reads (`read_pages`) are read ahead. Every page equals a fresh read: a page
+/// read ahead while it was short is not returned once more events have arrived, and readers
+/// paging at once, or jumping, get exact pages.
 #[test]
 fn paged_reads_with_read_ahead_are_exact() {
     with_database(|url| async move {
@@ -78,21 +77,27 @@ fn paged_reads_with_read_ahead_are_exact() {
             EventQuery::item(QueryItem::tagged([tag("k:v")])),
         ] {
             let head = store.head().await.expect("head");
-            let page = |after: u64| query.clone().after(after).limit(1_000).expect("limit");
-            // Pages 1 and 2 are full; asking for page 2 (the continuation of page 1) starts
-            // reading page 3, which is short at that moment.
-            let p1 = store.read(&page(head - 2_500)).await.expect("page 1");
-            let p2 = store.read(&page(head - 1_500)).await.expect("page 2");
+            let mut pages =
+                store.read_pages(query.clone().after(head - 2_500), Limit::from_const(1_000));
+            let mut next = async || pages.next().await.map(|p| p.expect("page"));
+            // Pages 1 and 2 are full; handing out page 2 starts reading page 3, which is
+            // short at that moment.
+            let p1 = next().await.expect("page 1");
+            let p2 = next().await.expect("page 2");
             assert_eq!((p1.len(), p2.len()), (1_000, 1_000));
             store
                 .append(batch(head, 1_500), None)
                 .await
                 .expect("append");
-            let p3 = store.read(&page(head - 500)).await.expect("page 3");
+            let p3 = next().await.expect("page 3");
             assert_eq!(p3.len(), 1_000, "page 3 sees the events appended meanwhile");
-            let p4 = store.read(&page(head + 500)).await.expect("page 4");
-            let p5 = store.read(&page(head + 1_500)).await.expect("page 5");
-            assert_eq!((p4.len(), p5.len()), (1_000, 0));
+            let p4 = next().await.expect("page 4");
+            assert_eq!(p4.len(), 1_000);
+            assert!(
+                next().await.is_none(),
+                "the read after page 4 finds nothing"
+            );
+            drop(pages);
             let paged = [p1, p2, p3, p4].concat();
             let whole = store
                 .read(&query.clone().after(head - 2_500))
@@ -174,18 +179,17 @@ fn pages_read_two_ahead_are_exact_across_gaps() {
                 assert_eq!(whole.len(), 4_996);
                 let mut paged = Vec::new();
                 let mut cursor = 0;
-                loop {
-                    let page = query.clone().after(cursor).limit(size).expect("limit");
-                    let events = store.read(&page).await.expect("page");
+                let mut pages = store.read_pages(query.clone(), Limit::new(size).expect("size"));
+                while let Some(events) = pages.next().await {
+                    let events = events.expect("page");
                     let fresh = store
-                        .read(&page.clone().with_limit(None))
+                        .read(&query.clone().after(cursor))
                         .await
                         .expect("fresh");
                     let n = events.len();
                     assert_eq!(events[..], fresh[..n.min(fresh.len())], "after {cursor}");
                     assert!(n as u64 == size || n == fresh.len(), "after {cursor}");
-                    let Some(last) = events.last() else { break };
-                    cursor = last.position;
+                    cursor = events.last().expect("pages are not empty").position;
                     paged.extend(events);
                 }
                 assert_eq!(paged, whole, "{query:?} in pages of {size}");

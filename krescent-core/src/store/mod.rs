@@ -4,7 +4,6 @@ pub(crate) mod fast_hash;
 mod memory;
 pub(crate) mod pages_ahead;
 mod paging;
-pub(crate) mod read_ahead;
 mod subscription;
 
 use std::error::Error as StdError;

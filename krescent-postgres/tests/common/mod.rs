@@ -126,14 +126,12 @@ pub async fn paged_positions(
     query: &EventQuery,
     size: u64,
 ) -> Vec<u64> {
+    use futures::StreamExt as _;
+    let size = krescent_core::Limit::new(size).expect("page size");
+    let mut pages = store.read_pages(query.clone(), size);
     let mut seen = Vec::new();
-    let mut cursor = query.after_position();
-    loop {
-        let page = query.clone().after(cursor).limit(size).expect("limit");
-        let events = store.read(&page).await.expect("page");
-        let Some(last) = events.last() else { break };
-        cursor = last.position;
-        seen.extend(positions(&events));
+    while let Some(page) = pages.next().await {
+        seen.extend(positions(&page.expect("page")));
     }
     seen
 }
