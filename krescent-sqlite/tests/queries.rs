@@ -24,7 +24,16 @@ fn assert_indexed(what: &str, plan: &str) {
         !plan.contains("SCAN t"),
         "{what}: scans event_tags:\n{plan}"
     );
-    assert!(!plan.contains("TEMP B-TREE"), "{what}: sorts:\n{plan}");
+    // SQLite before 3.48 (3.46, bundled by the libsqlite3-sys 0.30 that sqlx 0.8 links) cannot
+    // use the order of the merged arms `u` for the outer ORDER BY: one sort of the merged rows
+    // at the top of the plan is all it may add.
+    let outer_sort = rusqlite::version_number() < 3_048_000 && plan.contains("CO-ROUTINE u");
+    let inner = plan
+        .lines()
+        .filter(|line| !(outer_sort && *line == "USE TEMP B-TREE FOR ORDER BY"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!inner.contains("TEMP B-TREE"), "{what}: sorts:\n{plan}");
     let indexed = [
         "USING INDEX",
         "USING COVERING INDEX",
