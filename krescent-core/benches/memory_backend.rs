@@ -22,9 +22,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{
-    EVENTS, PAGE, PRODUCTS, TYPES, condition_for, counted_product, event, fold, init_query,
-};
+use common::{EVENTS, PRODUCTS, TYPES, condition_for, counted_product, event, init_query};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use krescent_core::{EventQuery, EventStore, InMemoryEventStore, NewEvent, QueryItem};
 use tokio::runtime::Runtime;
@@ -45,18 +43,7 @@ fn setup() -> (Runtime, InMemoryEventStore) {
 }
 
 async fn catch_up(store: &InMemoryEventStore, query: &EventQuery) -> HashMap<String, i64> {
-    let mut levels = HashMap::with_capacity(PRODUCTS as usize);
-    let mut cursor = 0;
-    loop {
-        let page = query.clone().after(cursor).limit(PAGE).expect("page");
-        let events = store.read(&page).await.expect("read");
-        let Some(last) = events.last() else { break };
-        cursor = last.position;
-        for e in &events {
-            fold(&mut levels, &e.event_type, &e.data);
-        }
-    }
-    levels
+    common::catch_up(store, query).await.0
 }
 
 fn bench(c: &mut Criterion) {

@@ -14,7 +14,7 @@
 //!   each timed (events/s, tag index included); measured by hand.
 //! - (b) `postgres_append/single_conditional` (criterion): appends of one event with a DCB
 //!   condition ("no event of this product after the position I read") to the 1M-event store.
-//! - (c) catch-up: a read model's catch-up of the 1M events through `PostgresEventStore::read`
+//! - (c) catch-up: a read model's catch-up of the 1M events through `EventStore::read_pages`
 //!   (`match_all`; and the three types, the query a derived read model uses, which names every
 //!   stored type and so is read as a position range), in pages of 1,000, decoding each payload
 //!   with serde_json and folding it into a `HashMap<String, i64>` of 10,000 keys. The store
@@ -40,7 +40,7 @@
 //! events/s; the init query at most 2× the `SELECT 1` round trip).
 //!
 //! Run: `KRESCENT_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p
-//! krescent-core --bench postgres_store --features postgres`.
+//! krescent-postgres --bench postgres_store`.
 //!
 //! With `KRESCENT_BENCH_APPEND_ONLY=1` it builds the ledger, then runs only the interleaved
 //! latency rounds and prints (a), (e), (f) and (g): quicker, while working on appends. With
@@ -136,23 +136,7 @@ async fn build_ledger(url: String) -> Ledger {
 
 /// Reads every event of `query` in pages through the store and folds them.
 async fn catch_up(store: &PostgresEventStore, query: &EventQuery) -> HashMap<String, i64> {
-    let mut levels = HashMap::with_capacity(PRODUCTS as usize);
-    let mut cursor = 0;
-    let mut n = 0u64;
-    loop {
-        let page = query
-            .clone()
-            .after(cursor)
-            .limit(PAGE)
-            .expect("non-zero page");
-        let events = store.read(&page).await.expect("read");
-        let Some(last) = events.last() else { break };
-        cursor = last.position;
-        n += events.len() as u64;
-        for e in &events {
-            fold(&mut levels, &e.event_type, &e.data);
-        }
-    }
+    let (levels, n) = common::catch_up(store, query).await;
     assert!(n >= EVENTS, "caught up on {n} events");
     levels
 }

@@ -10,7 +10,7 @@
 //! - `append/single_conditional`: appends of one event with a DCB condition ("no event of
 //!   this product after the position I read") to the 1M-event store (events/s).
 //! - `catch_up/store_read_pages`: a read model's catch-up of the 1M events through
-//!   `SqliteEventStore::read`, in pages of 1,000 (query: the three types), decoding each
+//!   `EventStore::read_pages` (pages of 1,000, read ahead) (query: the three types), decoding each
 //!   payload with serde_json into a small struct and folding it into a `HashMap<String, i64>`
 //!   of 10,000 keys.
 //! - `catch_up/store_read_pages_two_types`: the same over two of the three types (an index
@@ -29,7 +29,7 @@
 //! - `init_query/absent_tag`: the same query for a tag no event carries, the worst case of
 //!   the tag index (every segment is sought, newest to oldest, and none has it).
 //!
-//! Run: `cargo bench -p krescent-core --bench sqlite_store --features sqlite`.
+//! Run: `cargo bench -p krescent-sqlite --bench sqlite_store`.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -161,24 +161,7 @@ fn appends(c: &mut Criterion) {
 
 /// Reads every event of `query` in pages through the store and folds them.
 fn catch_up(store: &SqliteEventStore, query: &EventQuery) -> HashMap<String, i64> {
-    runtime().block_on(async {
-        let mut levels = HashMap::with_capacity(PRODUCTS as usize);
-        let mut cursor = 0;
-        loop {
-            let page = query
-                .clone()
-                .after(cursor)
-                .limit(PAGE)
-                .expect("non-zero page");
-            let events = store.read(&page).await.expect("read");
-            let Some(last) = events.last() else { break };
-            cursor = last.position;
-            for e in &events {
-                fold(&mut levels, &e.event_type, &e.data);
-            }
-        }
-        levels
-    })
+    runtime().block_on(common::catch_up(store, query)).0
 }
 
 fn handwritten_scan(path: &PathBuf) -> HashMap<String, i64> {

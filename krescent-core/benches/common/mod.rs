@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 
-use krescent_core::{EventQuery, NewEvent, QueryItem, Tag, Tags};
+use futures::StreamExt as _;
+use krescent_core::{EventQuery, EventStore, Limit, NewEvent, QueryItem, Tag, Tags};
 use serde::Deserialize;
 
 /// Events in the ledger.
@@ -88,4 +89,24 @@ pub fn condition_for(e: &NewEvent, head: u64) -> krescent_core::AppendCondition 
 pub fn median<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
     values.sort_by(|a, b| a.partial_cmp(b).expect("comparable values"));
     values[values.len() / 2]
+}
+
+/// A read model's catch-up: every event of `query`, read through the store's `read_pages` in
+/// pages of [`PAGE`], decoded and folded. Returns the levels and how many events it read.
+pub async fn catch_up<S: EventStore + ?Sized>(
+    store: &S,
+    query: &EventQuery,
+) -> (HashMap<String, i64>, u64) {
+    let mut levels = HashMap::with_capacity(PRODUCTS as usize);
+    let mut read = 0;
+    let page_size = Limit::new(PAGE).expect("non-zero page");
+    let mut pages = store.read_pages(query.clone(), page_size);
+    while let Some(page) = pages.next().await {
+        let page = page.expect("read");
+        read += page.len() as u64;
+        for e in &page {
+            fold(&mut levels, &e.event_type, &e.data);
+        }
+    }
+    (levels, read)
 }
