@@ -22,12 +22,6 @@ pub(crate) fn event(
     krate: &TokenStream,
 ) -> TokenStream {
     let p = quote!(#krate::__private);
-    let ident = call_site(&input.ident);
-    let (impl_generics, ty_generics, _) = input.generics.split_for_impl();
-    let where_clause = where_self(
-        input,
-        quote!(::core::marker::Send + ::core::marker::Sync + 'static),
-    );
     let (catalog, names, inherent) = match parsed {
         Some(parsed) => (
             parsed.catalog(),
@@ -36,10 +30,8 @@ pub(crate) fn event(
         ),
         None => (input.ident.to_string(), Vec::new(), TokenStream::new()),
     };
-    quote! {
-        const _: () = {
-            #[automatically_derived]
-            impl #impl_generics #p::Event for #ident #ty_generics #where_clause {
+    let bounds = quote!(::core::marker::Send + ::core::marker::Sync + 'static);
+    let items = quote! {
                 const CATALOG: &'static str = #catalog;
                 const REVISION: u32 = 0;
                 const TYPES: &'static [#p::EventType] = &[#(#p::EventType::new(#names)),*];
@@ -58,11 +50,8 @@ pub(crate) fn event(
                 ) -> ::core::result::Result<Self, #p::DecodeError> {
                     ::core::unimplemented!()
                 }
-            }
-
-            #inherent
-        };
-    }
+    };
+    stub(input, quote!(#p::Event), Some(bounds), inherent, items)
 }
 
 /// `#[derive(Projection)]`: the trait with the declared event type.
@@ -72,16 +61,8 @@ pub(crate) fn projection(
     krate: &TokenStream,
 ) -> TokenStream {
     let p = quote!(#krate::__private);
-    let ident = call_site(&input.ident);
-    let (impl_generics, ty_generics, _) = input.generics.split_for_impl();
-    let where_clause = where_self(input, quote!(::core::marker::Send));
     let (events, placeholder) = events_type(parsed, &p);
-    quote! {
-        const _: () = {
-            #placeholder
-
-            #[automatically_derived]
-            impl #impl_generics #p::Projection for #ident #ty_generics #where_clause {
+    let items = quote! {
                 type Event = #events;
                 fn event_query(&self) -> #p::EventQuery {
                     ::core::unimplemented!()
@@ -92,9 +73,15 @@ pub(crate) fn projection(
                 ) -> ::core::result::Result<(), #p::HandlerError> {
                     ::core::unimplemented!()
                 }
-            }
-        };
-    }
+    };
+    let bounds = quote!(::core::marker::Send);
+    stub(
+        input,
+        quote!(#p::Projection),
+        Some(bounds),
+        placeholder,
+        items,
+    )
 }
 
 /// `#[derive(ReadModel)]`: the trait with the declared event type and name. The model is not
@@ -105,19 +92,11 @@ pub(crate) fn read_model(
     krate: &TokenStream,
 ) -> TokenStream {
     let p = quote!(#krate::__private);
-    let ident = call_site(&input.ident);
-    let (impl_generics, ty_generics, _) = input.generics.split_for_impl();
-    let where_clause = where_self(input, quote!(#p::CheckpointSupport + ::core::marker::Send));
     let (events, placeholder) = events_type(parsed, &p);
     let name = parsed
         .and_then(|parsed| parsed.attrs.name.as_ref())
         .map_or_else(String::new, |(lit, _)| lit.value());
-    quote! {
-        const _: () = {
-            #placeholder
-
-            #[automatically_derived]
-            impl #impl_generics #p::ReadModel for #ident #ty_generics #where_clause {
+    let items = quote! {
                 type Event = #events;
                 const NAME: &'static str = #name;
                 const VERSION: u32 = 0;
@@ -130,20 +109,21 @@ pub(crate) fn read_model(
                 ) -> ::core::result::Result<#p::EventOutcome, #p::HandlerError> {
                     ::core::unimplemented!()
                 }
-            }
-        };
-    }
+    };
+    let bounds = quote!(#p::CheckpointSupport + ::core::marker::Send);
+    stub(
+        input,
+        quote!(#p::ReadModel),
+        Some(bounds),
+        placeholder,
+        items,
+    )
 }
 
 /// `#[derive(CheckpointSupport)]`: the trait's two required methods.
 pub(crate) fn checkpoint(input: &DeriveInput, krate: &TokenStream) -> TokenStream {
     let p = quote!(#krate::__private);
-    let ident = call_site(&input.ident);
-    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    quote! {
-        const _: () = {
-            #[automatically_derived]
-            impl #impl_generics #p::CheckpointSupport for #ident #ty_generics #where_clause {
+    let items = quote! {
                 fn create_checkpoint(
                     &self,
                     _: &mut #p::CheckpointBucket,
@@ -156,6 +136,39 @@ pub(crate) fn checkpoint(input: &DeriveInput, krate: &TokenStream) -> TokenStrea
                 ) -> ::core::result::Result<(), #p::CheckpointError> {
                     ::core::unimplemented!()
                 }
+    };
+    stub(
+        input,
+        quote!(#p::CheckpointSupport),
+        None,
+        TokenStream::new(),
+        items,
+    )
+}
+
+/// `impl <trait> for <input> { items }` inside `const _: () = { … };`, after `beside` (items
+/// the stub needs next to it). With `bounds`, the supertraits are required through
+/// [`where_self`]; without, the input's own `where` clause stands.
+fn stub(
+    input: &DeriveInput,
+    trait_path: TokenStream,
+    bounds: Option<TokenStream>,
+    beside: TokenStream,
+    items: TokenStream,
+) -> TokenStream {
+    let ident = call_site(&input.ident);
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let where_clause = match bounds {
+        Some(bounds) => where_self(input, bounds),
+        None => quote!(#where_clause),
+    };
+    quote! {
+        const _: () = {
+            #beside
+
+            #[automatically_derived]
+            impl #impl_generics #trait_path for #ident #ty_generics #where_clause {
+                #items
             }
         };
     }

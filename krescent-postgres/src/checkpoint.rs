@@ -442,13 +442,7 @@ impl CheckpointStorage for PostgresCheckpointStorage {
         writes: &mut (dyn PendingWrites + '_),
     ) -> Result<(), CheckpointStorageError> {
         validate_model_name(&checkpoint.model)?;
-        let found = writes.type_name();
-        let Some(buffer) = writes.as_any().downcast_mut::<PostgresWrites>() else {
-            return Err(CheckpointStorageError::WritesMismatch {
-                model: checkpoint.model.clone(),
-                found,
-            });
-        };
+        let buffer = writes.downcast::<PostgresWrites>(&checkpoint.model)?;
         let bytes = checkpoint
             .encode()
             .map_err(|source| CheckpointStorageError::encode(&checkpoint.model, source))?;

@@ -305,13 +305,7 @@ impl CheckpointStorage for SqliteCheckpointStorage {
         writes: &mut (dyn PendingWrites + '_),
     ) -> Result<(), CheckpointStorageError> {
         validate_model_name(&checkpoint.model)?;
-        let found = writes.type_name();
-        let Some(buffer) = writes.as_any().downcast_mut::<SqliteWrites>() else {
-            return Err(CheckpointStorageError::WritesMismatch {
-                model: checkpoint.model.clone(),
-                found,
-            });
-        };
+        let buffer = writes.downcast::<SqliteWrites>(&checkpoint.model)?;
         let bytes = encode(checkpoint)?;
         let ops = std::mem::take(&mut buffer.ops);
         match self

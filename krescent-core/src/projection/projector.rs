@@ -353,13 +353,7 @@ impl<'a, S: EventStore + ?Sized, P: Projection> Projector<'a, S, P> {
         let mut pages = PageLoop::new(self.store, query, self.limit);
         while let Some(page) = pages.next().await {
             let page = page?;
-            let read = ProjectorMetrics {
-                events_streamed: page.len() as u64,
-                queries_done: 1,
-                ..ProjectorMetrics::default()
-            };
-            run.absorb(&read);
-            self.total.absorb(&read);
+            self.count_reads(run, 1, page.len());
             self.handle(&page, run)?;
             if let Some(last) = page.last().map(|e| e.position) {
                 self.cursor = Some(self.cursor.map_or(last, |c| c.max(last)));
@@ -369,12 +363,7 @@ impl<'a, S: EventStore + ?Sized, P: Projection> Projector<'a, S, P> {
             }
         }
         // The read that found nothing after the last full page is a query too.
-        let empty_read = ProjectorMetrics {
-            queries_done: pages.empty_reads(),
-            ..ProjectorMetrics::default()
-        };
-        run.absorb(&empty_read);
-        self.total.absorb(&empty_read);
+        self.count_reads(run, pages.empty_reads(), 0);
         Ok(())
     }
 
@@ -385,14 +374,19 @@ impl<'a, S: EventStore + ?Sized, P: Projection> Projector<'a, S, P> {
         run: &mut ProjectorMetrics,
     ) -> Result<Vec<RecordedEvent>, ProjectorError> {
         let page = self.store.read(query).await?;
+        self.count_reads(run, 1, page.len());
+        Ok(page)
+    }
+
+    /// Counts `queries` reads that returned `events` events, in the run and in the totals.
+    fn count_reads(&mut self, run: &mut ProjectorMetrics, queries: u64, events: usize) {
         let done = ProjectorMetrics {
-            events_streamed: page.len() as u64,
-            queries_done: 1,
+            events_streamed: events as u64,
+            queries_done: queries,
             ..ProjectorMetrics::default()
         };
         run.absorb(&done);
         self.total.absorb(&done);
-        Ok(page)
     }
 
     /// Hands one page to the projection, counting what was handled even when it fails.

@@ -114,6 +114,21 @@ pub trait PendingWrites: Send {
     }
 }
 
+impl dyn PendingWrites + '_ {
+    /// The buffer as the storage's own type `W`, or
+    /// [`CheckpointStorageError::WritesMismatch`] naming `model` and the type it is: the
+    /// first step of a [`CheckpointStorage::store_with_writes`] that commits writes.
+    pub fn downcast<W: 'static>(&mut self, model: &str) -> Result<&mut W, CheckpointStorageError> {
+        let found = self.type_name();
+        self.as_any()
+            .downcast_mut::<W>()
+            .ok_or_else(|| CheckpointStorageError::WritesMismatch {
+                model: model.to_owned(),
+                found,
+            })
+    }
+}
+
 /// A shared storage is a storage: `Arc<FileCheckpointStorage>` and
 /// `Arc<dyn CheckpointStorage>` work wherever a [`CheckpointStorage`] is expected.
 #[async_trait]
