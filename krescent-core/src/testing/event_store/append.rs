@@ -3,10 +3,10 @@
 
 use std::collections::HashSet;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::event::NewEvent;
+use crate::event::{NewEvent, RecordedEvent};
 use crate::query::{AppendCondition, EventQuery, QueryItem};
 use crate::store::{EventStore, StoreError};
 use crate::testing::{ContractFailure, EventStoreFactory};
@@ -61,7 +61,34 @@ pub async fn append_and_read_back<F: EventStoreFactory>(
     let finished = Utc::now();
 
     let inputs: Vec<&NewEvent> = batches.iter().flatten().collect();
-    for (new, recorded) in inputs.iter().zip(&returned) {
+    expect_as_appended(ctx, &inputs, &returned, started, finished)?;
+    let ids: HashSet<_> = returned.iter().map(|r| r.id).collect();
+    ctx.eq(
+        ids.len(),
+        returned.len(),
+        "number of distinct ids among the appended events",
+    )?;
+
+    ctx.eq(ctx.head(&store).await?, 6, "head after appending 6 events")?;
+    let read = ctx.read(&store, &EventQuery::match_all()).await?;
+    ctx.eq(
+        read,
+        returned,
+        "read(match_all) compared with the events append returned",
+    )?;
+    Ok(())
+}
+
+/// Each recorded event carries the type, tags and payload of the event appended, a UUID v7
+/// id and a timestamp between `started` and `finished`, give or take the clock tolerance.
+fn expect_as_appended(
+    ctx: Ctx,
+    inputs: &[&NewEvent],
+    returned: &[RecordedEvent],
+    started: DateTime<Utc>,
+    finished: DateTime<Utc>,
+) -> Result<(), ContractFailure> {
+    for (new, recorded) in inputs.iter().zip(returned) {
         let at = recorded.position;
         ctx.eq(
             &*recorded.event_type,
@@ -95,20 +122,6 @@ pub async fn append_and_read_back<F: EventStoreFactory>(
             },
         )?;
     }
-    let ids: HashSet<_> = returned.iter().map(|r| r.id).collect();
-    ctx.eq(
-        ids.len(),
-        returned.len(),
-        "number of distinct ids among the appended events",
-    )?;
-
-    ctx.eq(ctx.head(&store).await?, 6, "head after appending 6 events")?;
-    let read = ctx.read(&store, &EventQuery::match_all()).await?;
-    ctx.eq(
-        read,
-        returned,
-        "read(match_all) compared with the events append returned",
-    )?;
     Ok(())
 }
 
@@ -150,6 +163,36 @@ pub async fn conditional_append<F: EventStoreFactory>(factory: &F) -> Result<(),
         "position of the conditional append",
     )?;
 
+    expect_conflicts(ctx, &store).await?;
+    append_expecting_successes(ctx, &store).await?;
+
+    // The events just appended now conflict with the same condition.
+    let result = store
+        .append(
+            vec![ctx.event("contract.self", &[], "{}")?],
+            Some(AppendCondition::none_match(q(types("contract.self")))),
+        )
+        .await;
+    ctx.eq(
+        result
+            .as_ref()
+            .err()
+            .and_then(StoreError::conflict_position),
+        Some(8),
+        "conflicting position of a repeated `no contract.self at all` append",
+    )?;
+    ctx.eq(ctx.head(&store).await?, 9, "head at the end")?;
+    Ok(())
+}
+
+/// The conflicting appends of `conditional_append`: each fails with the first conflicting
+/// position and leaves the head at 4.
+async fn expect_conflicts<S: EventStore + ?Sized>(
+    ctx: Ctx,
+    store: &S,
+) -> Result<(), ContractFailure> {
+    let types = |t: &'static str| QueryItem::types([t]);
+    let q = EventQuery::item;
     let conflicts: Vec<(&str, AppendCondition, u64)> = vec![
         (
             "no event tagged k:2 after 1 (stored at 2 and 3)",
@@ -210,12 +253,21 @@ pub async fn conditional_append<F: EventStoreFactory>(factory: &F) -> Result<(),
             }
         }
         ctx.eq(
-            ctx.head(&store).await?,
+            ctx.head(store).await?,
             4,
             format!("head after the conflicting append \"{what}\""),
         )?;
     }
+    Ok(())
+}
 
+/// The successful appends of `conditional_append` after its conflicts, at positions 5 to 9.
+async fn append_expecting_successes<S: EventStore + ?Sized>(
+    ctx: Ctx,
+    store: &S,
+) -> Result<(), ContractFailure> {
+    let types = |t: &'static str| QueryItem::types([t]);
+    let q = EventQuery::item;
     // (what, condition, type of the appended events, expected positions)
     let successes: Vec<(&str, AppendCondition, &str, Vec<u64>)> = vec![
         (
@@ -250,7 +302,7 @@ pub async fn conditional_append<F: EventStoreFactory>(factory: &F) -> Result<(),
             .collect::<Result<Vec<_>, _>>()?;
         let recorded = ctx
             .append(
-                &store,
+                store,
                 events,
                 Some(condition),
                 &format!("append expecting {what}"),
@@ -262,23 +314,6 @@ pub async fn conditional_append<F: EventStoreFactory>(factory: &F) -> Result<(),
             format!("positions of the append expecting {what}"),
         )?;
     }
-
-    // The events just appended now conflict with the same condition.
-    let result = store
-        .append(
-            vec![ctx.event("contract.self", &[], "{}")?],
-            Some(AppendCondition::none_match(q(types("contract.self")))),
-        )
-        .await;
-    ctx.eq(
-        result
-            .as_ref()
-            .err()
-            .and_then(StoreError::conflict_position),
-        Some(8),
-        "conflicting position of a repeated `no contract.self at all` append",
-    )?;
-    ctx.eq(ctx.head(&store).await?, 9, "head at the end")?;
     Ok(())
 }
 
@@ -343,6 +378,16 @@ pub async fn conditional_append_on_several_tags<F: EventStoreFactory>(
             format!("conflicting position reported for the condition \"{what}\""),
         )?;
     }
+    append_expecting_several_tags(ctx, &store).await
+}
+
+/// The successful appends of `conditional_append_on_several_tags`, at positions 4 to 6.
+async fn append_expecting_several_tags<S: EventStore + ?Sized>(
+    ctx: Ctx,
+    store: &S,
+) -> Result<(), ContractFailure> {
+    let tagged = |t: &[&str]| QueryItem::tagged(t.iter().map(|t| tag(t)));
+    let q = EventQuery::item;
     let successes: Vec<(&str, AppendCondition)> = vec![
         (
             "no event tagged a:0 AND z:9 (none has both)",
@@ -363,7 +408,7 @@ pub async fn conditional_append_on_several_tags<F: EventStoreFactory>(
     for (k, (what, condition)) in successes.into_iter().enumerate() {
         let recorded = ctx
             .append(
-                &store,
+                store,
                 vec![ctx.event("contract.accepted", &["m:1"], "{}")?],
                 Some(condition),
                 &format!("append expecting {what}"),

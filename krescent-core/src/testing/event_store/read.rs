@@ -7,7 +7,7 @@ use crate::query::{EventQuery, Limit, QueryItem};
 use crate::store::{EventStore, StoreError};
 use crate::testing::{ContractFailure, EventStoreFactory};
 
-use super::support::{Ctx, PagesCase, limit, positions_of, range, rev, tag};
+use super::support::{Ctx, ReadCase, limit, positions_of, range, rev, tag};
 
 /// An empty store has head 0, and neither a forward read of everything nor a backwards
 /// limit-1 read returns anything.
@@ -43,7 +43,7 @@ pub async fn read_position_ranges<F: EventStoreFactory>(
         .await?;
 
     let all = EventQuery::match_all;
-    let cases: Vec<(&str, EventQuery, Vec<u64>)> = vec![
+    let cases: Vec<ReadCase> = vec![
         (
             "after 3, limit 4",
             all().after(3).with_limit(limit(4)),
@@ -73,14 +73,7 @@ pub async fn read_position_ranges<F: EventStoreFactory>(
             rev(1..=4),
         ),
     ];
-    for (what, query, expected) in cases {
-        ctx.eq(
-            ctx.positions(&store, &query).await?,
-            expected,
-            format!("read({what})"),
-        )?;
-    }
-    Ok(())
+    ctx.expect_positions(&store, cases).await
 }
 
 /// A backwards limit-1 query returns the latest matching event, also when it lies far back
@@ -101,26 +94,7 @@ pub async fn backward_limit_one_finds_latest_match<F: EventStoreFactory>(
         "append of three counts",
     )
     .await?;
-    // 300 events that the savepoint query for A does not match: movements of A and counts of
-    // B, at positions 4..=303.
-    for chunk in 0..6 {
-        let events = (0..50)
-            .map(|i| {
-                if (chunk * 50 + i) % 2 == 0 {
-                    ctx.event("contract.moved", &["product:A"], r#"{"quantity":1}"#)
-                } else {
-                    ctx.event("contract.counted", &["product:B"], r#"{"counted":3}"#)
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        ctx.append(
-            &store,
-            events,
-            None,
-            &format!("append of filler chunk {chunk}"),
-        )
-        .await?;
-    }
+    append_filler(ctx, &store).await?;
 
     let counted_a =
         || EventQuery::item(QueryItem::types(["contract.counted"]).and_tag(tag("product:A")));
@@ -138,7 +112,7 @@ pub async fn backward_limit_one_finds_latest_match<F: EventStoreFactory>(
         "payload of the latest count of product A",
     )?;
 
-    let cases: Vec<(&str, EventQuery, Vec<u64>)> = vec![
+    let cases: Vec<ReadCase> = vec![
         (
             "counts of A, backwards, limit 1, before 3",
             counted_a().backward().before(3).with_limit(limit(1)),
@@ -174,12 +148,29 @@ pub async fn backward_limit_one_finds_latest_match<F: EventStoreFactory>(
             vec![3, 1],
         ),
     ];
-    for (what, query, expected) in cases {
-        ctx.eq(
-            ctx.positions(&store, &query).await?,
-            expected,
-            format!("read({what})"),
-        )?;
+    ctx.expect_positions(&store, cases).await
+}
+
+/// Appends 300 events that the savepoint query for A does not match: movements of A and counts
+/// of B, at positions 4..=303.
+async fn append_filler<S: EventStore + ?Sized>(ctx: Ctx, store: &S) -> Result<(), ContractFailure> {
+    for chunk in 0..6 {
+        let events = (0..50)
+            .map(|i| {
+                if (chunk * 50 + i) % 2 == 0 {
+                    ctx.event("contract.moved", &["product:A"], r#"{"quantity":1}"#)
+                } else {
+                    ctx.event("contract.counted", &["product:B"], r#"{"counted":3}"#)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        ctx.append(
+            store,
+            events,
+            None,
+            &format!("append of filler chunk {chunk}"),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -206,9 +197,16 @@ pub async fn query_filter_semantics<F: EventStoreFactory>(
     )
     .await?;
 
+    let mut cases = type_and_tag_cases();
+    cases.extend(item_union_cases());
+    ctx.expect_positions(&store, cases).await
+}
+
+/// The cases of `query_filter_semantics` on one item: its types OR-ed, its tags AND-ed.
+fn type_and_tag_cases() -> Vec<ReadCase> {
     let types = |t: &[&'static str]| QueryItem::types(t.iter().copied());
     let tagged = |t: &[&str]| QueryItem::tagged(t.iter().map(|t| tag(t)));
-    let cases: Vec<(&str, EventQuery, Vec<u64>)> = vec![
+    vec![
         (
             "types a OR b",
             EventQuery::item(types(&["contract.a", "contract.b"])),
@@ -250,6 +248,15 @@ pub async fn query_filter_semantics<F: EventStoreFactory>(
             EventQuery::item(types(&["contract.a", "contract.c"]).and_tag(tag("y:1"))),
             vec![3, 4, 6],
         ),
+    ]
+}
+
+/// The cases of `query_filter_semantics` on the union of items, with directions, limits and
+/// ranges applied to the union, and on the item that matches any event.
+fn item_union_cases() -> Vec<ReadCase> {
+    let types = |t: &[&'static str]| QueryItem::types(t.iter().copied());
+    let tagged = |t: &[&str]| QueryItem::tagged(t.iter().map(|t| tag(t)));
+    vec![
         (
             "item type c OR item tag x:2",
             EventQuery::item(types(&["contract.c"])).or(tagged(&["x:2"])),
@@ -295,15 +302,7 @@ pub async fn query_filter_semantics<F: EventStoreFactory>(
                 .until(5),
             vec![3, 4, 5],
         ),
-    ];
-    for (what, query, expected) in cases {
-        ctx.eq(
-            ctx.positions(&store, &query).await?,
-            expected,
-            format!("read({what})"),
-        )?;
-    }
-    Ok(())
+    ]
 }
 
 /// `EventQuery::match_none()` (a query without items) returns nothing, whatever is stored.
@@ -355,11 +354,22 @@ pub async fn read_pages_yields_every_event_once<F: EventStoreFactory>(
     ctx.append(&store, events, None, "append of 23 events")
         .await?;
 
+    let mut cases = whole_history_pages_cases();
+    cases.extend(selected_pages_cases());
+    for case in cases {
+        expect_pages(ctx, &store, case).await?;
+    }
+    Ok(())
+}
+
+/// A paging case: what, query, page size, expected positions, expected page lengths (when the
+/// case fixes them).
+type PagesCase = (&'static str, EventQuery, u64, Vec<u64>, Option<Vec<usize>>);
+
+/// The cases of `read_pages_yields_every_event_once` that page through all 23 events.
+fn whole_history_pages_cases() -> Vec<PagesCase> {
     let all = EventQuery::match_all;
-    let type_a = || EventQuery::item(QueryItem::types(["contract.a"]));
-    let a_positions: Vec<u64> = (1..=23).filter(|p| (p - 1) % 3 == 0).collect();
-    let a_backward: Vec<u64> = a_positions.iter().rev().copied().collect();
-    let cases: Vec<PagesCase> = vec![
+    vec![
         (
             "everything, pages of 5",
             all(),
@@ -395,6 +405,17 @@ pub async fn read_pages_yields_every_event_once<F: EventStoreFactory>(
             range(1..=23),
             Some(vec![1; 23]),
         ),
+    ]
+}
+
+/// The cases of `read_pages_yields_every_event_once` that page through a selection: a type,
+/// a limit, a range, nothing.
+fn selected_pages_cases() -> Vec<PagesCase> {
+    let all = EventQuery::match_all;
+    let type_a = || EventQuery::item(QueryItem::types(["contract.a"]));
+    let a_positions: Vec<u64> = (1..=23).filter(|p| (p - 1) % 3 == 0).collect();
+    let a_backward: Vec<u64> = a_positions.iter().rev().copied().collect();
+    vec![
         ("type a, pages of 2", type_a(), 2, a_positions.clone(), None),
         (
             "type a backwards, pages of 2",
@@ -438,39 +459,46 @@ pub async fn read_pages_yields_every_event_once<F: EventStoreFactory>(
             vec![],
             Some(vec![]),
         ),
-    ];
-    for (what, query, page_size, expected, page_lengths) in cases {
-        let size = Limit::from_const(page_size);
-        let results: Vec<Result<Vec<RecordedEvent>, StoreError>> =
-            store.read_pages(query.clone(), size).collect().await;
-        let mut pages = Vec::new();
-        for page in results {
-            pages.push(ctx.store(page, &format!("read_pages({what})"))?);
-        }
-        for page in &pages {
-            ctx.check(!page.is_empty() && page.len() as u64 <= page_size, || {
-                format!(
-                    "read_pages({what}) yielded a page of {} events; pages must hold 1 to \
-                     {page_size}",
-                    page.len()
-                )
-            })?;
-        }
-        if let Some(lengths) = page_lengths {
-            ctx.eq(
-                pages.iter().map(Vec::len).collect::<Vec<_>>(),
-                lengths,
-                format!("page lengths of read_pages({what})"),
-            )?;
-        }
-        let flat: Vec<RecordedEvent> = pages.into_iter().flatten().collect();
-        ctx.eq(
-            positions_of(&flat),
-            expected,
-            format!("positions of read_pages({what})"),
-        )?;
-        let read = ctx.read(&store, &query).await?;
-        ctx.eq(flat, read, format!("read_pages({what}) compared with read"))?;
+    ]
+}
+
+/// Reads one paging case through `read_pages` and checks the pages against the case and
+/// against `read`.
+async fn expect_pages<S: EventStore + ?Sized>(
+    ctx: Ctx,
+    store: &S,
+    (what, query, page_size, expected, page_lengths): PagesCase,
+) -> Result<(), ContractFailure> {
+    let size = Limit::from_const(page_size);
+    let results: Vec<Result<Vec<RecordedEvent>, StoreError>> =
+        store.read_pages(query.clone(), size).collect().await;
+    let mut pages = Vec::new();
+    for page in results {
+        pages.push(ctx.store(page, &format!("read_pages({what})"))?);
     }
+    for page in &pages {
+        ctx.check(!page.is_empty() && page.len() as u64 <= page_size, || {
+            format!(
+                "read_pages({what}) yielded a page of {} events; pages must hold 1 to \
+                 {page_size}",
+                page.len()
+            )
+        })?;
+    }
+    if let Some(lengths) = page_lengths {
+        ctx.eq(
+            pages.iter().map(Vec::len).collect::<Vec<_>>(),
+            lengths,
+            format!("page lengths of read_pages({what})"),
+        )?;
+    }
+    let flat: Vec<RecordedEvent> = pages.into_iter().flatten().collect();
+    ctx.eq(
+        positions_of(&flat),
+        expected,
+        format!("positions of read_pages({what})"),
+    )?;
+    let read = ctx.read(store, &query).await?;
+    ctx.eq(flat, read, format!("read_pages({what}) compared with read"))?;
     Ok(())
 }

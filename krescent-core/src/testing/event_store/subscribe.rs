@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use tokio::sync::Barrier;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::event::RecordedEvent;
 use crate::query::{EventQuery, QueryItem};
 use crate::store::{EventStore, Subscription};
 use crate::testing::{ContractFailure, EventStoreFactory};
@@ -173,10 +175,6 @@ pub async fn subscription_sees_burst_of_appends<F: EventStoreFactory>(
 pub async fn concurrent_appenders_with_live_subscribers<F: EventStoreFactory>(
     factory: &F,
 ) -> Result<(), ContractFailure> {
-    const WRITERS: u64 = 8;
-    const PER_WRITER: u64 = 50;
-    const TOTAL: u64 = WRITERS * PER_WRITER;
-    const BATCH_SIZES: [u64; 6] = [1, 2, 1, 3, 1, 4];
     let ctx = Ctx("concurrent_appenders_with_live_subscribers");
     let store = Arc::new(factory.create().await);
     let cancel = CancellationToken::new();
@@ -196,10 +194,73 @@ pub async fn concurrent_appenders_with_live_subscribers<F: EventStoreFactory>(
     let all_task = subscriber(all_sub, TOTAL, "subscription to everything");
     let writer0_task = subscriber(writer0_sub, PER_WRITER, "subscription to writer 0");
 
+    let writers = spawn_writers(ctx, &store);
+
+    let mut batches = Vec::new();
+    for (w, writer) in writers.into_iter().enumerate() {
+        batches.push(ctx.joined(writer.await, &format!("writer {w}"))??);
+    }
+    let (got, mut all_sub) = ctx.joined(all_task.await, "subscriber to everything")??;
+    let (got0, mut writer0_sub) = ctx.joined(writer0_task.await, "subscriber to writer 0")??;
+
+    ctx.eq(
+        positions_of(&got),
+        range(1..=TOTAL),
+        "positions delivered to the live subscription (each once, in order, no gaps)",
+    )?;
+    ctx.eq(
+        ctx.head(&*store).await?,
+        TOTAL,
+        "head after all writers finished",
+    )?;
+    let read = ctx.read(&*store, &EventQuery::match_all()).await?;
+    ctx.eq(
+        &read,
+        &got,
+        "read(match_all) compared with the events delivered live",
+    )?;
+
+    expect_writer_batches(ctx, &batches, &got)?;
+    let writer0_positions: Vec<u64> = got
+        .iter()
+        .filter(|e| e.tags.contains(&tag("writer:0")))
+        .map(|e| e.position)
+        .collect();
+    ctx.eq(
+        positions_of(&got0),
+        writer0_positions,
+        "positions delivered to the subscription filtered to writer 0",
+    )?;
+
+    cancel.cancel();
+    ctx.expect_end(&mut all_sub, "subscription to everything")
+        .await?;
+    ctx.expect_end(&mut writer0_sub, "subscription to writer 0")
+        .await
+}
+
+/// Writer tasks of `concurrent_appenders_with_live_subscribers`.
+const WRITERS: u64 = 8;
+/// Events each writer appends.
+const PER_WRITER: u64 = 50;
+/// Events all writers append.
+const TOTAL: u64 = WRITERS * PER_WRITER;
+/// The batch sizes the writers cycle through, each starting at its own offset.
+const BATCH_SIZES: [u64; 6] = [1, 2, 1, 3, 1, 4];
+
+/// The batches one writer appended, in the order it appended them.
+type WriterBatches = Vec<Vec<RecordedEvent>>;
+
+/// Spawns the writers of `concurrent_appenders_with_live_subscribers`: each waits for the
+/// others, then appends its `PER_WRITER` events in batches, tagged with its number.
+fn spawn_writers<S: EventStore + 'static>(
+    ctx: Ctx,
+    store: &Arc<S>,
+) -> Vec<JoinHandle<Result<WriterBatches, ContractFailure>>> {
     let start = Arc::new(Barrier::new(WRITERS as usize));
-    let writers: Vec<_> = (0..WRITERS)
+    (0..WRITERS)
         .map(|w| {
-            let store = Arc::clone(&store);
+            let store = Arc::clone(store);
             let start = Arc::clone(&start);
             tokio::spawn(async move {
                 start.wait().await;
@@ -227,32 +288,16 @@ pub async fn concurrent_appenders_with_live_subscribers<F: EventStoreFactory>(
                 Ok::<_, ContractFailure>(batches)
             })
         })
-        .collect();
+        .collect()
+}
 
-    let mut batches = Vec::new();
-    for (w, writer) in writers.into_iter().enumerate() {
-        batches.push(ctx.joined(writer.await, &format!("writer {w}"))??);
-    }
-    let (got, mut all_sub) = ctx.joined(all_task.await, "subscriber to everything")??;
-    let (got0, mut writer0_sub) = ctx.joined(writer0_task.await, "subscriber to writer 0")??;
-
-    ctx.eq(
-        positions_of(&got),
-        range(1..=TOTAL),
-        "positions delivered to the live subscription (each once, in order, no gaps)",
-    )?;
-    ctx.eq(
-        ctx.head(&*store).await?,
-        TOTAL,
-        "head after all writers finished",
-    )?;
-    let read = ctx.read(&*store, &EventQuery::match_all()).await?;
-    ctx.eq(
-        &read,
-        &got,
-        "read(match_all) compared with the events delivered live",
-    )?;
-
+/// Each writer's batches sit at consecutive positions and were delivered live as appended,
+/// and each writer's events appear in the order it appended them.
+fn expect_writer_batches(
+    ctx: Ctx,
+    batches: &[WriterBatches],
+    got: &[RecordedEvent],
+) -> Result<(), ContractFailure> {
     for (w, writer_batches) in batches.iter().enumerate() {
         for batch in writer_batches {
             let first = batch.first().map_or(0, |e| e.position);
@@ -288,22 +333,7 @@ pub async fn concurrent_appenders_with_live_subscribers<F: EventStoreFactory>(
             format!("sequence numbers of writer {w}'s events in position order"),
         )?;
     }
-    let writer0_positions: Vec<u64> = got
-        .iter()
-        .filter(|e| e.tags.contains(&tag("writer:0")))
-        .map(|e| e.position)
-        .collect();
-    ctx.eq(
-        positions_of(&got0),
-        writer0_positions,
-        "positions delivered to the subscription filtered to writer 0",
-    )?;
-
-    cancel.cancel();
-    ctx.expect_end(&mut all_sub, "subscription to everything")
-        .await?;
-    ctx.expect_end(&mut writer0_sub, "subscription to writer 0")
-        .await
+    Ok(())
 }
 
 /// A subscription delivers only the events its query matches, history and live, and ignores
@@ -343,23 +373,7 @@ pub async fn subscription_filter_delivers_only_matches<F: EventStoreFactory>(
         vec![1, 4],
         "history delivered to subscription A",
     )?;
-    let live = vec![
-        ctx.event("contract.b", &["k:1"], "{}")?,        // 5: B
-        ctx.event("contract.c", &["k:1"], "{}")?,        // 6
-        ctx.event("contract.a", &["k:1"], "{}")?,        // 7: A
-        ctx.event("contract.a", &["k:3"], "{}")?,        // 8
-        ctx.event("contract.a", &["k:1"], "{}")?,        // 9: A
-        ctx.event("contract.a", &["k:1", "k:2"], "{}")?, // 10: A and B
-    ];
-    for (i, e) in live.into_iter().enumerate() {
-        ctx.append(
-            &store,
-            vec![e],
-            None,
-            &format!("append of live event {}", i + 5),
-        )
-        .await?;
-    }
+    append_live_events(ctx, &store).await?;
     // The last event matches every subscription, so anything delivered that should not have
     // been shows up before it, in the collected events.
     got_a.extend(ctx.collect(&mut sub_a, 3, "subscription A (live)").await?);
@@ -393,4 +407,30 @@ pub async fn subscription_filter_delivers_only_matches<F: EventStoreFactory>(
     ctx.expect_end(&mut sub_a_backward, "subscription A backwards")
         .await?;
     ctx.expect_end(&mut sub_b, "subscription B").await
+}
+
+/// Appends the live events of `subscription_filter_delivers_only_matches` one by one, at
+/// positions 5 to 10.
+async fn append_live_events<S: EventStore + ?Sized>(
+    ctx: Ctx,
+    store: &S,
+) -> Result<(), ContractFailure> {
+    let live = vec![
+        ctx.event("contract.b", &["k:1"], "{}")?,        // 5: B
+        ctx.event("contract.c", &["k:1"], "{}")?,        // 6
+        ctx.event("contract.a", &["k:1"], "{}")?,        // 7: A
+        ctx.event("contract.a", &["k:3"], "{}")?,        // 8
+        ctx.event("contract.a", &["k:1"], "{}")?,        // 9: A
+        ctx.event("contract.a", &["k:1", "k:2"], "{}")?, // 10: A and B
+    ];
+    for (i, e) in live.into_iter().enumerate() {
+        ctx.append(
+            store,
+            vec![e],
+            None,
+            &format!("append of live event {}", i + 5),
+        )
+        .await?;
+    }
+    Ok(())
 }

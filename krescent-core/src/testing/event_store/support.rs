@@ -23,9 +23,8 @@ pub(super) const WAIT: Duration = Duration::from_secs(30);
 /// own clocks).
 pub(super) const CLOCK_TOLERANCE: TimeDelta = TimeDelta::minutes(5);
 
-/// A paging case: what, query, page size, expected positions, expected page lengths (when the
-/// case fixes them).
-pub(super) type PagesCase = (&'static str, EventQuery, u64, Vec<u64>, Option<Vec<usize>>);
+/// A reading case: what, query, expected positions.
+pub(super) type ReadCase = (&'static str, EventQuery, Vec<u64>);
 
 /// The case being run: builds failures that name it.
 #[derive(Clone, Copy)]
@@ -119,6 +118,22 @@ impl Ctx {
         query: &EventQuery,
     ) -> Result<Vec<u64>, ContractFailure> {
         Ok(positions_of(&self.read(store, query).await?))
+    }
+
+    /// Reads each case's query and compares the positions it returns with the expected ones.
+    pub(super) async fn expect_positions<S: EventStore + ?Sized>(
+        self,
+        store: &S,
+        cases: Vec<ReadCase>,
+    ) -> Result<(), ContractFailure> {
+        for (what, query, expected) in cases {
+            self.eq(
+                self.positions(store, &query).await?,
+                expected,
+                format!("read({what})"),
+            )?;
+        }
+        Ok(())
     }
 
     pub(super) async fn head<S: EventStore + ?Sized>(
