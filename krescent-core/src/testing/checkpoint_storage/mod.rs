@@ -53,6 +53,10 @@
 //!   is stored.
 //! - `list` is sorted by model name in byte order and describes each checkpoint exactly.
 //!
+//! [`CheckpointStorageError::Encode`]: crate::checkpoint::CheckpointStorageError::Encode
+//! [`CheckpointStorageError::InvalidModelName`]:
+//!     crate::checkpoint::CheckpointStorageError::InvalidModelName
+//!
 //! # Runtime
 //!
 //! The cases need a tokio runtime; the concurrency cases spawn tasks, and a multi-thread
