@@ -1,10 +1,10 @@
 //! Bookmarks: the position a projector reached, saved under a reader name so that a later
 //! projector (another process, a restart) continues after it instead of from the beginning.
 //!
-//! A [`BookmarkStorage`] keeps one position per reader name: [`InMemoryBookmarkStorage`]
-//! ([`memory`]) in the process, [`FileBookmarkStorage`] ([`file`]) in one JSON file; the
-//! backend crates add database storages. A [`BookmarkReader`] ties a reader name to a storage and a
-//! [`ReadPolicy`], and is handed to
+//! A [`BookmarkStorage`] keeps one position per reader name: [`InMemoryBookmarkStorage`] in
+//! the process, [`FileBookmarkStorage`] in one JSON file; the backend crates add database
+//! storages. A [`BookmarkReader`] ties a reader name to a storage and a [`ReadPolicy`], and is
+//! handed to
 //! [`ProjectorBuilder::bookmark_progress`](super::ProjectorBuilder::bookmark_progress).
 
 use std::error::Error as StdError;

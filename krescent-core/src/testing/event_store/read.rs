@@ -339,7 +339,7 @@ pub async fn match_none_matches_nothing<F: EventStoreFactory>(
     Ok(())
 }
 
-/// `EventStoreExt::read_pages` yields every selected event exactly once, in order, forward and
+/// `EventStore::read_pages` yields every selected event exactly once, in order, forward and
 /// backward, in non-empty pages no larger than the page size, honouring the query's range and
 /// limit.
 pub async fn read_pages_yields_every_event_once<F: EventStoreFactory>(
