@@ -228,7 +228,7 @@ fn print_catch_up(catch_up: [Duration; 4]) {
     let per_s = |d: Duration, n: u64| n as f64 / d.as_secs_f64();
     let [s, t, p, pa] = catch_up;
     println!(
-        "(c) catch-up via store.read:    {s:.2?} = {:.0} events/s",
+        "(c) catch-up via read_pages:    {s:.2?} = {:.0} events/s",
         per_s(s, EVENTS)
     );
     println!(
