@@ -62,17 +62,10 @@ pub(crate) fn projection(
 ) -> TokenStream {
     let p = quote!(#krate::__private);
     let (events, placeholder) = events_type(parsed, &p);
+    let handlers = handler_stubs(&p, &events, quote!(()));
     let items = quote! {
-                type Event = #events;
-                fn event_query(&self) -> #p::EventQuery {
-                    ::core::unimplemented!()
-                }
-                fn when(
-                    &mut self,
-                    _: &#p::Recorded<#events>,
-                ) -> ::core::result::Result<(), #p::HandlerError> {
-                    ::core::unimplemented!()
-                }
+        type Event = #events;
+        #handlers
     };
     let bounds = quote!(::core::marker::Send);
     stub(
@@ -96,19 +89,12 @@ pub(crate) fn read_model(
     let name = parsed
         .and_then(|parsed| parsed.attrs.name.as_ref())
         .map_or_else(String::new, |(lit, _)| lit.value());
+    let handlers = handler_stubs(&p, &events, quote!(#p::EventOutcome));
     let items = quote! {
-                type Event = #events;
-                const NAME: &'static str = #name;
-                const VERSION: u32 = 0;
-                fn event_query(&self) -> #p::EventQuery {
-                    ::core::unimplemented!()
-                }
-                fn when(
-                    &mut self,
-                    _: &#p::Recorded<#events>,
-                ) -> ::core::result::Result<#p::EventOutcome, #p::HandlerError> {
-                    ::core::unimplemented!()
-                }
+        type Event = #events;
+        const NAME: &'static str = #name;
+        const VERSION: u32 = 0;
+        #handlers
     };
     let bounds = quote!(#p::CheckpointSupport + ::core::marker::Send);
     stub(
@@ -171,6 +157,22 @@ fn stub(
                 #items
             }
         };
+    }
+}
+
+/// The `event_query` and `when` of a projection's or read model's stub; `when` returns
+/// `Result<outcome, HandlerError>`.
+fn handler_stubs(p: &TokenStream, events: &TokenStream, outcome: TokenStream) -> TokenStream {
+    quote! {
+        fn event_query(&self) -> #p::EventQuery {
+            ::core::unimplemented!()
+        }
+        fn when(
+            &mut self,
+            _: &#p::Recorded<#events>,
+        ) -> ::core::result::Result<#outcome, #p::HandlerError> {
+            ::core::unimplemented!()
+        }
     }
 }
 
