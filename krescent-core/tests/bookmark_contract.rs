@@ -95,7 +95,10 @@ async fn a_corrupt_bookmark_file_is_a_typed_error_and_is_left_alone() {
         let path = dir.path().join("bookmarks.json");
         std::fs::write(&path, content).unwrap();
         let err = FileBookmarkStorage::open(&path).await.unwrap_err();
-        let BookmarkError::Backend { backend, source } = &err else {
+        let BookmarkError::Backend {
+            backend, source, ..
+        } = &err
+        else {
             panic!("{what}: expected a backend error, got {err:?}");
         };
         assert_eq!(*backend, "file");

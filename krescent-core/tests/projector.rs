@@ -701,6 +701,7 @@ impl EventStore for FlakyStore {
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Backend {
                 backend: "flaky",
+                transient: false,
                 source: "connection reset".into(),
             });
         }
@@ -1115,12 +1116,14 @@ impl BookmarkStorage for BrokenStorage {
     async fn load(&self, _: &str) -> Result<Option<u64>, BookmarkError> {
         Err(BookmarkError::Backend {
             backend: "broken",
+            transient: false,
             source: "disk on fire".into(),
         })
     }
     async fn place(&self, _: &str, _: u64) -> Result<(), BookmarkError> {
         Err(BookmarkError::Backend {
             backend: "broken",
+            transient: false,
             source: "disk on fire".into(),
         })
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 
-use crate::error::BACKEND;
+use crate::error::{BACKEND, is_transient_source};
 use crate::options::open_pool;
 use crate::retry::{failed, lost, with_retry};
 use crate::schema::{u64_from_sql, u64_to_sql};
@@ -105,12 +105,7 @@ impl PostgresBookmarkStorage {
     /// [`BookmarkError::Backend`] holding a [`PostgresError`](crate::PostgresError): an invalid prefix, pool size or
     /// URL, a database that cannot be reached, or tables of a newer schema version.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, BookmarkError> {
-        let pool = open_pool(url, &options)
-            .await
-            .map_err(|source| BookmarkError::Backend {
-                backend: BACKEND,
-                source,
-            })?;
+        let pool = open_pool(url, &options).await.map_err(bookmark_backend)?;
         Ok(Self::from_pool(pool, &options.table_prefix))
     }
 
@@ -138,6 +133,7 @@ impl PostgresBookmarkStorage {
 fn bookmark_backend(source: Box<dyn std::error::Error + Send + Sync>) -> BookmarkError {
     BookmarkError::Backend {
         backend: BACKEND,
+        transient: is_transient_source(source.as_ref()),
         source,
     }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use tokio_postgres::types::ToSql;
 
-use crate::error::{BACKEND, PostgresError};
+use crate::error::{BACKEND, PostgresError, is_transient_source};
 use crate::options::open_pool;
 use crate::record::RawTimestamp;
 use crate::retry::{Attempt, failed, lost, with_retry};
@@ -197,13 +197,7 @@ impl PostgresCheckpointStorage {
         url: &str,
         options: PostgresOptions,
     ) -> Result<Self, CheckpointStorageError> {
-        let pool =
-            open_pool(url, &options)
-                .await
-                .map_err(|source| CheckpointStorageError::Backend {
-                    backend: BACKEND,
-                    source,
-                })?;
+        let pool = open_pool(url, &options).await.map_err(checkpoint_backend)?;
         Ok(Self::from_pool(pool, &options.table_prefix))
     }
 
@@ -511,6 +505,7 @@ impl CheckpointStorage for PostgresCheckpointStorage {
 fn checkpoint_backend(source: Box<dyn StdError + Send + Sync>) -> CheckpointStorageError {
     CheckpointStorageError::Backend {
         backend: BACKEND,
+        transient: is_transient_source(source.as_ref()),
         source,
     }
 }
@@ -518,10 +513,7 @@ fn checkpoint_backend(source: Box<dyn StdError + Send + Sync>) -> CheckpointStor
 impl PostgresCheckpointStorage {
     /// The [`CheckpointInfo`] of a `list` row.
     fn info(&self, row: &tokio_postgres::Row) -> Result<CheckpointInfo, CheckpointStorageError> {
-        let backend = |e| CheckpointStorageError::Backend {
-            backend: BACKEND,
-            source: Box::new(PostgresError::Database(e)),
-        };
+        let backend = |e| checkpoint_backend(Box::new(PostgresError::Database(e)));
         let model: String = row.try_get(0).map_err(backend)?;
         let revision: i64 = row.try_get(1).map_err(backend)?;
         let version: i64 = row.try_get(2).map_err(backend)?;

@@ -75,7 +75,7 @@ pub enum PostgresError {
     Database(#[from] tokio_postgres::Error),
     /// No connection could be taken from the pool (the database is unreachable, or every
     /// connection stayed busy past the timeout).
-    #[error("no database connection: {0}")]
+    #[error("no database connection: {}", describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// The connection pool could not be built.
     #[error("cannot build the connection pool: {0}")]
@@ -87,7 +87,9 @@ impl PostgresError {
     /// backend.
     pub fn of(error: &StoreError) -> Option<&PostgresError> {
         match error {
-            StoreError::Backend { backend, source } => of_backend(backend, source.as_ref()),
+            StoreError::Backend {
+                backend, source, ..
+            } => of_backend(backend, source.as_ref()),
             _ => None,
         }
     }
@@ -97,9 +99,9 @@ impl PostgresError {
     /// [`PostgresWriteError`](crate::PostgresWriteError) instead).
     pub fn of_checkpoint_error(error: &CheckpointStorageError) -> Option<&PostgresError> {
         match error {
-            CheckpointStorageError::Backend { backend, source } => {
-                of_backend(backend, source.as_ref())
-            }
+            CheckpointStorageError::Backend {
+                backend, source, ..
+            } => of_backend(backend, source.as_ref()),
             _ => None,
         }
     }
@@ -108,7 +110,9 @@ impl PostgresError {
     /// backend.
     pub fn of_bookmark_error(error: &BookmarkError) -> Option<&PostgresError> {
         match error {
-            BookmarkError::Backend { backend, source } => of_backend(backend, source.as_ref()),
+            BookmarkError::Backend {
+                backend, source, ..
+            } => of_backend(backend, source.as_ref()),
             _ => None,
         }
     }
@@ -131,8 +135,67 @@ impl From<PostgresError> for StoreError {
     fn from(e: PostgresError) -> Self {
         StoreError::Backend {
             backend: BACKEND,
+            transient: e.is_transient(),
             source: Box::new(e),
         }
+    }
+}
+
+impl PostgresError {
+    /// Whether trying again may succeed: the connection was lost or could not be made, the
+    /// server is shutting down or starting, too many clients are connected, no pooled
+    /// connection came free in time, or a transaction lost a serialization or deadlock race.
+    /// Invalid settings, corrupt rows, schema mismatches and every other server error are
+    /// permanent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PostgresError::Database(e) => is_transient_db(e),
+            PostgresError::Pool(deadpool_postgres::PoolError::Timeout(_)) => true,
+            PostgresError::Pool(deadpool_postgres::PoolError::Backend(e)) => is_transient_db(e),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a driver error is worth retrying (see [`PostgresError::is_transient`]).
+pub(crate) fn is_transient_db(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if error.is_closed() {
+        return true;
+    }
+    match error.code() {
+        Some(code) => {
+            code.code().starts_with("08")
+                || [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                    SqlState::T_R_SERIALIZATION_FAILURE,
+                    SqlState::T_R_DEADLOCK_DETECTED,
+                ]
+                .contains(code)
+        }
+        // No server error: the driver could not connect or talk (an I/O error or a timeout).
+        None => {
+            StdError::source(error).is_some_and(|cause| cause.is::<std::io::Error>())
+                || error.to_string().contains("timed out")
+        }
+    }
+}
+
+/// Whether the boxed source of a `Backend` error of this crate is worth retrying.
+pub(crate) fn is_transient_source(source: &(dyn StdError + Send + Sync + 'static)) -> bool {
+    if let Some(e) = source.downcast_ref::<PostgresError>() {
+        e.is_transient()
+    } else if let Some(e) = source.downcast_ref::<StoreError>() {
+        e.is_transient()
+    } else if let Some(e) = source.downcast_ref::<crate::PostgresWriteError>() {
+        is_transient_db(&e.source)
+    } else if let Some(e) = source.downcast_ref::<tokio_postgres::Error>() {
+        is_transient_db(e)
+    } else {
+        false
     }
 }
 
@@ -147,13 +210,24 @@ pub(crate) fn pool(e: deadpool_postgres::PoolError) -> StoreError {
 }
 
 /// A driver error with what the server said, if it said something (the driver's own
-/// `Display` shows only `db error`).
+/// `Display` shows only `db error`): its severity, message, detail and hint, and the SQLSTATE.
 pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
-        Some(db) => format!("{error}: {db}"),
+        Some(db) => format!("{error}: {db} (SQLSTATE {})", db.code().code()),
         None => match StdError::source(error) {
             Some(cause) => format!("{error}: {cause}"),
             None => error.to_string(),
         },
+    }
+}
+
+/// A pool error, with the server's or the driver's own words when making a connection failed
+/// (deadpool's `Display` ends in the driver's bare `db error`).
+fn describe_pool(error: &deadpool_postgres::PoolError) -> String {
+    match error {
+        deadpool_postgres::PoolError::Backend(e) => {
+            format!("creating a new connection failed: {}", describe(e))
+        }
+        other => other.to_string(),
     }
 }

@@ -141,9 +141,9 @@ impl PostgresWriteError {
     /// this backend caused by one.
     pub fn of(error: &CheckpointStorageError) -> Option<&PostgresWriteError> {
         match error {
-            CheckpointStorageError::Backend { backend, source } => {
-                of_backend(backend, source.as_ref())
-            }
+            CheckpointStorageError::Backend {
+                backend, source, ..
+            } => of_backend(backend, source.as_ref()),
             _ => None,
         }
     }

@@ -87,6 +87,10 @@ fn database_gone_is_a_backend_error() {
             ),
             "{err:?}"
         );
+        assert!(
+            err.is_transient(),
+            "an unreachable server is transient: {err}"
+        );
 
         let prefix = fresh_prefix();
         let app = format!("krescent test {prefix}");
@@ -125,8 +129,8 @@ fn database_gone_is_a_backend_error() {
                             backend: "postgres",
                             ..
                         }
-                    ),
-                    "{e:?}"
+                    ) && e.is_transient(),
+                    "a terminated connection is a transient backend error: {e:?}"
                 ),
             }
         }
@@ -171,6 +175,10 @@ fn configuration_errors_and_an_unreachable_database_are_typed() {
             err.to_string().contains("postgres bookmark storage failed"),
             "{err}"
         );
+        assert!(
+            err.is_transient(),
+            "an unreachable server is transient: {err}"
+        );
 
         let err = PostgresCheckpointStorage::connect(
             unreachable,
@@ -185,6 +193,7 @@ fn configuration_errors_and_an_unreachable_database_are_typed() {
             ),
             "{err:?}"
         );
+        assert!(!err.is_transient(), "an invalid prefix is permanent: {err}");
         let err = PostgresBookmarkStorage::connect(unreachable, quick().pool_size(0))
             .await
             .expect_err("pool size 0");
@@ -204,6 +213,42 @@ fn configuration_errors_and_an_unreachable_database_are_typed() {
                 Some(PostgresError::InvalidUrl { .. })
             ),
             "{err:?}"
+        );
+    });
+}
+
+/// Errors the server reports for the statement itself (here: the store's tables were dropped
+/// under it) are permanent and name the server's message and SQLSTATE; a conflict is
+/// permanent too.
+#[test]
+fn server_errors_are_permanent_and_carry_the_sqlstate() {
+    with_database(|url| async move {
+        let prefix = fresh_prefix();
+        let store = common::connect(&url, &prefix).await;
+        let first = store
+            .append(vec![event("pg.one", &["k:v"], "{}".into())], None)
+            .await
+            .expect("append");
+        let query = EventQuery::item(krescent_core::QueryItem::tagged([common::tag("k:v")]));
+        let conflict = store
+            .append(
+                vec![event("pg.one", &["k:v"], "{}".into())],
+                Some(krescent_core::AppendCondition::none_match(query)),
+            )
+            .await
+            .expect_err("a matching event exists");
+        assert_eq!(conflict.conflict_position(), Some(first[0].position));
+        assert!(!conflict.is_transient());
+        drop_tables(&url, &prefix).await;
+        let err = store
+            .read(&EventQuery::match_all())
+            .await
+            .expect_err("the tables are gone");
+        assert!(!err.is_transient(), "a missing table is permanent: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("does not exist") && text.contains("SQLSTATE 42P01"),
+            "the server's message and SQLSTATE: {text}"
         );
     });
 }

@@ -126,6 +126,22 @@ pub enum SqliteError {
     Thread(String),
 }
 
+impl SqliteError {
+    /// Whether trying again may succeed: SQLite reported the database busy or locked by
+    /// another connection past the busy timeout, or a pending write failed that way. Every
+    /// other error (invalid input, a damaged file, a schema mismatch, a stopped writer) is
+    /// permanent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SqliteError::Sqlite(e) | SqliteError::WriteFailed { source: e, .. } => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            _ => false,
+        }
+    }
+}
+
 fn at(position: Option<u64>) -> String {
     position.map_or_else(String::new, |p| format!(" at position {p}"))
 }
@@ -142,9 +158,9 @@ impl SqliteError {
     /// The SQLite error inside `error`, when it is a [`StoreError::Backend`] of this backend.
     pub fn of(error: &StoreError) -> Option<&SqliteError> {
         match error {
-            StoreError::Backend { backend, source } if *backend == BACKEND => {
-                source.downcast_ref::<SqliteError>()
-            }
+            StoreError::Backend {
+                backend, source, ..
+            } if *backend == BACKEND => source.downcast_ref::<SqliteError>(),
             _ => None,
         }
     }
@@ -153,9 +169,9 @@ impl SqliteError {
     /// this backend.
     pub fn of_checkpoint_error(error: &CheckpointStorageError) -> Option<&SqliteError> {
         match error {
-            CheckpointStorageError::Backend { backend, source } if *backend == BACKEND => {
-                source.downcast_ref::<SqliteError>()
-            }
+            CheckpointStorageError::Backend {
+                backend, source, ..
+            } if *backend == BACKEND => source.downcast_ref::<SqliteError>(),
             _ => None,
         }
     }
@@ -164,9 +180,9 @@ impl SqliteError {
     /// backend.
     pub fn of_bookmark_error(error: &BookmarkError) -> Option<&SqliteError> {
         match error {
-            BookmarkError::Backend { backend, source } if *backend == BACKEND => {
-                source.downcast_ref::<SqliteError>()
-            }
+            BookmarkError::Backend {
+                backend, source, ..
+            } if *backend == BACKEND => source.downcast_ref::<SqliteError>(),
             _ => None,
         }
     }
@@ -182,6 +198,7 @@ impl From<SqliteError> for StoreError {
     fn from(e: SqliteError) -> Self {
         StoreError::Backend {
             backend: BACKEND,
+            transient: e.is_transient(),
             source: Box::new(e),
         }
     }
@@ -191,6 +208,7 @@ impl From<SqliteError> for CheckpointStorageError {
     fn from(e: SqliteError) -> Self {
         CheckpointStorageError::Backend {
             backend: BACKEND,
+            transient: e.is_transient(),
             source: Box::new(e),
         }
     }
@@ -200,6 +218,7 @@ impl From<SqliteError> for BookmarkError {
     fn from(e: SqliteError) -> Self {
         BookmarkError::Backend {
             backend: BACKEND,
+            transient: e.is_transient(),
             source: Box::new(e),
         }
     }
@@ -229,6 +248,7 @@ mod tests {
         let other = StoreError::Backend {
             backend: "postgres",
             source: Box::new(SqliteError::WriterStopped),
+            transient: false,
         };
         assert!(SqliteError::of(&other).is_none());
     }

@@ -223,3 +223,50 @@ async fn corrupt_rows_are_typed_errors() {
     let intact = EventQuery::match_all().after(7);
     assert_eq!(store.read(&intact).await.unwrap().len(), 1);
 }
+
+/// An append that finds the file locked by another connection past the busy timeout fails
+/// with a transient error, stores nothing, and succeeds once the lock is gone; invalid input
+/// and a conflict are permanent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_file_is_a_transient_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    store
+        .append(vec![event("t.a", &["k:v"], "{}")], None)
+        .await
+        .unwrap();
+
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let err = store
+        .append(vec![event("t.a", &["k:v"], "{}")], None)
+        .await
+        .expect_err("the file is locked");
+    assert!(err.is_transient(), "a busy file is transient: {err}");
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    assert_eq!(
+        store.head().await.unwrap(),
+        1,
+        "the failed append stored nothing"
+    );
+    store
+        .append(vec![event("t.a", &["k:v"], "{}")], None)
+        .await
+        .expect("the lock is gone");
+
+    let query = EventQuery::item(QueryItem::tagged([tag("k:v")]));
+    let conflict = store
+        .append(
+            vec![event("t.a", &["k:v"], "{}")],
+            Some(AppendCondition::none_match(query)),
+        )
+        .await
+        .expect_err("matching events exist");
+    assert!(!conflict.is_transient());
+    let gone = SqliteEventStore::open(dir.path().join("missing-dir").join("x.db"))
+        .await
+        .expect_err("no such directory");
+    assert!(!gone.is_transient(), "{gone}");
+}

@@ -44,10 +44,28 @@ pub enum StoreError {
         /// What it said.
         #[source]
         source: Box<dyn StdError + Send + Sync>,
+        /// Whether trying again may succeed: the connection was lost, the server is shutting
+        /// down or starting, the database was busy, or a transaction lost a serialization or
+        /// deadlock race. Set by the backend.
+        transient: bool,
     },
 }
 
 impl StoreError {
+    /// Whether trying the operation again may succeed: a [`Backend`](Self::Backend) error its
+    /// backend marks transient (a lost connection, a server shutting down or restarting, a
+    /// busy database, a serialization or deadlock failure). Invalid input, corrupt data,
+    /// conflicts and schema mismatches are permanent: retrying them gives the same error.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Backend {
+                transient: true,
+                ..
+            }
+        )
+    }
+
     /// The conflicting position, when this is [`StoreError::Conflict`].
     pub fn conflict_position(&self) -> Option<u64> {
         match self {

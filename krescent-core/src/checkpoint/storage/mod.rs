@@ -323,10 +323,27 @@ pub enum CheckpointStorageError {
         /// What it said.
         #[source]
         source: Box<dyn StdError + Send + Sync>,
+        /// Whether trying again may succeed: the connection was lost, the server is shutting
+        /// down or starting, the database was busy, or a transaction lost a serialization or
+        /// deadlock race. Set by the backend.
+        transient: bool,
     },
 }
 
 impl CheckpointStorageError {
+    /// Whether trying the operation again may succeed: a [`Backend`](Self::Backend) error its
+    /// backend marks transient (see [`StoreError::is_transient`](crate::store::StoreError::is_transient)).
+    /// Everything else, file system errors included, is permanent.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CheckpointStorageError::Backend {
+                transient: true,
+                ..
+            }
+        )
+    }
+
     /// A [`Corrupt`](Self::Corrupt) error: the checkpoint of `model` at `location` does not
     /// decode.
     pub fn corrupt(

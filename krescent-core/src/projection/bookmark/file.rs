@@ -84,6 +84,7 @@ impl From<FileBookmarkError> for BookmarkError {
         BookmarkError::Backend {
             backend: BACKEND,
             source: Box::new(error),
+            transient: false,
         }
     }
 }
@@ -178,6 +179,7 @@ async fn blocking<T: Send + 'static>(
         Err(e) => Err(BookmarkError::Backend {
             backend: BACKEND,
             source: Box::new(e),
+            transient: false,
         }),
     }
 }

@@ -42,7 +42,25 @@ pub enum BookmarkError {
         /// What it said.
         #[source]
         source: Box<dyn StdError + Send + Sync>,
+        /// Whether trying again may succeed: the connection was lost, the server is shutting
+        /// down or starting, the database was busy, or a transaction lost a serialization or
+        /// deadlock race. Set by the backend.
+        transient: bool,
     },
+}
+
+impl BookmarkError {
+    /// Whether trying the operation again may succeed: a [`Backend`](Self::Backend) error its
+    /// backend marks transient (see [`StoreError::is_transient`](crate::store::StoreError::is_transient)).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            BookmarkError::Backend {
+                transient: true,
+                ..
+            }
+        )
+    }
 }
 
 /// What is wrong with a reader name, if anything.
