@@ -37,11 +37,11 @@ pub use krescent_sqlite::{
 };
 
 pub use krescent_core::{
-    AppendCondition, DecodeError, Direction, EncodeError, Event, EventQuery, EventRegistration,
-    EventRegistry, EventStore, EventStoreExt, EventType, HandlerError, HandlerResult,
-    InMemoryEventStore, Limit, NewEvent, Payload, Projection, QueryError, QueryItem, Recorded,
-    RecordedEvent, RegistryError, StoreError, Subscription, Tag, TagError, Tags, TypeName,
-    TypeNameError,
+    AppendCondition, Backoff, DecodeError, Direction, EncodeError, Event, EventQuery,
+    EventRegistration, EventRegistry, EventStore, EventStoreExt, EventType, HandlerError,
+    HandlerResult, InMemoryEventStore, Limit, NewEvent, Payload, Projection, QueryError, QueryItem,
+    Recorded, RecordedEvent, RegistryError, StoreError, Subscription, Tag, TagError, Tags,
+    TypeName, TypeNameError,
 };
 
 #[doc = include_str!("../docs/derive_event.md")]

@@ -1,6 +1,7 @@
 //! The model runner: restore from a checkpoint, catch up, stream live, checkpoint by strategy.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +14,7 @@ use crate::checkpoint::{
 use crate::event::{DecodeError, Event, RecordedEvent};
 use crate::projection::HandlerError;
 use crate::query::Limit;
-use crate::store::{EventStore, PageLoop, StoreError};
+use crate::store::{Backoff, EventStore, PageLoop, StoreError};
 
 /// The default number of events per read.
 pub const DEFAULT_MODEL_BATCH: u64 = 500;
@@ -147,6 +148,7 @@ pub struct ModelConfig {
     rebuild_on_invalid: bool,
     batch_size: u64,
     max_delta_chain: u32,
+    retry: Backoff,
 }
 
 impl std::fmt::Debug for ModelConfig {
@@ -156,6 +158,7 @@ impl std::fmt::Debug for ModelConfig {
             .field("rebuild_on_invalid", &self.rebuild_on_invalid)
             .field("batch_size", &self.batch_size)
             .field("max_delta_chain", &self.max_delta_chain)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -167,6 +170,7 @@ impl Default for ModelConfig {
             rebuild_on_invalid: true,
             batch_size: DEFAULT_MODEL_BATCH,
             max_delta_chain: DEFAULT_MAX_DELTA_CHAIN,
+            retry: Backoff::default(),
         }
     }
 }
@@ -218,6 +222,15 @@ impl ModelConfig {
     /// applies every delta of the chain.
     pub fn max_delta_chain(mut self, deltas: u32) -> Self {
         self.max_delta_chain = deltas;
+        self
+    }
+
+    /// How [`stream`](ModelRunner::stream) retries transient store errors
+    /// ([`StoreError::is_transient`]): reading, catching up and following live events resume
+    /// strictly after the last handled position once `backoff` has waited (default
+    /// [`Backoff::default`]; [`Backoff::none`] returns the first error).
+    pub fn retry_transient(mut self, backoff: Backoff) -> Self {
+        self.retry = backoff;
         self
     }
 }
@@ -377,7 +390,19 @@ impl<M: ReadModel> ModelRunner<M> {
         store: &S,
         shutdown: CancellationToken,
     ) -> Result<ModelMetrics, ModelError> {
-        self.catch_up_inner(store).await?;
+        self.start().await?;
+        let mut failed = 0;
+        while let Err(e) = self.read_to_head(store).await {
+            failed += 1;
+            let delay = self.retry_delay(e, failed)?;
+            if !wait_or_shutdown(delay, &shutdown).await {
+                return self.finish_stream().await;
+            }
+        }
+        failed = 0;
+        if self.strategy_says(|s| s.idle()) {
+            self.write_checkpoint().await?;
+        }
         let waker = self
             .config
             .checkpoints
@@ -414,8 +439,21 @@ impl<M: ReadModel> ModelRunner<M> {
                 }
                 batch = subscription.next_batch() => match batch {
                     None => break,
-                    Some(Err(source)) => return Err(ModelError::Store { model: M::NAME, source }),
+                    Some(Err(source)) => {
+                        failed += 1;
+                        let error = ModelError::Store { model: M::NAME, source };
+                        let delay = self.retry_delay(error, failed)?;
+                        if !wait_or_shutdown(delay, &shutdown).await {
+                            break;
+                        }
+                        subscription = store.subscribe(
+                            self.model.event_query(),
+                            self.position,
+                            shutdown.child_token(),
+                        );
+                    }
                     Some(Ok(events)) => {
+                        failed = 0;
                         let at_head = (events.len() as u64) < crate::store::SUBSCRIPTION_BATCH.get();
                         self.handle_page(&events).await?;
                         if at_head && self.strategy_says(|s| s.idle()) {
@@ -425,6 +463,12 @@ impl<M: ReadModel> ModelRunner<M> {
                 },
             }
         }
+        self.finish_stream().await
+    }
+
+    /// The end of [`stream`](Self::stream): a termination checkpoint if the strategy asks
+    /// for one.
+    async fn finish_stream(&mut self) -> Result<ModelMetrics, ModelError> {
         let on_shutdown = self
             .config
             .checkpoints
@@ -434,6 +478,26 @@ impl<M: ReadModel> ModelRunner<M> {
             self.write_checkpoint().await?;
         }
         Ok(self.metrics)
+    }
+
+    /// After the `failed`-th error in a row while streaming: `Err(error)` when it is not a
+    /// transient store error or the backoff gives up; otherwise how long to wait before the
+    /// next attempt.
+    fn retry_delay(&self, error: ModelError, failed: u32) -> Result<Duration, ModelError> {
+        let transient = matches!(&error, ModelError::Store { source, .. } if source.is_transient());
+        if !transient || self.config.retry.gives_up_after(failed) {
+            return Err(error);
+        }
+        let delay = self.config.retry.delay(failed);
+        tracing::warn!(
+            model = M::NAME,
+            %error,
+            attempt = failed,
+            ?delay,
+            position = self.position,
+            "streaming failed; retrying"
+        );
+        Ok(delay)
     }
 
     /// Writes a checkpoint at the current position now (if checkpoints are configured and the
@@ -749,5 +813,13 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Waits `delay`; `false` when `shutdown` fires first.
+async fn wait_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
     }
 }

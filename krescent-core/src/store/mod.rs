@@ -1,5 +1,6 @@
 //! Event stores: the [`EventStore`] trait and the [`InMemoryEventStore`].
 
+mod backoff;
 pub(crate) mod fast_hash;
 mod memory;
 pub(crate) mod pages_ahead;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::event::{DecodeError, EncodeError, Event, NewEvent, Recorded, RecordedEvent};
 use crate::query::{AppendCondition, EventQuery, Limit};
 
+pub use backoff::Backoff;
 pub use memory::InMemoryEventStore;
 pub(crate) use paging::PageLoop;
 pub use paging::Pages;

@@ -7,7 +7,7 @@ use futures::stream::{BoxStream, Stream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{EventStore, StoreError};
+use super::{Backoff, EventStore, StoreError};
 use crate::event::RecordedEvent;
 use crate::query::{Direction, EventQuery, Limit};
 
@@ -37,7 +37,8 @@ impl Subscription {
     }
 
     /// A subscription that reads `store` in batches strictly after `after` and, at the head,
-    /// waits until `head` announces a new position (or `cancel` fires).
+    /// waits until `head` announces a new position (or `cancel` fires). Transient read errors
+    /// are retried with the default [`Backoff`] (see [`polling_with`](Self::polling_with)).
     ///
     /// Store implementations publish their head position through a `watch` channel after each
     /// committed append; any position the store publishes must be fully readable.
@@ -51,47 +52,49 @@ impl Subscription {
     where
         S: EventStore + 'static,
     {
-        let batch = SUBSCRIPTION_BATCH;
+        Self::polling_with(store, query, after, head, cancel, Backoff::default())
+    }
+
+    /// [`polling`](Self::polling), retrying transient read errors
+    /// ([`StoreError::is_transient`]) under `backoff`, strictly after the last delivered
+    /// position, so an outage costs a delay, not the subscription. A permanent error, or a
+    /// transient one once `backoff` gives up, is delivered and ends the subscription.
+    pub fn polling_with<S>(
+        store: S,
+        query: EventQuery,
+        after: u64,
+        head: watch::Receiver<u64>,
+        cancel: CancellationToken,
+        backoff: Backoff,
+    ) -> Self
+    where
+        S: EventStore + 'static,
+    {
         let base = EventQuery::from_items(query.items().iter().cloned())
             .direction(Direction::Forward)
-            .with_limit(Some(batch));
-        let stream =
-            futures::stream::unfold((store, after, false), move |(store, cursor, done)| {
-                let base = base.clone();
-                let cancel = cancel.clone();
-                let mut head = head.clone();
-                async move {
-                    if done {
-                        return None;
-                    }
-                    loop {
-                        if cancel.is_cancelled() {
-                            return None;
-                        }
-                        // Mark the current head as seen before reading, so that an append
-                        // landing after the read still wakes us.
-                        let _ = head.borrow_and_update();
-                        match store.read(&base.clone().after(cursor)).await {
-                            Err(e) => return Some((Err(e), (store, cursor, true))),
-                            Ok(events) if !events.is_empty() => {
-                                let last = events.last().map_or(cursor, |e| e.position);
-                                return Some((Ok(events), (store, last, false)));
-                            }
-                            Ok(_) => {
-                                tokio::select! {
-                                    _ = cancel.cancelled() => return None,
-                                    changed = head.changed() => {
-                                        if changed.is_err() {
-                                            // The store is gone: nothing more will arrive.
-                                            return None;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
+            .with_limit(Some(SUBSCRIPTION_BATCH));
+        let poller = Poller {
+            store,
+            base,
+            head,
+            cancel,
+            backoff,
+        };
+        let stream = futures::stream::unfold(
+            (poller, after, false),
+            |(mut poller, cursor, done)| async move {
+                if done {
+                    return None;
                 }
-            });
+                match poller.next_batch(cursor).await? {
+                    Ok(events) => {
+                        let last = events.last().map_or(cursor, |e| e.position);
+                        Some((Ok(events), (poller, last, false)))
+                    }
+                    Err(e) => Some((Err(e), (poller, cursor, true))),
+                }
+            },
+        );
         Subscription::from_stream(stream)
     }
 
@@ -105,5 +108,53 @@ impl Stream for Subscription {
     type Item = Result<Vec<RecordedEvent>, StoreError>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// What a polling subscription reads with.
+struct Poller<S> {
+    store: S,
+    base: EventQuery,
+    head: watch::Receiver<u64>,
+    cancel: CancellationToken,
+    backoff: Backoff,
+}
+
+impl<S: EventStore> Poller<S> {
+    /// The next non-empty batch after `cursor`, waiting at the head for new events and
+    /// retrying transient errors; `None` once cancelled or when the store is gone.
+    async fn next_batch(&mut self, cursor: u64) -> Option<Result<Vec<RecordedEvent>, StoreError>> {
+        let mut failed = 0;
+        loop {
+            if self.cancel.is_cancelled() {
+                return None;
+            }
+            // Mark the current head as seen before reading, so that an append landing after
+            // the read still wakes us.
+            let _ = self.head.borrow_and_update();
+            match self.store.read(&self.base.clone().after(cursor)).await {
+                Ok(events) if !events.is_empty() => return Some(Ok(events)),
+                Ok(_) => {
+                    failed = 0;
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return None,
+                        changed = self.head.changed() => {
+                            // The store is gone: nothing more will arrive.
+                            changed.ok()?;
+                        }
+                    }
+                }
+                Err(e) if e.is_transient() && !self.backoff.gives_up_after(failed + 1) => {
+                    failed += 1;
+                    let delay = self.backoff.delay(failed);
+                    tracing::warn!(error = %e, attempt = failed, ?delay, "subscription read failed; retrying");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return None,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
     }
 }
