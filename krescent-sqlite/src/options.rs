@@ -1,6 +1,7 @@
 //! The settings a store opens its connections with: the read-connection pool, the busy
 //! timeout, the statement and decoding caches, and the pragmas of the write and read
-//! connections.
+//! connections, and how often a subscribed store checks the file for appends of other
+//! processes.
 
 use std::time::Duration;
 
@@ -66,3 +67,13 @@ pub(crate) fn configure(conn: &Connection, role: Role, path: &str) -> rusqlite::
     conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     Ok(())
 }
+
+/// While a subscription of a file store is live and no append of this process wakes it, the
+/// store checks the file for appends of other processes (`PRAGMA data_version`) after this
+/// delay, doubled after each check that finds nothing, up to [`FOREIGN_POLL_MAX`], and reset
+/// by any change. An append by another process is seen within about this cap.
+pub(crate) const FOREIGN_POLL_MIN: Duration = Duration::from_millis(10);
+
+/// The longest delay between two checks for appends of other processes (see
+/// [`FOREIGN_POLL_MIN`]).
+pub(crate) const FOREIGN_POLL_MAX: Duration = Duration::from_millis(250);

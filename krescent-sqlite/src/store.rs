@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::Conn;
 use crate::error::SqliteError;
-use crate::listener::{self, HeadListener};
+use crate::listener::{self, Listener};
 use crate::options::MAX_IDLE_READERS;
 use crate::schema::SCHEMA_VERSION;
 use crate::writer::{self, Job};
@@ -45,7 +45,7 @@ struct Inner {
     writer: mpsc::Sender<Job>,
     /// Read connections of a file store; `None` in memory, where the writer thread reads.
     readers: Option<Readers>,
-    head: HeadListener,
+    head: Listener,
     path: Option<PathBuf>,
 }
 
@@ -71,7 +71,7 @@ impl fmt::Debug for SqliteEventStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteEventStore")
             .field("path", &self.inner.path)
-            .field("head", &*self.inner.head.borrow())
+            .field("head", &self.inner.head.head())
             .finish()
     }
 }
@@ -116,7 +116,7 @@ impl SqliteEventStore {
     }
 
     fn start(conn: Conn, head: u64, path: Option<PathBuf>) -> Result<Self, SqliteError> {
-        let (publisher, listener) = listener::channel(head);
+        let (publisher, listener) = listener::channel(head, path.clone());
         let writer = writer::spawn(conn, publisher)?;
         let readers = path.as_ref().map(|p| Readers {
             path: p.clone(),
@@ -130,6 +130,12 @@ impl SqliteEventStore {
                 path,
             }),
         })
+    }
+
+    /// Where subscriptions of this store wait for appends.
+    #[cfg(test)]
+    pub(crate) fn listener(&self) -> &Listener {
+        &self.inner.head
     }
 
     /// The file of the store; `None` in memory.
@@ -255,7 +261,7 @@ impl EventStore for SqliteEventStore {
     }
 
     fn subscribe(&self, query: EventQuery, after: u64, cancel: CancellationToken) -> Subscription {
-        listener::subscribe(self, &self.inner.head, query, after, cancel)
+        self.inner.head.subscribe(self, query, after, cancel)
     }
 }
 

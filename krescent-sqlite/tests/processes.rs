@@ -1,17 +1,20 @@
 //! Several connections and processes on one file: handles and storages opened separately
-//! share positions and rows, and a process that dies between its projection writes and its
-//! checkpoint leaves them in agreement.
+//! share positions and rows, a process that dies between its projection writes and its
+//! checkpoint leaves them in agreement, and a subscriber sees the appends of another process.
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::{ItemEvent, checkpoint, create_items_table, event, item_rows, runtime};
 use krescent_core::checkpoint::{CheckpointStorage, FixedEventRate};
 use krescent_core::model::{ReadModel, ReadModelExt};
 use krescent_core::{EventQuery, EventStore, EventStoreExt, HandlerError, QueryItem, Recorded};
 use krescent_sqlite::{SqliteCheckpointStorage, SqliteEventStore, SqliteWrites};
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_handles_on_one_file_share_positions() {
@@ -252,4 +255,148 @@ fn crash_child(path: &Path) {
         runner.catch_up(&store).await
     });
     panic!("the crash child should have aborted, but its model returned {result:?}");
+}
+
+/// Set (to the database path) in the child process of the foreign-appends test.
+const APPEND_CHILD_ENV: &str = "KRESCENT_SQLITE_APPEND_CHILD";
+
+/// What the child prints after each committed batch, followed by the batch's last position.
+const COMMITTED_MARKER: &str = "krescent-append-child: committed up to";
+
+/// Batches the child appends, one per line the parent writes to its stdin.
+const FOREIGN_BATCHES: u64 = 8;
+
+/// Events per batch of the child.
+const FOREIGN_BATCH: u64 = 5;
+
+/// How long the subscriber may take to see a batch once the child reports it committed.
+const SEEN_WITHIN: Duration = Duration::from_secs(1);
+
+/// How long the parent waits for the child to report a batch (the child is already built; this
+/// only bounds a hung child).
+const CHILD_REPORT_WITHIN: Duration = Duration::from_secs(60);
+
+/// The payload of the `n`th event the child appends (at position `n`).
+fn foreign_payload(n: u64) -> String {
+    format!("{{\"n\":{n}}}")
+}
+
+/// The parent subscribes to the whole store (after 0) and never appends; a child process
+/// appends batches to the same file. The subscriber sees every event of each batch within
+/// `SEEN_WITHIN` of the child reporting the batch committed, once each, in position order.
+#[test]
+fn subscriber_sees_the_appends_of_another_process() {
+    if let Some(path) = std::env::var_os(APPEND_CHILD_ENV) {
+        append_child(Path::new(&path));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("foreign.db");
+    let rt = runtime();
+    rt.block_on(async {
+        let store = SqliteEventStore::open(&path).await.unwrap();
+        let cancel = CancellationToken::new();
+        // The subscriber runs on its own, so it waits at the head when the child appends.
+        let mut subscription = store.subscribe(EventQuery::match_all(), 0, cancel.clone());
+        let (deliver, mut delivered) = tokio::sync::mpsc::unbounded_channel();
+        let subscriber = tokio::spawn(async move {
+            while let Some(events) = subscription.next_batch().await {
+                if deliver.send(events.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "subscriber_sees_the_appends_of_another_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(APPEND_CHILD_ENV, &path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut to_child = child.stdin.take().unwrap();
+        let (reports, mut reported) = tokio::sync::mpsc::unbounded_channel();
+        let from_child = BufReader::new(child.stdout.take().unwrap());
+        let reader = std::thread::spawn(move || {
+            for line in from_child.lines() {
+                let line = line.unwrap();
+                // libtest may have printed the test's name on the same line.
+                if let Some((_, last)) = line.split_once(COMMITTED_MARKER) {
+                    let last: u64 = last.trim().parse().unwrap();
+                    if reports.send(last).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+
+        let mut seen = 0;
+        for batch in 1..=FOREIGN_BATCHES {
+            writeln!(to_child, "append").unwrap();
+            to_child.flush().unwrap();
+            let last = tokio::time::timeout(CHILD_REPORT_WITHIN, reported.recv())
+                .await
+                .unwrap_or_else(|_| panic!("the child did not report batch {batch}"))
+                .expect("the child ended before reporting every batch");
+            assert_eq!(last, batch * FOREIGN_BATCH);
+            let received = tokio::time::timeout(SEEN_WITHIN, async {
+                while seen < last {
+                    let events = delivered.recv().await.expect("the subscription ended");
+                    for event in events {
+                        assert_eq!(event.position, seen + 1, "in order, none twice or skipped");
+                        assert_eq!(event.data, foreign_payload(event.position).as_bytes());
+                        seen = event.position;
+                    }
+                }
+            })
+            .await;
+            assert!(
+                received.is_ok(),
+                "batch {batch} (up to position {last}) not seen within {SEEN_WITHIN:?} of its \
+                 commit by another process; seen up to {seen}"
+            );
+            assert_eq!(seen, last, "nothing beyond what the child committed");
+        }
+        drop(to_child);
+        assert!(child.wait().unwrap().success(), "the child failed");
+        reader.join().unwrap();
+        cancel.cancel();
+        subscriber.await.unwrap();
+        assert!(
+            delivered.recv().await.is_none(),
+            "nothing after the last batch"
+        );
+    });
+}
+
+/// The child's side: for each line on stdin, append a batch of `FOREIGN_BATCH` events and
+/// report its last position on stdout. Ends at the end of stdin.
+fn append_child(path: &Path) {
+    let rt = runtime();
+    rt.block_on(async {
+        let store = SqliteEventStore::open(path).await.unwrap();
+        let mut next = 1;
+        let mut line = String::new();
+        let stdin = std::io::stdin();
+        for _ in 0..FOREIGN_BATCHES {
+            line.clear();
+            if stdin.lock().read_line(&mut line).unwrap() == 0 {
+                return;
+            }
+            let events = (next..next + FOREIGN_BATCH)
+                .map(|n| event("t.foreign", &[], &foreign_payload(n)))
+                .collect();
+            let recorded = store.append(events, None).await.unwrap();
+            next += FOREIGN_BATCH;
+            let last = recorded.last().unwrap().position;
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{COMMITTED_MARKER} {last}").unwrap();
+            stdout.flush().unwrap();
+        }
+    });
 }
