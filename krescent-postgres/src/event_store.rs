@@ -88,6 +88,9 @@ impl PostgresEventStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`, or
     /// the `key=value` form), creates the tables if needed and starts the listener.
     ///
+    /// On existing tables a connect only reads the schema version and the head: it runs no
+    /// DDL and takes no lock, so it never waits for appends in progress nor makes them wait.
+    ///
     /// Fails with [`StoreError::Backend`] holding a [`PostgresError`](crate::PostgresError): an invalid prefix,
     /// pool size or URL, a database that cannot be reached, or tables of a newer schema
     /// version.

@@ -56,9 +56,13 @@
 //! dozen nodes at every execution.
 //!
 //! Type names and tags are compared bytewise (`COLLATE "C"`), whatever the database's locale.
-//! The schema is created on first use, idempotently, under an advisory lock. Until 1.0 a
-//! change of the schema edits version 1 in place: there are no migrations. Tables of any
-//! other version are refused ([`PostgresError::UnsupportedSchemaVersion`]).
+//! Connecting (the store or a storage) reads the schema version in `<prefix>meta` and the
+//! head, with plain `SELECT`s: on an existing schema it runs no DDL and takes no lock, so
+//! connects never wait for appends nor make them wait. Only a missing schema is created,
+//! under an advisory lock of the prefix, after reading the version again under it (so that
+//! concurrent first uses create it once). Until 1.0 a change of the schema edits version 1
+//! in place: there are no migrations. Tables of any other version are refused
+//! ([`PostgresError::UnsupportedSchemaVersion`]).
 //!
 //! # Positions under concurrency
 //!

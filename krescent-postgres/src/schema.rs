@@ -1,5 +1,6 @@
 //! The schema: the names of a prefix's tables ([`Tables`]), the statements creating and
-//! dropping them, and the version check run on connect.
+//! dropping them, and the check run on connect: it only reads an existing schema, and
+//! creates a missing one under an advisory lock (`init_schema`).
 //!
 //! The schema has one version, [`SCHEMA_VERSION`]. Until 1.0 a change of the schema edits
 //! version 1 in place: there are no migrations. Tables of any other version are refused with
@@ -9,7 +10,8 @@
 //! text ever formatted into SQL; every value (positions, limits, type names, tags, payloads)
 //! is a bind parameter.
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
+use tokio_postgres::error::SqlState;
 
 use crate::PostgresEventStore;
 use crate::error::{self, PostgresError};
@@ -253,9 +255,20 @@ pub(crate) fn u64_from_sql(value: i64) -> u64 {
     u64::from_ne_bytes(value.to_ne_bytes())
 }
 
-/// Creates or checks the schema under an advisory lock; returns the head.
+/// Checks the schema, creating it first if it is missing; returns the head.
+///
+/// An existing schema is only read: its version (a plain `SELECT` of `<prefix>meta`) and the
+/// head. No DDL runs then, so a connect takes no lock that an append holds (a `CREATE … IF
+/// NOT EXISTS` on the events table would wait for appends' table locks, and the head row's
+/// insert for the row an append holds: the two orders of a deadlock). A missing schema is
+/// created under the prefix's advisory lock, after reading the version again there, in case
+/// another connect created it meanwhile.
 pub(crate) async fn init_schema(pool: &Pool, tables: &Tables) -> Result<u64, StoreError> {
     let mut client = pool.get().await.map_err(error::pool)?;
+    if let Some(version) = existing_version(&client, tables).await? {
+        check_version(tables, version)?;
+        return read_head(&client, tables).await;
+    }
     let txn = client.transaction().await.map_err(error::db)?;
     txn.execute(
         "SELECT pg_advisory_xact_lock($1)",
@@ -266,34 +279,53 @@ pub(crate) async fn init_schema(pool: &Pool, tables: &Tables) -> Result<u64, Sto
     txn.batch_execute(&tables.create_meta())
         .await
         .map_err(error::db)?;
-    let found: Option<i64> = txn
-        .query_opt(&tables.select_version(), &[])
-        .await
-        .map_err(error::db)?
-        .map(|r| r.try_get(0))
-        .transpose()
-        .map_err(error::db)?;
-    match found {
-        None | Some(SCHEMA_VERSION) => {}
-        Some(found) => {
-            return Err(PostgresError::UnsupportedSchemaVersion {
-                prefix: tables.prefix.clone(),
-                found,
-                supported: SCHEMA_VERSION,
-            }
-            .into());
+    match existing_version(&txn, tables).await? {
+        Some(version) => check_version(tables, version)?,
+        None => {
+            tracing::info!(prefix = %tables.prefix, version = SCHEMA_VERSION, "creating the schema");
+            txn.batch_execute(&tables.create_schema())
+                .await
+                .map_err(error::db)?;
         }
     }
-    txn.batch_execute(&tables.create_schema())
-        .await
-        .map_err(error::db)?;
-    let head: i64 = txn
+    let head = read_head(&txn, tables).await?;
+    txn.commit().await.map_err(error::db)?;
+    Ok(head)
+}
+
+/// The stored schema version, or `None` when the meta table or its version row is missing.
+async fn existing_version(
+    client: &impl GenericClient,
+    tables: &Tables,
+) -> Result<Option<i64>, StoreError> {
+    match client.query_opt(&tables.select_version(), &[]).await {
+        Ok(row) => row.map(|r| r.try_get(0)).transpose().map_err(error::db),
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
+        Err(e) => Err(error::db(e)),
+    }
+}
+
+/// Refuses a version other than [`SCHEMA_VERSION`].
+fn check_version(tables: &Tables, found: i64) -> Result<(), StoreError> {
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    Err(PostgresError::UnsupportedSchemaVersion {
+        prefix: tables.prefix.clone(),
+        found,
+        supported: SCHEMA_VERSION,
+    }
+    .into())
+}
+
+/// Reads the head (a plain `SELECT`, which waits for no lock).
+async fn read_head(client: &impl GenericClient, tables: &Tables) -> Result<u64, StoreError> {
+    let head: i64 = client
         .query_one(&tables.select_head, &[])
         .await
         .map_err(error::db)?
         .try_get(0)
         .map_err(error::db)?;
-    txn.commit().await.map_err(error::db)?;
     to_position(head)
 }
 
