@@ -21,7 +21,8 @@ pub enum TallyEvent {
 
 /// The model whose checkpoint ends up under the other's name.
 #[derive(krescent_derive::ReadModel, krescent_derive::CheckpointSupport, Default, Debug)]
-#[krescent(crate = "krescent_core", name = "tally.owner", version = 1, events = TallyEvent, handles(Up))]
+#[krescent(crate = "krescent_core", name = "tally.owner", version = 1)]
+#[krescent(events = TallyEvent, handles(Up))]
 pub struct Owner {
     total: u64,
 }
@@ -35,7 +36,8 @@ impl Owner {
 
 /// The same events and state under another name: the checkpoint of `Owner` is not its own.
 #[derive(krescent_derive::ReadModel, krescent_derive::CheckpointSupport, Default, Debug)]
-#[krescent(crate = "krescent_core", name = "tally.other", version = 1, events = TallyEvent, handles(Up))]
+#[krescent(crate = "krescent_core", name = "tally.other", version = 1)]
+#[krescent(events = TallyEvent, handles(Up))]
 pub struct Other {
     total: u64,
 }
