@@ -48,8 +48,8 @@ pub mod __private {
     pub use crate::event::codec::{decode_content, encode_content};
     pub use crate::event::tags::{has_tag_key, static_key_tag};
     pub use crate::event::{
-        DecodeError, EncodeError, Event, EventRegistration, EventType, Payload, Recorded, TagValue,
-        Tags, TagsBuilder,
+        DecodeError, EncodeError, Event, EventRegistration, EventType, Payload, Recorded, TagError,
+        TagValue, Tags, TagsBuilder,
     };
     pub use crate::model::{EventOutcome, ModelHandlerResult, ModelRegistration, ReadModel};
     pub use crate::projection::{FieldArg, HandlerError, HandlerResult, Projection};

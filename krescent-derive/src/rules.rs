@@ -6,6 +6,10 @@
 const MAX_TYPE_NAME_LEN: usize = 255;
 /// The longest model name, as the runtime's `MAX_MODEL_NAME_LEN`.
 const MAX_MODEL_NAME_LEN: usize = 255;
+/// The longest tag key, as `krescent_core::event::MAX_TAG_KEY_LEN`.
+const MAX_TAG_KEY_LEN: usize = 255;
+/// The longest tag value, as `krescent_core::event::MAX_TAG_VALUE_LEN`.
+const MAX_TAG_VALUE_LEN: usize = 1024;
 /// The longest checkpoint bucket key, as `CheckpointBucket::MAX_KEY_LEN`.
 const MAX_CHECKPOINT_KEY_LEN: usize = 255;
 
@@ -27,13 +31,32 @@ pub(crate) fn type_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// The rule of the runtime's `validate_tag_key` (behind `krescent_core::Tag::new`):
-/// non-empty, no `:`, no whitespace, no control characters.
+/// The rule of the runtime's `validate_tag_key` (behind `krescent_core::Tag::new`): 1 to
+/// 255 bytes, no `:`, no whitespace, no control characters.
 pub(crate) fn tag_key(key: &str) -> Result<(), String> {
     if key.is_empty() {
         Err("it is empty".into())
+    } else if key.len() > MAX_TAG_KEY_LEN {
+        Err(format!("it is longer than {MAX_TAG_KEY_LEN} bytes"))
     } else if key.chars().any(|c| c == ':' || is_space_or_control(c)) {
         Err("keys may not contain `:`, whitespace or control characters".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// The rule of the runtime's `validate_tag_value` (behind `krescent_core::Tag::new`): at
+/// most 1,024 bytes, no NUL. The derives see a literal value only in a projection's tag
+/// filters (`tags(kind = "fixed")`); an event's tags take their values from fields at run
+/// time, where `TagsBuilder` checks them.
+pub(crate) fn tag_value(value: &str) -> Result<(), String> {
+    if value.len() > MAX_TAG_VALUE_LEN {
+        Err(format!(
+            "it is {} bytes long; tag values hold at most {MAX_TAG_VALUE_LEN} bytes",
+            value.len()
+        ))
+    } else if value.contains('\0') {
+        Err("it contains a NUL character".into())
     } else {
         Ok(())
     }
@@ -130,9 +153,13 @@ mod tests {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        for len in [254, 255, 256, 300] {
+        for len in [254, 255, 256, 300, 1023, 1024, 1025, 3072] {
             names.push("a".repeat(len));
         }
+        // The same around the tag value limit: 512 × 2 = 1,024 bytes, then 1,026.
+        names.push("é".repeat(512));
+        names.push("é".repeat(513));
+        names.push(format!("{}é", "a".repeat(1023)));
         // Multi-byte characters around the byte limit: 127 × 2 = 254 bytes, then 256.
         names.push("é".repeat(127));
         names.push("é".repeat(128));
@@ -175,6 +202,26 @@ mod tests {
         assert!(bad.is_empty(), "the tag-key rules disagree on {bad:?}");
         let (accepted, rejected) = accepts_and_rejects(super::tag_key);
         assert!(accepted >= 10 && rejected >= 10, "{accepted} / {rejected}");
+    }
+
+    #[test]
+    fn tag_value_rule_matches_the_runtime() {
+        let bad = disagreements(super::tag_value, |v| Tag::new("key", v).is_ok());
+        assert!(bad.is_empty(), "the tag-value rules disagree on {bad:?}");
+        let (accepted, rejected) = accepts_and_rejects(super::tag_value);
+        assert!(accepted >= 10 && rejected >= 4, "{accepted} / {rejected}");
+    }
+
+    #[test]
+    fn tag_limits_match_the_runtime() {
+        assert_eq!(
+            super::MAX_TAG_KEY_LEN,
+            krescent_core::event::MAX_TAG_KEY_LEN
+        );
+        assert_eq!(
+            super::MAX_TAG_VALUE_LEN,
+            krescent_core::event::MAX_TAG_VALUE_LEN
+        );
     }
 
     #[test]

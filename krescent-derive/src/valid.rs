@@ -263,7 +263,9 @@ fn check_variant_lists(
     }
 }
 
-/// The tag filters: valid keys, each once, bound to fields the struct has.
+/// The tag filters: valid keys, each once, bound to fields the struct has, and literal values
+/// (`tags(kind = "fixed")`, the only tag values the derives see at compile time) that follow
+/// the runtime's value rule.
 fn check_tag_filters(cx: &mut Ctxt, input: &crate::ast::ProjectionStruct<'_>) {
     let mut keys: BTreeMap<String, ()> = BTreeMap::new();
     for tag in &input.attrs.tags {
@@ -273,6 +275,11 @@ fn check_tag_filters(cx: &mut Ctxt, input: &crate::ast::ProjectionStruct<'_>) {
         }
         if keys.insert(key.clone(), ()).is_some() {
             cx.error_spanned_by(&tag.key, format!("duplicate tag key `{key}`"));
+        }
+        if let Some(value) = literal_value(&tag.value) {
+            if let Err(why) = rules::tag_value(&value) {
+                cx.error_spanned_by(&tag.value, format!("invalid value of tag `{key}`: {why}"));
+            }
         }
         if let Some(field) = self_field(&tag.value) {
             let name = match field {
@@ -289,6 +296,18 @@ fn check_tag_filters(cx: &mut Ctxt, input: &crate::ast::ProjectionStruct<'_>) {
                 );
             }
         }
+    }
+}
+
+/// The text of a string or character literal, as its `Display` writes it into a tag.
+fn literal_value(expr: &syn::Expr) -> Option<String> {
+    let syn::Expr::Lit(lit) = expr else {
+        return None;
+    };
+    match &lit.lit {
+        syn::Lit::Str(s) => Some(s.value()),
+        syn::Lit::Char(c) => Some(c.value().to_string()),
+        _ => None,
     }
 }
 

@@ -108,6 +108,7 @@ contract_cases!(
     concurrent_appenders_with_live_subscribers,
     subscription_filter_delivers_only_matches,
     read_pages_yields_every_event_once,
+    tag_values_follow_one_rule,
 );
 
 contract_cases!(

@@ -15,7 +15,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use registry::{EventRegistration, EventRegistry, RegistryError};
-pub use tags::{Tag, TagError, TagValue, Tags, TagsBuilder};
+pub use tags::{
+    MAX_TAG_KEY_LEN, MAX_TAG_VALUE_LEN, Tag, TagError, TagValue, Tags, TagsBuilder,
+    validate_tag_key, validate_tag_value,
+};
 pub use type_name::{MAX_TYPE_NAME_LEN, TypeName, TypeNameError, validate_type_name};
 
 /// The encoded content of an event (JSON by default). Cloning is a reference-count increment.
@@ -41,8 +44,18 @@ pub trait Event: Sized + Send + Sync + 'static {
     /// The stored type name of this value.
     fn event_type(&self) -> EventType;
 
-    /// The tags of this value.
+    /// The tags of this value. A tag whose value breaks [the rule of tags](Tag) is left out
+    /// (a derived implementation logs a warning); [`try_tags`](Event::try_tags) reports it.
     fn tags(&self) -> Tags;
+
+    /// The tags of this value, or the error of a tag value that breaks
+    /// [the rule of tags](Tag) (a field holding a NUL or more than
+    /// [`MAX_TAG_VALUE_LEN`] bytes). [`NewEvent::from_event`] calls it, so such an event
+    /// fails to encode before any I/O. The default returns [`tags`](Event::tags), whose
+    /// [`Tag`]s are valid by construction; `#[derive(Event)]` implements it.
+    fn try_tags(&self) -> Result<Tags, TagError> {
+        Ok(self.tags())
+    }
 
     /// Encodes the variant's content (not the type name).
     fn encode(&self) -> Result<Payload, EncodeError>;
@@ -104,6 +117,15 @@ pub enum EncodeError {
         /// What serde said.
         #[source]
         source: serde_json::Error,
+    },
+    /// A tag value of the event breaks [the rule of tags](Tag) (see [`Event::try_tags`]).
+    #[error("cannot encode event of type `{type_name}`: {source}")]
+    Tag {
+        /// The type name of the event.
+        type_name: &'static str,
+        /// Which tag and what is wrong with its value.
+        #[source]
+        source: TagError,
     },
     /// The event's type name breaks the rule of [`TypeName`] (a hand-written
     /// [`EventType::new`]; derived names are checked at compile time).
@@ -250,16 +272,22 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// Encodes a domain event. Its type name is checked (the derive's names always pass).
+    /// Encodes a domain event. Its type name is checked (the derive's names always pass), and
+    /// its tag values ([`Event::try_tags`]): a value that breaks the rule of [`Tag`] is
+    /// [`EncodeError::Tag`], so the event never reaches a store.
     pub fn from_event<E: Event>(event: &E) -> Result<Self, EncodeError> {
         let name = event.event_type().as_str();
         let event_type = TypeName::new(name).map_err(|source| EncodeError::TypeName {
             type_name: name,
             source,
         })?;
+        let tags = event.try_tags().map_err(|source| EncodeError::Tag {
+            type_name: name,
+            source,
+        })?;
         Ok(NewEvent {
             event_type,
-            tags: event.tags(),
+            tags,
             payload: event.encode()?,
         })
     }

@@ -196,8 +196,9 @@ impl ModelConfig {
         self
     }
 
-    /// What to do with a checkpoint whose version does not match or that fails validation:
-    /// rebuild from the beginning (`true`, the default) or fail with
+    /// What to do with a checkpoint that cannot be used (its version does not match, it fails
+    /// validation, it is corrupt, or it belongs to another model): discard it with a warning
+    /// and rebuild from the beginning (`true`, the default) or fail with
     /// [`ModelError::CheckpointInvalid`].
     pub fn rebuild_on_invalid(mut self, rebuild: bool) -> Self {
         self.rebuild_on_invalid = rebuild;
@@ -539,6 +540,14 @@ impl<M: ReadModel> ModelRunner<M> {
                     location, source, ..
                 }) => {
                     self.discard(format!("corrupt checkpoint at {location}: {source}"))?;
+                    None
+                }
+                // Another model's checkpoint under this model's name (a file copied or
+                // renamed by hand): invalid like any other.
+                Err(CheckpointStorageError::ModelMismatch {
+                    found, location, ..
+                }) => {
+                    self.discard(format!("it belongs to model `{found}` (at {location})"))?;
                     None
                 }
                 Err(source) => {

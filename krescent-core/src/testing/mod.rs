@@ -217,6 +217,7 @@ macro_rules! event_store_contract_tests {
             concurrent_appenders_with_live_subscribers,
             subscription_filter_delivers_only_matches,
             read_pages_yields_every_event_once,
+            tag_values_follow_one_rule,
         }
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {

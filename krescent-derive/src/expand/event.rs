@@ -50,11 +50,11 @@ pub(crate) fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream 
                 }
 
                 fn tags(&self) -> #p::Tags {
-                    let mut tags = #p::TagsBuilder::with_capacity(#tag_capacity);
-                    match self {
-                        #(#tag_arms)*
-                    }
-                    tags.build()
+                    self.__krescent_tags_builder().build()
+                }
+
+                fn try_tags(&self) -> ::core::result::Result<#p::Tags, #p::TagError> {
+                    self.__krescent_tags_builder().try_build()
                 }
 
                 fn encode(&self) -> ::core::result::Result<#p::Payload, #p::EncodeError> {
@@ -70,6 +70,19 @@ pub(crate) fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream 
                         _ => return ::core::result::Result::Err(#p::DecodeError::unknown(type_name)),
                     };
                     #decode
+                }
+            }
+
+            #[automatically_derived]
+            impl #ident {
+                /// The builder of this value's tags, which checks their values at run time.
+                #[inline]
+                fn __krescent_tags_builder(&self) -> #p::TagsBuilder {
+                    let mut tags = #p::TagsBuilder::with_capacity(#tag_capacity);
+                    match self {
+                        #(#tag_arms)*
+                    }
+                    tags
                 }
             }
 

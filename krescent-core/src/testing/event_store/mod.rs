@@ -6,13 +6,14 @@
 //!
 //! The cases are grouped by concern, one file each: appends and conditional appends; reads
 //! (position ranges, filters, directions, limits, pages); subscriptions (history and live
-//! events, concurrency, cancellation). All of them are re-exported here, under the path
-//! `testing::event_store::<case>`.
+//! events, concurrency, cancellation); tag values (one rule for every store). All of them are
+//! re-exported here, under the path `testing::event_store::<case>`.
 
 mod append;
 mod read;
 mod subscribe;
 mod support;
+mod tags;
 
 pub use append::{
     append_and_read_back, conditional_append, conditional_append_on_several_tags,
@@ -27,6 +28,7 @@ pub use subscribe::{
     subscribe_from_start_while_appending, subscription_filter_delivers_only_matches,
     subscription_sees_burst_of_appends,
 };
+pub use tags::tag_values_follow_one_rule;
 
 use super::{ContractFailure, EventStoreFactory};
 
@@ -55,5 +57,6 @@ pub async fn run_event_store_contract<F: EventStoreFactory>(
     concurrent_appenders_with_live_subscribers(f).await?;
     subscription_filter_delivers_only_matches(f).await?;
     read_pages_yields_every_event_once(f).await?;
+    tag_values_follow_one_rule(f).await?;
     Ok(())
 }
