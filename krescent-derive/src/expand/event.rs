@@ -22,10 +22,7 @@ pub(crate) fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream 
     let patterns: Vec<TokenStream> = input.variants.iter().map(pattern_any).collect();
     let type_indices = 0..input.variants.len();
 
-    let tag_arms = input.variants.iter().map(tag_arm);
-    let tag_capacity = input.variants.iter().map(|v| v.tags().len()).max();
-    let tag_capacity = tag_capacity.unwrap_or(0);
-
+    let tags_builder = tags_builder(input, &p);
     let inherent = inherent_impl(input, &p, false);
     let registration = registration(input, &p, &catalog, revision);
 
@@ -73,23 +70,35 @@ pub(crate) fn expand(input: &EventEnum<'_>, krate: &TokenStream) -> TokenStream 
                 }
             }
 
-            #[automatically_derived]
-            impl #ident {
-                /// The builder of this value's tags, which checks their values at run time.
-                #[inline]
-                fn __krescent_tags_builder(&self) -> #p::TagsBuilder {
-                    let mut tags = #p::TagsBuilder::with_capacity(#tag_capacity);
-                    match self {
-                        #(#tag_arms)*
-                    }
-                    tags
-                }
-            }
+            #tags_builder
 
             #inherent
 
             #registration
         };
+    }
+}
+
+/// `__krescent_tags_builder`: the builder of a value's tags, which checks their values at run
+/// time (`tags` and `try_tags` both use it).
+fn tags_builder(input: &EventEnum<'_>, p: &TokenStream) -> TokenStream {
+    let ident = input.ident;
+    let tag_arms = input.variants.iter().map(tag_arm);
+    let tag_capacity = input.variants.iter().map(|v| v.tags().len()).max();
+    let tag_capacity = tag_capacity.unwrap_or(0);
+    quote! {
+        #[automatically_derived]
+        impl #ident {
+            /// The builder of this value's tags, which checks their values at run time.
+            #[inline]
+            fn __krescent_tags_builder(&self) -> #p::TagsBuilder {
+                let mut tags = #p::TagsBuilder::with_capacity(#tag_capacity);
+                match self {
+                    #(#tag_arms)*
+                }
+                tags
+            }
+        }
     }
 }
 
