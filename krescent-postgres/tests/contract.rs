@@ -62,7 +62,8 @@ impl BookmarkStorageFactory for Factory {
 }
 
 /// One `#[test]` per case of a contract suite, each on fresh tables. (The suites' own
-/// `*_contract_tests!` macros cannot skip without a database or drop the tables afterwards.)
+/// `*_contract_tests!` macros cannot skip without a database or drop the tables afterwards;
+/// the cases come from the suites' `*_cases!` lists, so a new case runs here too.)
 macro_rules! contract_cases {
     ($module:ident, $suite:ident: $($case:ident),+ $(,)?) => {
         mod $module {
@@ -91,51 +92,6 @@ macro_rules! contract_cases {
     };
 }
 
-contract_cases!(
-    event_store, event_store:
-    empty_store,
-    append_and_read_back,
-    read_position_ranges,
-    backward_limit_one_finds_latest_match,
-    query_filter_semantics,
-    match_none_matches_nothing,
-    conditional_append,
-    conditional_append_on_several_tags,
-    failed_conditional_append_stores_nothing,
-    subscribe_from_start_while_appending,
-    subscribe_from_head_sees_only_new_events,
-    subscription_sees_burst_of_appends,
-    concurrent_appenders_with_live_subscribers,
-    subscription_filter_delivers_only_matches,
-    read_pages_yields_every_event_once,
-    tag_values_follow_one_rule,
-);
-
-contract_cases!(
-    checkpoint_storage, checkpoint_storage:
-    load_missing_returns_none,
-    store_then_load_round_trips,
-    upsert_last_write_wins,
-    delete_removes_the_checkpoint,
-    list_is_sorted_and_describes_each_checkpoint,
-    invalid_model_names_are_rejected,
-    valid_model_names_are_accepted,
-    models_are_independent,
-    unencodable_state_is_rejected,
-    concurrent_stores_leave_one_complete_checkpoint,
-    loads_during_stores_see_complete_checkpoints,
-    deltas_load_in_order_after_their_checkpoint,
-    deltas_must_build_on_the_latest_state,
-    store_and_delete_drop_the_deltas,
-);
-
-contract_cases!(
-    bookmark_storage, bookmark_storage:
-    load_missing_returns_none,
-    place_then_load_round_trips,
-    place_last_write_wins,
-    delete_removes_the_bookmark,
-    readers_are_independent,
-    invalid_reader_names_are_rejected,
-    concurrent_places_leave_one_written_position,
-);
+krescent_core::event_store_cases!(contract_cases, event_store, event_store:);
+krescent_core::checkpoint_storage_cases!(contract_cases, checkpoint_storage, checkpoint_storage:);
+krescent_core::bookmark_storage_cases!(contract_cases, bookmark_storage, bookmark_storage:);

@@ -428,6 +428,25 @@ pub async fn concurrent_places_leave_one_written_position<F: BookmarkStorageFact
     }
 }
 
+/// Invokes `callback! { args… <every case of the bookmark storage contract>, }`: for a runner of one's
+/// own, such as one that needs a database and drops its tables after each case (the
+/// PostgreSQL crate's tests). The case list lives here only, so a new case runs everywhere.
+#[macro_export]
+macro_rules! bookmark_storage_cases {
+    ($callback:path, $($args:tt)*) => {
+        $callback! {
+            $($args)*
+            load_missing_returns_none,
+            place_then_load_round_trips,
+            place_last_write_wins,
+            delete_removes_the_bookmark,
+            readers_are_independent,
+            invalid_reader_names_are_rejected,
+            concurrent_places_leave_one_written_position,
+        }
+    };
+}
+
 /// Expands to one `#[test]` per case of the
 /// [bookmark storage contract](crate::testing::bookmark_storage), each running on its own
 /// two-worker multi-thread tokio runtime with a fresh storage from the factory.
@@ -448,16 +467,7 @@ pub async fn concurrent_places_leave_one_written_position<F: BookmarkStorageFact
 #[macro_export]
 macro_rules! bookmark_storage_contract_tests {
     ($factory:expr $(,)?) => {
-        $crate::bookmark_storage_contract_tests! {
-            @cases $factory;
-            load_missing_returns_none,
-            place_then_load_round_trips,
-            place_last_write_wins,
-            delete_removes_the_bookmark,
-            readers_are_independent,
-            invalid_reader_names_are_rejected,
-            concurrent_places_leave_one_written_position,
-        }
+        $crate::bookmark_storage_cases!($crate::bookmark_storage_contract_tests, @cases $factory;);
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
         $(

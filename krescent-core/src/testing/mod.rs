@@ -81,6 +81,9 @@ pub use crate::checkpoint_storage_contract_tests;
 /// facade's users find it (`krescent::testing::event_store_contract_tests!`).
 #[doc(inline)]
 pub use crate::event_store_contract_tests;
+/// The case lists of the three suites, for runners of one's own.
+#[doc(inline)]
+pub use crate::{bookmark_storage_cases, checkpoint_storage_cases, event_store_cases};
 pub use bookmark_storage::{BookmarkStorageFactory, run_bookmark_storage_contract};
 pub use checkpoint_storage::{CheckpointStorageFactory, run_checkpoint_storage_contract};
 pub use event_store::run_event_store_contract;
@@ -180,6 +183,34 @@ where
     }
 }
 
+/// Invokes `callback! { args… <every case of the event store contract>, }`: for a runner of one's
+/// own, such as one that needs a database and drops its tables after each case (the
+/// PostgreSQL crate's tests). The case list lives here only, so a new case runs everywhere.
+#[macro_export]
+macro_rules! event_store_cases {
+    ($callback:path, $($args:tt)*) => {
+        $callback! {
+            $($args)*
+            empty_store,
+            append_and_read_back,
+            read_position_ranges,
+            backward_limit_one_finds_latest_match,
+            query_filter_semantics,
+            match_none_matches_nothing,
+            conditional_append,
+            conditional_append_on_several_tags,
+            failed_conditional_append_stores_nothing,
+            subscribe_from_start_while_appending,
+            subscribe_from_head_sees_only_new_events,
+            subscription_sees_burst_of_appends,
+            concurrent_appenders_with_live_subscribers,
+            subscription_filter_delivers_only_matches,
+            read_pages_yields_every_event_once,
+            tag_values_follow_one_rule,
+        }
+    };
+}
+
 /// Expands to one `#[test]` per case of the [event store contract](crate::testing), each
 /// running on its own two-worker multi-thread tokio runtime with a fresh store from the
 /// factory.
@@ -200,25 +231,7 @@ where
 #[macro_export]
 macro_rules! event_store_contract_tests {
     ($factory:expr $(,)?) => {
-        $crate::event_store_contract_tests! {
-            @cases $factory;
-            empty_store,
-            append_and_read_back,
-            read_position_ranges,
-            backward_limit_one_finds_latest_match,
-            query_filter_semantics,
-            match_none_matches_nothing,
-            conditional_append,
-            conditional_append_on_several_tags,
-            failed_conditional_append_stores_nothing,
-            subscribe_from_start_while_appending,
-            subscribe_from_head_sees_only_new_events,
-            subscription_sees_burst_of_appends,
-            concurrent_appenders_with_live_subscribers,
-            subscription_filter_delivers_only_matches,
-            read_pages_yields_every_event_once,
-            tag_values_follow_one_rule,
-        }
+        $crate::event_store_cases!($crate::event_store_contract_tests, @cases $factory;);
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
         $(

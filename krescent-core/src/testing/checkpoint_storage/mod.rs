@@ -159,6 +159,32 @@ pub async fn run_checkpoint_storage_contract<F: CheckpointStorageFactory>(
     Ok(())
 }
 
+/// Invokes `callback! { args… <every case of the checkpoint storage contract>, }`: for a runner of one's
+/// own, such as one that needs a database and drops its tables after each case (the
+/// PostgreSQL crate's tests). The case list lives here only, so a new case runs everywhere.
+#[macro_export]
+macro_rules! checkpoint_storage_cases {
+    ($callback:path, $($args:tt)*) => {
+        $callback! {
+            $($args)*
+            load_missing_returns_none,
+            store_then_load_round_trips,
+            upsert_last_write_wins,
+            delete_removes_the_checkpoint,
+            list_is_sorted_and_describes_each_checkpoint,
+            invalid_model_names_are_rejected,
+            valid_model_names_are_accepted,
+            models_are_independent,
+            unencodable_state_is_rejected,
+            concurrent_stores_leave_one_complete_checkpoint,
+            loads_during_stores_see_complete_checkpoints,
+            deltas_load_in_order_after_their_checkpoint,
+            deltas_must_build_on_the_latest_state,
+            store_and_delete_drop_the_deltas,
+        }
+    };
+}
+
 /// Expands to one `#[test]` per case of the
 /// [checkpoint storage contract](crate::testing::checkpoint_storage), each running on its own
 /// two-worker multi-thread tokio runtime with a fresh storage from the factory.
@@ -182,23 +208,7 @@ pub async fn run_checkpoint_storage_contract<F: CheckpointStorageFactory>(
 #[macro_export]
 macro_rules! checkpoint_storage_contract_tests {
     ($factory:expr $(,)?) => {
-        $crate::checkpoint_storage_contract_tests! {
-            @cases $factory;
-            load_missing_returns_none,
-            store_then_load_round_trips,
-            upsert_last_write_wins,
-            delete_removes_the_checkpoint,
-            list_is_sorted_and_describes_each_checkpoint,
-            invalid_model_names_are_rejected,
-            valid_model_names_are_accepted,
-            models_are_independent,
-            unencodable_state_is_rejected,
-            concurrent_stores_leave_one_complete_checkpoint,
-            loads_during_stores_see_complete_checkpoints,
-            deltas_load_in_order_after_their_checkpoint,
-            deltas_must_build_on_the_latest_state,
-            store_and_delete_drop_the_deltas,
-        }
+        $crate::checkpoint_storage_cases!($crate::checkpoint_storage_contract_tests, @cases $factory;);
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
         $(
